@@ -1,0 +1,57 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::common::{Counts, NamespacePolicy, ParentRef};
+
+/// Desired state of a Group.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "payi.io",
+    version = "v1alpha1",
+    kind = "Group",
+    plural = "groups",
+    shortname = "payigroup",
+    shortname = "payigroups",
+    category = "payi",
+    doc = "A division of an Organization, such as Engineering or Marketing, that holds Applications.",
+    status = "GroupStatus",
+    validation = Rule::new("size(self.metadata.name) <= 63")
+        .message("Group names must be at most 63 characters: they are used in label values"),
+    printcolumn = r#"{"name":"Organization","type":"string","jsonPath":".spec.organizationRef.name"}"#,
+    printcolumn = r#"{"name":"Apps","type":"integer","jsonPath":".status.applications.total"}"#,
+    printcolumn = r#"{"name":"Apps Ready","type":"integer","jsonPath":".status.applications.ready"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupSpec {
+    /// The Organization this Group belongs to.
+    pub organization_ref: ParentRef,
+    /// Human-readable name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub display_name: Option<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub description: Option<String>,
+    /// Namespaces whose Applications may attach to this Group. Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_policy: Option<NamespacePolicy>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The Organization this Group resolved to, when it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    /// Applications that reference this Group, and how many are Ready.
+    #[serde(default)]
+    pub applications: Counts,
+}

@@ -1,0 +1,59 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::common::Counts;
+
+/// Desired state of an Organization.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "payi.io",
+    version = "v1alpha1",
+    kind = "Organization",
+    plural = "organizations",
+    shortname = "payiorg",
+    shortname = "payiorgs",
+    category = "payi",
+    doc = "The top of the Pay-i hierarchy: all AI resources, users and settings of one company.",
+    status = "OrganizationStatus",
+    validation = Rule::new("size(self.metadata.name) <= 63")
+        .message("Organization names must be at most 63 characters: they are used in label values"),
+    printcolumn = r#"{"name":"Groups","type":"integer","jsonPath":".status.groups.total"}"#,
+    printcolumn = r#"{"name":"Apps","type":"integer","jsonPath":".status.applications.total"}"#,
+    printcolumn = r#"{"name":"Apps Ready","type":"integer","jsonPath":".status.applications.ready"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationSpec {
+    /// Human-readable name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub display_name: Option<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub description: Option<String>,
+    /// URL of the Pay-i API or AI gateway this organization's applications call.
+    /// Published to every key Secret as `PAYI_BASE_URL`.
+    #[serde(rename = "baseURL", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''")
+        .message("baseURL must be an absolute http or https URL, e.g. https://api.pay-i.com"))]
+    pub base_url: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Groups that reference this Organization, and how many are Ready.
+    #[serde(default)]
+    pub groups: Counts,
+    /// Applications in those Groups, and how many are Ready.
+    #[serde(default)]
+    pub applications: Counts,
+}

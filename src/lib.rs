@@ -1,0 +1,13 @@
+//! payi-operator: Organizations, Groups and Applications of the Pay-i hierarchy
+//! as Kubernetes resources, with one API key per Application.
+
+pub mod conditions;
+pub mod controller;
+pub mod crd;
+pub mod error;
+pub mod key;
+pub mod metrics;
+pub mod namespace_policy;
+pub mod rollup;
+
+pub use error::{Error, Result};

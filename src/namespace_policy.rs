@@ -1,0 +1,133 @@
+//! Whether a Group admits Applications from a namespace.
+
+use std::collections::BTreeMap;
+
+use kube::core::{Selector, SelectorExt};
+
+use crate::crd::NamespacePolicy;
+
+/// Why a namespace is not admitted, in words for a condition message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(pub String);
+
+/// Admits `namespace` when the policy lists it by name or its labels match the
+/// policy's selector. No policy admits nothing (see [`NamespacePolicy`]).
+pub fn admits(
+    policy: Option<&NamespacePolicy>,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), Refusal> {
+    let Some(policy) = policy else {
+        return Err(Refusal(
+            "the Group has no namespacePolicy, so it admits no namespace".into(),
+        ));
+    };
+    if policy.names.iter().any(|n| n == namespace) {
+        return Ok(());
+    }
+    let Some(selector) = &policy.selector else {
+        return Err(Refusal(format!(
+            "namespace {namespace:?} is not in the Group's namespacePolicy.names"
+        )));
+    };
+    let parsed = Selector::try_from(selector.clone()).map_err(|e| {
+        Refusal(format!(
+            "the Group's namespacePolicy.selector is invalid: {e}"
+        ))
+    })?;
+    if parsed.matches(labels) {
+        Ok(())
+    } else {
+        Err(Refusal(format!(
+            "namespace {namespace:?} is neither listed in the Group's namespacePolicy.names nor matched by its selector"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn by_labels(pairs: &[(&str, &str)]) -> NamespacePolicy {
+        NamespacePolicy {
+            names: vec![],
+            selector: Some(LabelSelector {
+                match_labels: Some(labels(pairs)),
+                match_expressions: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn no_policy_and_empty_policy_admit_nothing() {
+        assert!(admits(None, "team-a", &labels(&[])).is_err());
+        assert!(admits(Some(&NamespacePolicy::default()), "team-a", &labels(&[])).is_err());
+    }
+
+    #[test]
+    fn names_admit_exactly_those_namespaces() {
+        let policy = NamespacePolicy {
+            names: vec!["team-a".into()],
+            selector: None,
+        };
+        assert_eq!(admits(Some(&policy), "team-a", &labels(&[])), Ok(()));
+        assert!(admits(Some(&policy), "team-b", &labels(&[])).is_err());
+    }
+
+    #[test]
+    fn empty_selector_admits_every_namespace() {
+        let policy = NamespacePolicy {
+            names: vec![],
+            selector: Some(LabelSelector::default()),
+        };
+        assert_eq!(admits(Some(&policy), "anything", &labels(&[])), Ok(()));
+    }
+
+    #[test]
+    fn selector_matches_labels_and_names_add_to_it() {
+        let mut policy = by_labels(&[("payi.io/group", "engineering")]);
+        assert_eq!(
+            admits(
+                Some(&policy),
+                "a",
+                &labels(&[("payi.io/group", "engineering")])
+            ),
+            Ok(())
+        );
+        assert!(
+            admits(
+                Some(&policy),
+                "b",
+                &labels(&[("payi.io/group", "marketing")])
+            )
+            .is_err()
+        );
+        policy.names.push("b".into());
+        assert_eq!(admits(Some(&policy), "b", &labels(&[])), Ok(()));
+    }
+
+    #[test]
+    fn an_invalid_selector_is_a_refusal_not_a_panic() {
+        let policy = NamespacePolicy {
+            names: vec![],
+            selector: Some(LabelSelector {
+                match_labels: None,
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: "Sometimes".into(),
+                    values: None,
+                }]),
+            }),
+        };
+        let refusal = admits(Some(&policy), "a", &labels(&[])).unwrap_err();
+        assert!(refusal.0.contains("invalid"), "{refusal:?}");
+    }
+}
