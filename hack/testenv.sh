@@ -149,7 +149,7 @@ up() {
     --bind-address 127.0.0.1 --secure-port "$kcm_port" --leader-elect=false \
     --controllers garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller \
     --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
-    --use-service-account-credentials=true --v 1
+    --use-service-account-credentials=true --authentication-skip-lookup=true --v 1
   # Each controller runs under its own service account with the bootstrap RBAC
   # roles, as kubeadm clusters do, so the garbage collector may delete anything.
   wait_for "kube-controller-manager" 60 bash -c "exec 3<>/dev/tcp/127.0.0.1/$kcm_port"

@@ -1,0 +1,28 @@
+# Entry points for people and CI. The scripts under hack/ do the work.
+.PHONY: test run crds lint build testenv-up testenv-down clean-testenv
+
+## Everything CI runs: format, lints, unit and end-to-end tests on a local control plane.
+test:
+	hack/test.sh
+
+## A local control plane, the CRDs and examples/, and the operator in the foreground.
+run:
+	hack/run.sh
+
+## Regenerate the committed CRD YAML (crds/ and the Helm chart's copy) from the code.
+crds:
+	cargo run --quiet -- crd --out-dir crds
+	cargo run --quiet -- crd --out-dir charts/payi-operator/crds
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+build:
+	cargo build --release
+
+testenv-up:
+	hack/testenv.sh up
+
+testenv-down:
+	hack/testenv.sh down

@@ -1,0 +1,280 @@
+//! Harness for tests against the real control plane started by `hack/testenv.sh up`.
+//!
+//! Every test gets its own namespace and unique names for cluster-scoped
+//! objects, so tests run in parallel. There is no skip: without a reachable
+//! control plane every test fails and says how to start one.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, Config, ResourceExt};
+use payi_operator::controller::{self, Settings};
+use payi_operator::crd::{self, Application, Group, Organization};
+use payi_operator::metrics::Metrics;
+use serde_json::json;
+
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn kubeconfig_path() -> PathBuf {
+    if let Ok(path) = std::env::var("KUBECONFIG") {
+        return PathBuf::from(path);
+    }
+    let dir = std::env::var("TESTENV_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/testenv"));
+    dir.join("kubeconfig")
+}
+
+/// A client for the test control plane. Panics, loudly, when there is none.
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let fail = |why: String| -> ! {
+        panic!(
+            "no test control plane at {} ({why}). Start one with `hack/testenv.sh up`, or run `make test`, \
+             which starts and stops it.",
+            path.display()
+        )
+    };
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| fail(e.to_string()));
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| fail(e.to_string()));
+    let client = Client::try_from(config).unwrap_or_else(|e| fail(e.to_string()));
+    if let Err(e) = client.apiserver_version().await {
+        fail(format!("API server unreachable: {e}"));
+    }
+    client
+}
+
+/// A short random suffix for names that must not collide across tests and runs.
+pub fn unique(prefix: &str) -> String {
+    let n: u32 = rand::random();
+    format!("{prefix}-{n:08x}")
+}
+
+/// Installs the operator's CRDs (server-side apply, idempotent) and waits until established.
+pub async fn install_crds(client: &Client) {
+    let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    for crd in crd::all() {
+        let name = crd.name_any();
+        api.patch(&name, &PatchParams::apply("payi-tests").force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("installing CRD {name}: {e}"));
+        tokio::time::timeout(TIMEOUT, await_condition(api.clone(), &name, conditions::is_crd_established()))
+            .await
+            .unwrap_or_else(|_| panic!("CRD {name} not established"))
+            .unwrap();
+    }
+}
+
+/// One test's world: a client, a fresh namespace, the CRDs installed.
+pub struct TestEnv {
+    pub client: Client,
+    pub namespace: String,
+}
+
+impl TestEnv {
+    pub async fn new(prefix: &str) -> Self {
+        let client = client().await;
+        install_crds(&client).await;
+        let namespace = unique(prefix);
+        create_namespace(&client, &namespace, &[]).await;
+        Self { client, namespace }
+    }
+
+    pub fn apps(&self) -> Api<Application> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+    pub fn groups(&self) -> Api<Group> {
+        Api::all(self.client.clone())
+    }
+    pub fn orgs(&self) -> Api<Organization> {
+        Api::all(self.client.clone())
+    }
+
+    /// Creates any object of this test from JSON (namespaced kinds go to the test namespace).
+    pub async fn create_app(&self, name: &str, group: &str) -> Application {
+        let app: Application = serde_json::from_value(json!({
+            "apiVersion": "payi.io/v1alpha1", "kind": "Application",
+            "metadata": {"name": name},
+            "spec": {"groupRef": {"name": group}}
+        }))
+        .unwrap();
+        self.apps().create(&PostParams::default(), &app).await.unwrap()
+    }
+
+    /// A Group admitting this test's namespace by name.
+    pub async fn create_group(&self, name: &str, org: &str) -> Group {
+        let group: Group = serde_json::from_value(json!({
+            "apiVersion": "payi.io/v1alpha1", "kind": "Group",
+            "metadata": {"name": name},
+            "spec": {"organizationRef": {"name": org}, "namespacePolicy": {"names": [self.namespace]}}
+        }))
+        .unwrap();
+        self.groups().create(&PostParams::default(), &group).await.unwrap()
+    }
+
+    pub async fn create_org(&self, name: &str, base_url: Option<&str>) -> Organization {
+        let mut spec = json!({"displayName": name});
+        if let Some(url) = base_url {
+            spec["baseURL"] = json!(url);
+        }
+        let org: Organization = serde_json::from_value(json!({
+            "apiVersion": "payi.io/v1alpha1", "kind": "Organization",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .unwrap();
+        self.orgs().create(&PostParams::default(), &org).await.unwrap()
+    }
+
+    /// Events about one object in this namespace (or cluster-scoped ones, reported in `default`).
+    pub async fn events_for(&self, name: &str) -> Vec<Event> {
+        let mut all = vec![];
+        for ns in [self.namespace.as_str(), "default"] {
+            let api: Api<Event> = Api::namespaced(self.client.clone(), ns);
+            let list = api.list(&ListParams::default()).await.unwrap();
+            all.extend(list.items.into_iter().filter(|e| e.involved_object.name.as_deref() == Some(name)));
+        }
+        all
+    }
+}
+
+pub async fn create_namespace(client: &Client, name: &str, labels: &[(&str, &str)]) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let labels: std::collections::BTreeMap<_, _> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+    api.create(&PostParams::default(), &ns).await.unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+}
+
+pub async fn delete<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let _ = api.delete(name, &DeleteParams::background()).await;
+}
+
+/// Polls `probe` until it yields `Some`, or panics after [`TIMEOUT`] with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {TIMEOUT:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads a Ready condition as (status, reason, message).
+pub fn ready_of(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<(String, String, String)> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Waits until the Application's Ready condition has `reason` for its current generation.
+pub async fn app_with_reason(env: &TestEnv, name: &str, reason: &str) -> Application {
+    eventually(&format!("Application {name} to report {reason}"), || async {
+        let app = env.apps().get(name).await.ok()?;
+        let status = app.status.clone()?;
+        let (_, r, _) = ready_of(&status.conditions)?;
+        (r == reason && status.observed_generation == app.metadata.generation).then_some(app)
+    })
+    .await
+}
+
+pub fn key_of(secret: &Secret) -> String {
+    let data = secret.data.as_ref().expect("Secret has data");
+    String::from_utf8(data["PAYI_API_KEY"].0.clone()).expect("key is text")
+}
+
+/// Log lines the in-process operator wrote, for asserting what never appears in them.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+}
+
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An operator running in this test process on its own runtime and thread.
+pub struct Operator {
+    pub metrics: Arc<Metrics>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Operator {
+    /// Starts the controllers against the test control plane.
+    pub fn start() -> Self {
+        static TRACING: OnceLock<()> = OnceLock::new();
+        TRACING.get_or_init(|| {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("debug,kube=info,hyper=info,tower=info,rustls=info")
+                .with_writer(|| Capture)
+                .with_ansi(false)
+                .try_init();
+        });
+        let metrics = Arc::new(Metrics::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let m = metrics.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().expect("operator runtime");
+            runtime.block_on(async move {
+                let client = client().await;
+                install_crds(&client).await;
+                let shutdown = futures::FutureExt::shared(async move {
+                    let _ = stopped.await;
+                });
+                let settings = Settings { resync: Duration::from_secs(3600), concurrency: 8 };
+                controller::run(client, settings, m, shutdown).await;
+            });
+        });
+        Self { metrics, stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// The operator shared by all tests of one test binary; never stopped.
+    pub fn shared() -> &'static Operator {
+        static SHARED: OnceLock<Operator> = OnceLock::new();
+        SHARED.get_or_init(Operator::start)
+    }
+
+    /// Stops the controllers and waits for in-flight reconciles to finish.
+    pub fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
