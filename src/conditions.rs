@@ -42,33 +42,18 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn ready(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            type_: READY,
-            status: true,
-            reason,
-            message: message.into(),
-        }
+        Self { type_: READY, status: true, reason, message: message.into() }
     }
 
     pub fn not_ready(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            type_: READY,
-            status: false,
-            reason,
-            message: message.into(),
-        }
+        Self { type_: READY, status: false, reason, message: message.into() }
     }
 }
 
 /// The condition list after recording `outcomes`, keeping each condition's
 /// `lastTransitionTime` unless its status changed. Conditions of other types
 /// are dropped: this operator owns every condition on its kinds.
-pub fn merge(
-    previous: &[Condition],
-    outcomes: &[Outcome],
-    generation: Option<i64>,
-    now: &Time,
-) -> Vec<Condition> {
+pub fn merge(previous: &[Condition], outcomes: &[Outcome], generation: Option<i64>, now: &Time) -> Vec<Condition> {
     outcomes
         .iter()
         .map(|o| {
@@ -109,31 +94,16 @@ mod tests {
 
     #[test]
     fn transition_time_moves_only_when_status_flips() {
-        let first = merge(
-            &[],
-            &[Outcome::not_ready(reason::GROUP_NOT_FOUND, "no group")],
-            Some(1),
-            &at(10),
-        );
+        let first = merge(&[], &[Outcome::not_ready(reason::GROUP_NOT_FOUND, "no group")], Some(1), &at(10));
         assert_eq!(first[0].last_transition_time, at(10));
 
         // Same status, new reason and message: still the original transition time.
-        let second = merge(
-            &first,
-            &[Outcome::not_ready(reason::ORGANIZATION_NOT_FOUND, "no org")],
-            Some(2),
-            &at(20),
-        );
+        let second = merge(&first, &[Outcome::not_ready(reason::ORGANIZATION_NOT_FOUND, "no org")], Some(2), &at(20));
         assert_eq!(second[0].last_transition_time, at(10));
         assert_eq!(second[0].reason, "OrganizationNotFound");
         assert_eq!(second[0].observed_generation, Some(2));
 
-        let third = merge(
-            &second,
-            &[Outcome::ready(reason::KEY_ISSUED, "ok")],
-            Some(2),
-            &at(30),
-        );
+        let third = merge(&second, &[Outcome::ready(reason::KEY_ISSUED, "ok")], Some(2), &at(30));
         assert_eq!(third[0].last_transition_time, at(30));
         assert!(is_ready(&third));
         assert!(!is_ready(&second));

@@ -28,10 +28,7 @@ impl Error {
     /// A short, bounded label for metrics and logs.
     pub fn label(&self) -> &'static str {
         match self {
-            Error::Kube {
-                source: kube::Error::Api(status),
-                ..
-            } if status.code == 409 => "conflict",
+            Error::Kube { source: kube::Error::Api(status), .. } if status.code == 409 => "conflict",
             Error::Kube { .. } => "kube_api",
             Error::Mint(_) => "key_mint",
             Error::MissingField(..) => "missing_field",

@@ -30,9 +30,7 @@ impl ApiKey {
     /// Mints a fresh key from the operating system's CSPRNG.
     pub fn mint() -> Result<Self, MintError> {
         let mut entropy = [0u8; ENTROPY_BYTES];
-        OsRng
-            .try_fill_bytes(&mut entropy)
-            .map_err(|e| MintError(e.to_string()))?;
+        OsRng.try_fill_bytes(&mut entropy).map_err(|e| MintError(e.to_string()))?;
         Ok(Self::from_entropy(&entropy))
     }
 
@@ -127,9 +125,6 @@ mod tests {
     fn fingerprint_is_a_stable_sha256_prefix() {
         // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223...
         assert_eq!(fingerprint("abc"), "sha256:ba7816bf8f01cfea");
-        assert_eq!(
-            fingerprint("abc").len(),
-            "sha256:".len() + FINGERPRINT_HEX_DIGITS
-        );
+        assert_eq!(fingerprint("abc").len(), "sha256:".len() + FINGERPRINT_HEX_DIGITS);
     }
 }

@@ -84,11 +84,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         concurrency: args.concurrency.max(1),
     };
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        ?settings,
-        "starting controllers"
-    );
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), ?settings, "starting controllers");
     let metrics = std::sync::Arc::new(payi_operator::metrics::Metrics::default());
     controller::run(client, settings, metrics, shutdown_signal().shared()).await;
     tracing::info!("stopped");
@@ -100,9 +96,7 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(term) => term,
             Err(error) => {
                 tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the operator");
@@ -121,8 +115,7 @@ async fn shutdown_signal() {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Text => builder.init(),

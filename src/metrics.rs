@@ -53,9 +53,7 @@ impl Default for Metrics {
         Self {
             reconciles: Family::default(),
             failures: Family::default(),
-            duration: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.001, 2.0, 14))
-            }),
+            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 14))),
             keys: Family::default(),
             group_applications: Family::default(),
             group_applications_ready: Family::default(),
@@ -68,36 +66,12 @@ impl Default for Metrics {
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("payi_operator");
-        r.register(
-            "reconciles",
-            "Reconciles run, by controller",
-            self.reconciles.clone(),
-        );
-        r.register(
-            "reconcile_errors",
-            "Reconciles that failed, by controller and error reason",
-            self.failures.clone(),
-        );
-        r.register(
-            "reconcile_duration_seconds",
-            "Time spent in one reconcile",
-            self.duration.clone(),
-        );
-        r.register(
-            "keys",
-            "Key lifecycle events: minted, repaired, conflict",
-            self.keys.clone(),
-        );
-        r.register(
-            "group_applications",
-            "Applications attached to a Group",
-            self.group_applications.clone(),
-        );
-        r.register(
-            "group_applications_ready",
-            "Ready Applications of a Group",
-            self.group_applications_ready.clone(),
-        );
+        r.register("reconciles", "Reconciles run, by controller", self.reconciles.clone());
+        r.register("reconcile_errors", "Reconciles that failed, by controller and error reason", self.failures.clone());
+        r.register("reconcile_duration_seconds", "Time spent in one reconcile", self.duration.clone());
+        r.register("keys", "Key lifecycle events: minted, repaired, conflict", self.keys.clone());
+        r.register("group_applications", "Applications attached to a Group", self.group_applications.clone());
+        r.register("group_applications_ready", "Ready Applications of a Group", self.group_applications_ready.clone());
         r.register(
             "organization_applications",
             "Applications of an Organization",
@@ -114,11 +88,7 @@ impl Metrics {
     pub fn start(&self, controller: &'static str) -> ReconcileTimer<'_> {
         let labels = ControllerLabels { controller };
         self.reconciles.get_or_create(&labels).inc();
-        ReconcileTimer {
-            metrics: self,
-            labels,
-            started: Instant::now(),
-        }
+        ReconcileTimer { metrics: self, labels, started: Instant::now() }
     }
 
     pub fn key_event(&self, event: &'static str) {
@@ -126,9 +96,7 @@ impl Metrics {
     }
 
     pub fn reconciles_of(&self, controller: &'static str) -> u64 {
-        self.reconciles
-            .get_or_create(&ControllerLabels { controller })
-            .get()
+        self.reconciles.get_or_create(&ControllerLabels { controller }).get()
     }
 }
 
@@ -141,9 +109,6 @@ pub struct ReconcileTimer<'a> {
 impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
         let seconds = self.started.elapsed().as_secs_f64();
-        self.metrics
-            .duration
-            .get_or_create(&self.labels)
-            .observe(seconds);
+        self.metrics.duration.get_or_create(&self.labels).observe(seconds);
     }
 }

@@ -18,23 +18,16 @@ pub fn admits(
     labels: &BTreeMap<String, String>,
 ) -> Result<(), Refusal> {
     let Some(policy) = policy else {
-        return Err(Refusal(
-            "the Group has no namespacePolicy, so it admits no namespace".into(),
-        ));
+        return Err(Refusal("the Group has no namespacePolicy, so it admits no namespace".into()));
     };
     if policy.names.iter().any(|n| n == namespace) {
         return Ok(());
     }
     let Some(selector) = &policy.selector else {
-        return Err(Refusal(format!(
-            "namespace {namespace:?} is not in the Group's namespacePolicy.names"
-        )));
+        return Err(Refusal(format!("namespace {namespace:?} is not in the Group's namespacePolicy.names")));
     };
-    let parsed = Selector::try_from(selector.clone()).map_err(|e| {
-        Refusal(format!(
-            "the Group's namespacePolicy.selector is invalid: {e}"
-        ))
-    })?;
+    let parsed = Selector::try_from(selector.clone())
+        .map_err(|e| Refusal(format!("the Group's namespacePolicy.selector is invalid: {e}")))?;
     if parsed.matches(labels) {
         Ok(())
     } else {
@@ -50,19 +43,13 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn by_labels(pairs: &[(&str, &str)]) -> NamespacePolicy {
         NamespacePolicy {
             names: vec![],
-            selector: Some(LabelSelector {
-                match_labels: Some(labels(pairs)),
-                match_expressions: None,
-            }),
+            selector: Some(LabelSelector { match_labels: Some(labels(pairs)), match_expressions: None }),
         }
     }
 
@@ -74,42 +61,22 @@ mod tests {
 
     #[test]
     fn names_admit_exactly_those_namespaces() {
-        let policy = NamespacePolicy {
-            names: vec!["team-a".into()],
-            selector: None,
-        };
+        let policy = NamespacePolicy { names: vec!["team-a".into()], selector: None };
         assert_eq!(admits(Some(&policy), "team-a", &labels(&[])), Ok(()));
         assert!(admits(Some(&policy), "team-b", &labels(&[])).is_err());
     }
 
     #[test]
     fn empty_selector_admits_every_namespace() {
-        let policy = NamespacePolicy {
-            names: vec![],
-            selector: Some(LabelSelector::default()),
-        };
+        let policy = NamespacePolicy { names: vec![], selector: Some(LabelSelector::default()) };
         assert_eq!(admits(Some(&policy), "anything", &labels(&[])), Ok(()));
     }
 
     #[test]
     fn selector_matches_labels_and_names_add_to_it() {
         let mut policy = by_labels(&[("payi.io/group", "engineering")]);
-        assert_eq!(
-            admits(
-                Some(&policy),
-                "a",
-                &labels(&[("payi.io/group", "engineering")])
-            ),
-            Ok(())
-        );
-        assert!(
-            admits(
-                Some(&policy),
-                "b",
-                &labels(&[("payi.io/group", "marketing")])
-            )
-            .is_err()
-        );
+        assert_eq!(admits(Some(&policy), "a", &labels(&[("payi.io/group", "engineering")])), Ok(()));
+        assert!(admits(Some(&policy), "b", &labels(&[("payi.io/group", "marketing")])).is_err());
         policy.names.push("b".into());
         assert_eq!(admits(Some(&policy), "b", &labels(&[])), Ok(()));
     }

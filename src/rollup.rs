@@ -17,49 +17,23 @@ pub trait Child {
 }
 
 pub fn counts<C: Child>(children: &[Arc<C>]) -> Counts {
-    let ready = children
-        .iter()
-        .filter(|c| conditions::is_ready(c.conditions()))
-        .count();
-    Counts {
-        total: saturate(children.len()),
-        ready: saturate(ready),
-    }
+    let ready = children.iter().filter(|c| conditions::is_ready(c.conditions())).count();
+    Counts { total: saturate(children.len()), ready: saturate(ready) }
 }
 
 /// `ApplicationsReady`: True when every Application is Ready (or there are none).
 pub fn applications_ready<C: Child>(apps: &[Arc<C>]) -> Outcome {
-    let not_ready: Vec<&Arc<C>> = apps
-        .iter()
-        .filter(|a| !conditions::is_ready(a.conditions()))
-        .collect();
+    let not_ready: Vec<&Arc<C>> = apps.iter().filter(|a| !conditions::is_ready(a.conditions())).collect();
     let (status, reason, message) = if apps.is_empty() {
-        (
-            true,
-            reason::NO_APPLICATIONS,
-            "no Application references this object yet".to_string(),
-        )
+        (true, reason::NO_APPLICATIONS, "no Application references this object yet".to_string())
     } else if not_ready.is_empty() {
-        (
-            true,
-            reason::ALL_READY,
-            format!("all {} Applications are Ready", apps.len()),
-        )
+        (true, reason::ALL_READY, format!("all {} Applications are Ready", apps.len()))
     } else {
         let names = list_names(not_ready.iter().map(|a| describe_not_ready(a.as_ref())));
-        let message = format!(
-            "{} of {} Applications are not Ready: {names}",
-            not_ready.len(),
-            apps.len()
-        );
+        let message = format!("{} of {} Applications are not Ready: {names}", not_ready.len(), apps.len());
         (false, reason::NOT_ALL_READY, message)
     };
-    Outcome {
-        type_: APPLICATIONS_READY,
-        status,
-        reason,
-        message,
-    }
+    Outcome { type_: APPLICATIONS_READY, status, reason, message }
 }
 
 /// `ns/name (Reason)` for one child that is not Ready.
@@ -118,29 +92,19 @@ mod tests {
 
     #[test]
     fn counts_total_and_ready() {
-        let apps = vec![
-            Arc::new(Fake("a", Some(true))),
-            Arc::new(Fake("b", Some(false))),
-            Arc::new(Fake("c", None)),
-        ];
+        let apps = vec![Arc::new(Fake("a", Some(true))), Arc::new(Fake("b", Some(false))), Arc::new(Fake("c", None))];
         assert_eq!(counts(&apps), Counts { total: 3, ready: 1 });
         assert_eq!(counts::<Fake>(&[]), Counts { total: 0, ready: 0 });
     }
 
     #[test]
     fn applications_ready_names_the_laggards() {
-        let apps = vec![
-            Arc::new(Fake("ns/a", Some(true))),
-            Arc::new(Fake("ns/b", Some(false))),
-            Arc::new(Fake("ns/c", None)),
-        ];
+        let apps =
+            vec![Arc::new(Fake("ns/a", Some(true))), Arc::new(Fake("ns/b", Some(false))), Arc::new(Fake("ns/c", None))];
         let o = applications_ready(&apps);
         assert!(!o.status);
         assert_eq!(o.reason, reason::NOT_ALL_READY);
-        assert_eq!(
-            o.message,
-            "2 of 3 Applications are not Ready: ns/b (GroupNotFound), ns/c (not yet reconciled)"
-        );
+        assert_eq!(o.message, "2 of 3 Applications are not Ready: ns/b (GroupNotFound), ns/c (not yet reconciled)");
         assert!(applications_ready::<Fake>(&[]).status);
         assert_eq!(applications_ready(&apps[..1]).reason, reason::ALL_READY);
     }
@@ -148,9 +112,6 @@ mod tests {
     #[test]
     fn long_lists_are_summarised() {
         let names = (0..12).map(|i| format!("app-{i:02}"));
-        assert_eq!(
-            list_names(names),
-            "app-00, app-01, app-02, app-03, app-04 and 7 more"
-        );
+        assert_eq!(list_names(names), "app-00, app-01, app-02, app-03, app-04 and 7 more");
     }
 }

@@ -70,10 +70,7 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
         // A mint replaces the key workloads use: confirm it against a fresh read of
         // the Application, since the cached status may predate our last write.
         let fresh = refetch(&inputs.app, &ctx).await?;
-        let inputs = Inputs {
-            app: Arc::new(fresh),
-            ..inputs
-        };
+        let inputs = Inputs { app: Arc::new(fresh), ..inputs };
         plan = decide(&inputs, &now(), &mut ApiKey::mint)?;
         inputs
     } else {
@@ -90,37 +87,24 @@ pub(super) fn now() -> Time {
 }
 
 async fn gather(app: Arc<Application>, ctx: &Context) -> Result<Inputs> {
-    let namespace = app
-        .namespace()
-        .ok_or(Error::MissingField("Application", "metadata.namespace"))?;
+    let namespace = app.namespace().ok_or(Error::MissingField("Application", "metadata.namespace"))?;
     let group = ctx.stores.group(&app.spec.group_ref.name);
-    let organization = group
-        .as_ref()
-        .and_then(|g| ctx.stores.organization(&g.spec.organization_ref.name));
+    let organization = group.as_ref().and_then(|g| ctx.stores.organization(&g.spec.organization_ref.name));
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let secret_name = app.key_secret_name();
     let secret = secrets
         .get_opt(&secret_name)
         .await
-        .map_err(Error::kube(format!(
-            "reading Secret {namespace}/{secret_name}"
-        )))?;
-    Ok(Inputs {
-        namespace_labels: ctx.stores.namespace_labels(&namespace),
-        app,
-        group,
-        organization,
-        secret,
-    })
+        .map_err(Error::kube(format!("reading Secret {namespace}/{secret_name}")))?;
+    Ok(Inputs { namespace_labels: ctx.stores.namespace_labels(&namespace), app, group, organization, secret })
 }
 
 async fn refetch(app: &Application, ctx: &Context) -> Result<Application> {
     let namespace = app.namespace().unwrap_or_default();
     let api: Api<Application> = Api::namespaced(ctx.client.clone(), &namespace);
-    api.get(&app.name_any()).await.map_err(Error::kube(format!(
-        "re-reading Application {namespace}/{}",
-        app.name_any()
-    )))
+    api.get(&app.name_any())
+        .await
+        .map_err(Error::kube(format!("re-reading Application {namespace}/{}", app.name_any())))
 }
 
 /// Decides the Secret, status and Events for one Application. Pure: the clock
@@ -144,14 +128,7 @@ pub fn decide(
         None => match secret_state(app, inputs.secret.as_ref()) {
             SecretState::Foreign => (foreign_secret(app), None, None),
             state => {
-                let (write, minted) = plan_key(
-                    app,
-                    &state,
-                    parents.base_url.as_deref(),
-                    &mut status,
-                    now,
-                    mint,
-                )?;
+                let (write, minted) = plan_key(app, &state, parents.base_url.as_deref(), &mut status, now, mint)?;
                 let message = format!("API key is in Secret {}", app.key_secret_name());
                 (Outcome::ready(reason::KEY_ISSUED, message), write, minted)
             }
@@ -159,26 +136,13 @@ pub fn decide(
     };
 
     status.observed_generation = app.metadata.generation;
-    status.conditions = conditions::merge(
-        &previous.conditions,
-        &[outcome.clone()],
-        app.metadata.generation,
-        now,
-    );
+    status.conditions =
+        conditions::merge(&previous.conditions, std::slice::from_ref(&outcome), app.metadata.generation, now);
     let mut notes = Note::ready_transition(&previous.conditions, &outcome);
     if let Some(cause) = minted {
-        notes.push(mint_note(
-            app,
-            cause,
-            status.key_fingerprint.as_deref().unwrap_or_default(),
-        ));
+        notes.push(mint_note(app, cause, status.key_fingerprint.as_deref().unwrap_or_default()));
     }
-    Ok(Plan {
-        secret,
-        status,
-        notes,
-        minted,
-    })
+    Ok(Plan { secret, status, notes, minted })
 }
 
 struct Parents {
@@ -193,12 +157,7 @@ struct Parents {
 fn resolve_parents(inputs: &Inputs) -> Parents {
     let app = inputs.app.as_ref();
     let group_name = &app.spec.group_ref.name;
-    let mut parents = Parents {
-        group: None,
-        organization: None,
-        base_url: None,
-        problem: None,
-    };
+    let mut parents = Parents { group: None, organization: None, base_url: None, problem: None };
     let Some(group) = &inputs.group else {
         let message = format!("Group {group_name:?} does not exist");
         parents.problem = Some(Outcome::not_ready(reason::GROUP_NOT_FOUND, message));
@@ -216,33 +175,28 @@ fn resolve_parents(inputs: &Inputs) -> Parents {
     let namespace = app.namespace().unwrap_or_default();
     let policy = group.spec.namespace_policy.as_ref();
     if let Err(refusal) = namespace_policy::admits(policy, &namespace, &inputs.namespace_labels) {
-        let message = format!(
-            "Group {group_name:?} does not admit namespace {namespace:?}: {}",
-            refusal.0
-        );
+        let message = format!("Group {group_name:?} does not admit namespace {namespace:?}: {}", refusal.0);
         parents.problem = Some(Outcome::not_ready(reason::NAMESPACE_NOT_ALLOWED, message));
     }
     parents
 }
 
-enum SecretState {
+enum SecretState<'a> {
     Missing,
     Foreign,
     /// Ours, with the key it holds (if any, and if it is text).
     Owned {
-        secret: Secret,
+        secret: &'a Secret,
         key: Option<String>,
     },
 }
 
-fn secret_state(app: &Application, secret: Option<&Secret>) -> SecretState {
+fn secret_state<'a>(app: &Application, secret: Option<&'a Secret>) -> SecretState<'a> {
     let Some(secret) = secret else {
         return SecretState::Missing;
     };
-    let ours = secret
-        .owner_references()
-        .iter()
-        .any(|r| r.controller == Some(true) && Some(&r.uid) == app.uid().as_ref());
+    let ours =
+        secret.owner_references().iter().any(|r| r.controller == Some(true) && Some(&r.uid) == app.uid().as_ref());
     if !ours {
         return SecretState::Foreign;
     }
@@ -252,10 +206,7 @@ fn secret_state(app: &Application, secret: Option<&Secret>) -> SecretState {
         .and_then(|d| d.get(API_KEY_FIELD))
         .and_then(|v| String::from_utf8(v.0.clone()).ok())
         .filter(|k| !k.is_empty());
-    SecretState::Owned {
-        secret: secret.clone(),
-        key,
-    }
+    SecretState::Owned { secret, key }
 }
 
 fn foreign_secret(app: &Application) -> Outcome {
@@ -279,7 +230,7 @@ fn plan_key(
 ) -> Result<(Option<SecretWrite>, Option<MintCause>), MintError> {
     let recorded = status.key_fingerprint.clone();
     let (existing, current_key) = match state {
-        SecretState::Owned { secret, key } => (Some(secret), key.clone()),
+        SecretState::Owned { secret, key } => (Some(*secret), key.clone()),
         _ => (None, None),
     };
     let cause = match (&current_key, &recorded) {
@@ -304,8 +255,7 @@ fn plan_key(
             let k = current_key.unwrap_or_default();
             status.key_fingerprint = Some(key::fingerprint(&k));
             if status.key_created_at.is_none() {
-                status.key_created_at =
-                    existing.and_then(|s| s.metadata.creation_timestamp.clone());
+                status.key_created_at = existing.and_then(|s| s.metadata.creation_timestamp.clone());
             }
             k
         }
@@ -313,14 +263,8 @@ fn plan_key(
     let desired = desired_secret(app, &key_value, base_url);
     let write = match existing {
         Some(current) if cause.is_none() && in_sync(current, &desired) => None,
-        Some(_) => Some(SecretWrite {
-            secret: desired,
-            create: false,
-        }),
-        None => Some(SecretWrite {
-            secret: desired,
-            create: true,
-        }),
+        Some(_) => Some(SecretWrite { secret: desired, create: false }),
+        None => Some(SecretWrite { secret: desired, create: true }),
     };
     Ok((write, cause))
 }
@@ -332,10 +276,7 @@ pub fn desired_secret(app: &Application, key: &str, base_url: Option<&str>) -> S
     let mut labels = template.labels;
     labels.insert(MANAGED_BY_LABEL.into(), MANAGER.into());
     labels.insert(APPLICATION_LABEL.into(), app.name_any());
-    let mut data = BTreeMap::from([(
-        API_KEY_FIELD.to_string(),
-        ByteString(key.as_bytes().to_vec()),
-    )]);
+    let mut data = BTreeMap::from([(API_KEY_FIELD.to_string(), ByteString(key.as_bytes().to_vec()))]);
     if let Some(url) = base_url {
         data.insert(BASE_URL_FIELD.into(), ByteString(url.as_bytes().to_vec()));
     }
@@ -363,11 +304,8 @@ fn controller_reference(app: &Application) -> Option<OwnerReference> {
 /// Whether `current` already carries everything `desired` asks for. Extra labels
 /// or annotations added by others are left alone.
 fn in_sync(current: &Secret, desired: &Secret) -> bool {
-    let subset = |want: &Option<BTreeMap<String, String>>,
-                  have: &Option<BTreeMap<String, String>>| {
-        want.iter()
-            .flatten()
-            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
+    let subset = |want: &Option<BTreeMap<String, String>>, have: &Option<BTreeMap<String, String>>| {
+        want.iter().flatten().all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
     };
     subset(&desired.metadata.labels, &current.metadata.labels)
         && subset(&desired.metadata.annotations, &current.metadata.annotations)
@@ -377,19 +315,16 @@ fn in_sync(current: &Secret, desired: &Secret) -> bool {
 fn mint_note(app: &Application, cause: MintCause, fingerprint: &str) -> Note {
     let secret = app.key_secret_name();
     match cause {
-        MintCause::FirstIssue => Note::normal(
-            reason::KEY_MINTED,
-            format!("minted API key {fingerprint} into Secret {secret}"),
-        ),
+        MintCause::FirstIssue => {
+            Note::normal(reason::KEY_MINTED, format!("minted API key {fingerprint} into Secret {secret}"))
+        }
         MintCause::SecretMissing => Note::warning(
             reason::KEY_REPAIRED,
             format!("Secret {secret} was deleted; minted a new API key {fingerprint}"),
         ),
         MintCause::KeyMismatch => Note::warning(
             reason::KEY_REPAIRED,
-            format!(
-                "Secret {secret} no longer held the recorded key; minted a new API key {fingerprint}"
-            ),
+            format!("Secret {secret} no longer held the recorded key; minted a new API key {fingerprint}"),
         ),
     }
 }
@@ -406,12 +341,7 @@ async fn apply(app: &Application, plan: Plan, ctx: &Context) -> Result<()> {
         let previous = app.status.clone().unwrap_or_default();
         plan.notes = Note::ready_transition(&previous.conditions, &outcome);
         plan.status = ApplicationStatus {
-            conditions: conditions::merge(
-                &previous.conditions,
-                &[outcome],
-                app.metadata.generation,
-                &now(),
-            ),
+            conditions: conditions::merge(&previous.conditions, &[outcome], app.metadata.generation, &now()),
             ..previous
         };
         plan.status.observed_generation = app.metadata.generation;
@@ -428,36 +358,22 @@ fn count_key_events(plan: &Plan, ctx: &Context) {
         Some(_) => ctx.metrics.key_event("repaired"),
         None => {}
     }
-    if plan
-        .notes
-        .iter()
-        .any(|n| n.reason == reason::SECRET_CONFLICT)
-    {
+    if plan.notes.iter().any(|n| n.reason == reason::SECRET_CONFLICT) {
         ctx.metrics.key_event("conflict");
     }
 }
 
 /// Creates or updates the key Secret. `Ok(Err(message))` is a rejection of the
 /// object itself; transport and permission failures are errors and retry.
-async fn write_secret(
-    namespace: &str,
-    write: SecretWrite,
-    ctx: &Context,
-) -> Result<Result<(), String>> {
+async fn write_secret(namespace: &str, write: SecretWrite, ctx: &Context) -> Result<Result<(), String>> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let name = write.secret.name_any();
     let result = if write.create {
         // POST fails on an existing Secret, so a Secret created by someone else
         // since we looked is never overwritten.
-        api.create(
-            &PostParams {
-                field_manager: Some(MANAGER.into()),
-                ..Default::default()
-            },
-            &write.secret,
-        )
-        .await
-        .map(drop)
+        api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &write.secret)
+            .await
+            .map(drop)
     } else {
         let mut body = write.secret;
         body.metadata.managed_fields = None;
@@ -467,23 +383,14 @@ async fn write_secret(
             v
         });
         let patch = patch.unwrap_or_default();
-        api.patch(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await
-        .map(drop)
+        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch)).await.map(drop)
     };
     match result {
         Ok(()) => Ok(Ok(())),
-        Err(kube::Error::Api(status)) if status.code == 422 || status.code == 400 => Ok(Err(
-            format!("the API server rejected Secret {name}: {}", status.message),
-        )),
-        Err(source) => Err(Error::Kube {
-            action: format!("writing Secret {namespace}/{name}"),
-            source,
-        }),
+        Err(kube::Error::Api(status)) if status.code == 422 || status.code == 400 => {
+            Ok(Err(format!("the API server rejected Secret {name}: {}", status.message)))
+        }
+        Err(source) => Err(Error::Kube { action: format!("writing Secret {namespace}/{name}"), source }),
     }
 }
 
@@ -498,16 +405,9 @@ async fn write_status(app: &Application, status: &ApplicationStatus, ctx: &Conte
         "kind": Application::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        &app.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await
-    .map_err(Error::kube(format!(
-        "writing status of Application {namespace}/{}",
-        app.name_any()
-    )))?;
+    api.patch_status(&app.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
+        .await
+        .map_err(Error::kube(format!("writing status of Application {namespace}/{}", app.name_any())))?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
+use tokio::sync::watch;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
@@ -27,16 +28,53 @@ pub struct Stores {
     pub groups: Store<Group>,
     pub applications: Store<Application>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    synced: watch::Receiver<bool>,
 }
 
 impl Stores {
+    /// Wraps the caches and starts a task that marks them synced once each holds
+    /// a complete list.
+    pub fn new(
+        organizations: Store<Organization>,
+        groups: Store<Group>,
+        applications: Store<Application>,
+        namespaces: Store<PartialObjectMeta<Namespace>>,
+    ) -> Self {
+        let (tx, synced) = watch::channel(false);
+        let stores = Self { organizations, groups, applications, namespaces, synced };
+        let waiting = stores.clone();
+        tokio::spawn(async move {
+            while !waiting.all_filled() {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            let _ = tx.send(true);
+        });
+        stores
+    }
+
+    /// Whether every cache has seen its first complete list.
+    ///
+    /// `Store::wait_until_ready` keeps only the most recent waiter's waker, and each
+    /// controller's runner already waits on its own store; a second waiter would
+    /// starve one of them. So the stores are polled once per tick, never awaited.
+    fn all_filled(&self) -> bool {
+        use futures::FutureExt;
+        self.organizations.wait_until_ready().now_or_never().is_some()
+            && self.groups.wait_until_ready().now_or_never().is_some()
+            && self.applications.wait_until_ready().now_or_never().is_some()
+            && self.namespaces.wait_until_ready().now_or_never().is_some()
+    }
+
     /// Blocks until every cache holds a complete list, so a reconcile never
     /// mistakes "not cached yet" for "does not exist".
     pub async fn wait_until_ready(&self) {
-        let _ = self.organizations.wait_until_ready().await;
-        let _ = self.groups.wait_until_ready().await;
-        let _ = self.applications.wait_until_ready().await;
-        let _ = self.namespaces.wait_until_ready().await;
+        let mut synced = self.synced.clone();
+        let _ = synced.wait_for(|ready| *ready).await;
+    }
+
+    /// Whether every cache has been filled at least once.
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
     }
 
     pub fn organization(&self, name: &str) -> Option<Arc<Organization>> {
@@ -48,28 +86,17 @@ impl Stores {
     }
 
     pub fn namespace_labels(&self, name: &str) -> std::collections::BTreeMap<String, String> {
-        self.namespaces
-            .get(&ObjectRef::new(name))
-            .map(|ns| ns.labels().clone())
-            .unwrap_or_default()
+        self.namespaces.get(&ObjectRef::new(name)).map(|ns| ns.labels().clone()).unwrap_or_default()
     }
 
     /// Applications whose `spec.groupRef` names `group`.
     pub fn applications_of_group(&self, group: &str) -> Vec<Arc<Application>> {
-        self.applications
-            .state()
-            .into_iter()
-            .filter(|a| a.spec.group_ref.name == group)
-            .collect()
+        self.applications.state().into_iter().filter(|a| a.spec.group_ref.name == group).collect()
     }
 
     /// Groups whose `spec.organizationRef` names `organization`.
     pub fn groups_of_organization(&self, organization: &str) -> Vec<Arc<Group>> {
-        self.groups
-            .state()
-            .into_iter()
-            .filter(|g| g.spec.organization_ref.name == organization)
-            .collect()
+        self.groups.state().into_iter().filter(|g| g.spec.organization_ref.name == organization).collect()
     }
 
     /// Applications whose Group currently belongs to `organization`.
@@ -77,17 +104,12 @@ impl Stores {
         self.applications
             .state()
             .into_iter()
-            .filter(|a| {
-                self.organization_of_group(&a.spec.group_ref.name)
-                    .as_deref()
-                    == Some(organization)
-            })
+            .filter(|a| self.organization_of_group(&a.spec.group_ref.name).as_deref() == Some(organization))
             .collect()
     }
 
     pub fn organization_of_group(&self, group: &str) -> Option<String> {
-        self.group(group)
-            .map(|g| g.spec.organization_ref.name.clone())
+        self.group(group).map(|g| g.spec.organization_ref.name.clone())
     }
 }
 
@@ -101,27 +123,18 @@ pub struct Note {
 
 impl Note {
     pub fn normal(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            warning: false,
-            reason,
-            message: message.into(),
-        }
+        Self { warning: false, reason, message: message.into() }
     }
     pub fn warning(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            warning: true,
-            reason,
-            message: message.into(),
-        }
+        Self { warning: true, reason, message: message.into() }
     }
 
     /// A Warning when `Ready` turns False or changes reason while False; nothing
     /// otherwise, so a resync of an unchanged object publishes no Event.
     pub fn ready_transition(previous: &[Condition], ready: &Outcome) -> Vec<Note> {
         let before = conditions::find(previous, conditions::READY);
-        let unchanged = before.is_some_and(|c| {
-            c.reason == ready.reason && (c.status == conditions::TRUE) == ready.status
-        });
+        let unchanged =
+            before.is_some_and(|c| c.reason == ready.reason && (c.status == conditions::TRUE) == ready.status);
         if unchanged || ready.status {
             return vec![];
         }
@@ -139,18 +152,9 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, stores: Stores, metrics: Arc<Metrics>) -> Self {
-        let reporter = Reporter {
-            controller: MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
+        let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self {
-            recorder,
-            client,
-            stores,
-            metrics,
-            backoff: FailureBackoff::default(),
-        }
+        Self { recorder, client, stores, metrics, backoff: FailureBackoff::default() }
     }
 
     /// Publishes notes about `obj`. A lost Event is logged, never retried: Events
@@ -159,11 +163,7 @@ impl Context {
         let reference = obj.object_ref(&());
         for note in notes {
             let event = Event {
-                type_: if note.warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
+                type_: if note.warning { EventType::Warning } else { EventType::Normal },
                 reason: note.reason.into(),
                 note: Some(note.message.clone()),
                 action: "Reconcile".into(),
@@ -192,20 +192,14 @@ impl FailureBackoff {
 
     /// Records a failure of `key` and returns how long to wait before retrying.
     pub fn failed(&self, key: &str) -> Duration {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let n = failures.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         Self::delay(*n)
     }
 
     pub fn succeeded(&self, key: &str) {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         failures.remove(key);
     }
 

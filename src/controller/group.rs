@@ -31,17 +31,10 @@ pub struct Plan {
 
 impl Child for Application {
     fn display_name(&self) -> String {
-        format!(
-            "{}/{}",
-            self.namespace().unwrap_or_default(),
-            self.name_any()
-        )
+        format!("{}/{}", self.namespace().unwrap_or_default(), self.name_any())
     }
     fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
-        self.status
-            .as_ref()
-            .map(|s| s.conditions.as_slice())
-            .unwrap_or_default()
+        self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
     }
 }
 
@@ -56,23 +49,14 @@ pub async fn reconcile(group: Arc<Group>, ctx: Arc<Context>) -> Result<Action> {
     let api: Api<Group> = Api::all(ctx.client.clone());
     let group = inputs.group.as_ref();
     parent::change_finalizer(&api, group, plan.finalizer).await?;
-    let labels = GroupLabels {
-        organization: group.spec.organization_ref.name.clone(),
-        group: group.name_any(),
-    };
+    let labels = GroupLabels { organization: group.spec.organization_ref.name.clone(), group: group.name_any() };
     if plan.finalizer == FinalizerChange::Remove {
         ctx.metrics.group_applications.remove(&labels);
         ctx.metrics.group_applications_ready.remove(&labels);
     } else {
         parent::write_status(&api, group, group.status.as_ref(), &plan.status).await?;
-        ctx.metrics
-            .group_applications
-            .get_or_create(&labels)
-            .set(plan.status.applications.total.into());
-        ctx.metrics
-            .group_applications_ready
-            .get_or_create(&labels)
-            .set(plan.status.applications.ready.into());
+        ctx.metrics.group_applications.get_or_create(&labels).set(plan.status.applications.total.into());
+        ctx.metrics.group_applications_ready.get_or_create(&labels).set(plan.status.applications.ready.into());
     }
     ctx.publish(group, &plan.notes).await;
     Ok(Action::await_change())
@@ -85,41 +69,22 @@ pub fn decide(inputs: &Inputs, now: &Time) -> Plan {
     let org_name = &group.spec.organization_ref.name;
     let finalizer = parent::finalizer_change(group, apps.len());
     let ready = if group.metadata.deletion_timestamp.is_some() && !apps.is_empty() {
-        parent::deletion_blocked(
-            "Applications",
-            apps.iter().map(|a| a.display_name()),
-            apps.len(),
-        )
+        parent::deletion_blocked("Applications", apps.iter().map(|a| a.display_name()), apps.len())
     } else if inputs.organization.is_none() {
-        Outcome::not_ready(
-            reason::ORGANIZATION_NOT_FOUND,
-            format!("Organization {org_name:?} does not exist"),
-        )
+        Outcome::not_ready(reason::ORGANIZATION_NOT_FOUND, format!("Organization {org_name:?} does not exist"))
     } else {
-        Outcome::ready(
-            reason::RECONCILED,
-            format!("Group belongs to Organization {org_name:?}"),
-        )
+        Outcome::ready(reason::RECONCILED, format!("Group belongs to Organization {org_name:?}"))
     };
     let previous = group.status.clone().unwrap_or_default();
     let notes = Note::ready_transition(&previous.conditions, &ready);
     let outcomes = [ready, rollup::applications_ready(apps)];
     let status = GroupStatus {
         observed_generation: group.metadata.generation,
-        conditions: conditions::merge(
-            &previous.conditions,
-            &outcomes,
-            group.metadata.generation,
-            now,
-        ),
+        conditions: conditions::merge(&previous.conditions, &outcomes, group.metadata.generation, now),
         organization: inputs.organization.as_ref().map(|_| org_name.clone()),
         applications: rollup::counts(apps),
     };
-    Plan {
-        status,
-        finalizer,
-        notes,
-    }
+    Plan { status, finalizer, notes }
 }
 
 #[cfg(test)]
@@ -133,15 +98,8 @@ mod tests {
     }
 
     fn group() -> Arc<Group> {
-        let mut g = Group::new(
-            "eng",
-            GroupSpec {
-                organization_ref: ParentRef {
-                    name: "acme".into(),
-                },
-                ..Default::default()
-            },
-        );
+        let mut g =
+            Group::new("eng", GroupSpec { organization_ref: ParentRef { name: "acme".into() }, ..Default::default() });
         g.metadata.generation = Some(4);
         g.metadata.finalizers = Some(vec![parent::CHILDREN_FINALIZER.into()]);
         Arc::new(g)
@@ -150,10 +108,7 @@ mod tests {
     fn app(name: &str, ready: bool) -> Arc<Application> {
         let mut a = Application::new(
             name,
-            ApplicationSpec {
-                group_ref: ParentRef { name: "eng".into() },
-                ..Default::default()
-            },
+            ApplicationSpec { group_ref: ParentRef { name: "eng".into() }, ..Default::default() },
         );
         a.metadata.namespace = Some("team".into());
         let outcome = if ready {
@@ -169,52 +124,31 @@ mod tests {
     }
 
     fn org() -> Option<Arc<Organization>> {
-        Some(Arc::new(Organization::new(
-            "acme",
-            OrganizationSpec::default(),
-        )))
+        Some(Arc::new(Organization::new("acme", OrganizationSpec::default())))
     }
 
     #[test]
     fn counts_and_conditions_roll_up_from_applications() {
-        let inputs = Inputs {
-            group: group(),
-            organization: org(),
-            applications: vec![app("a", true), app("b", false)],
-        };
+        let inputs =
+            Inputs { group: group(), organization: org(), applications: vec![app("a", true), app("b", false)] };
         let plan = decide(&inputs, &at(5));
-        assert_eq!(
-            plan.status.applications,
-            crate::crd::Counts { total: 2, ready: 1 }
-        );
+        assert_eq!(plan.status.applications, crate::crd::Counts { total: 2, ready: 1 });
         assert_eq!(plan.status.observed_generation, Some(4));
         assert_eq!(plan.status.organization.as_deref(), Some("acme"));
         assert!(conditions::is_ready(&plan.status.conditions));
-        let rollup =
-            conditions::find(&plan.status.conditions, conditions::APPLICATIONS_READY).unwrap();
+        let rollup = conditions::find(&plan.status.conditions, conditions::APPLICATIONS_READY).unwrap();
         assert_eq!(rollup.status, "False");
-        assert!(
-            rollup.message.contains("team/b (SecretConflict)"),
-            "{}",
-            rollup.message
-        );
+        assert!(rollup.message.contains("team/b (SecretConflict)"), "{}", rollup.message);
         assert_eq!(plan.finalizer, FinalizerChange::None);
         assert!(plan.notes.is_empty());
     }
 
     #[test]
     fn missing_organization_is_not_ready_with_a_warning() {
-        let inputs = Inputs {
-            group: group(),
-            organization: None,
-            applications: vec![],
-        };
+        let inputs = Inputs { group: group(), organization: None, applications: vec![] };
         let plan = decide(&inputs, &at(5));
         let ready = conditions::find(&plan.status.conditions, conditions::READY).unwrap();
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "OrganizationNotFound")
-        );
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "OrganizationNotFound"));
         assert_eq!(plan.status.organization, None);
         assert_eq!(plan.notes.len(), 1);
         assert!(plan.notes[0].warning);
@@ -224,42 +158,24 @@ mod tests {
     fn a_deleted_group_waits_for_its_applications() {
         let mut g = (*group()).clone();
         g.metadata.deletion_timestamp = Some(at(1));
-        let inputs = Inputs {
-            group: Arc::new(g.clone()),
-            organization: org(),
-            applications: vec![app("a", true)],
-        };
+        let inputs = Inputs { group: Arc::new(g.clone()), organization: org(), applications: vec![app("a", true)] };
         let plan = decide(&inputs, &at(5));
         let ready = conditions::find(&plan.status.conditions, conditions::READY).unwrap();
         assert_eq!(ready.reason, "DeletionBlocked");
         assert!(ready.message.contains("team/a"), "{}", ready.message);
         assert_eq!(plan.finalizer, FinalizerChange::None);
 
-        let inputs = Inputs {
-            group: Arc::new(g),
-            organization: org(),
-            applications: vec![],
-        };
+        let inputs = Inputs { group: Arc::new(g), organization: org(), applications: vec![] };
         assert_eq!(decide(&inputs, &at(5)).finalizer, FinalizerChange::Remove);
     }
 
     #[test]
     fn an_unchanged_group_yields_its_current_status() {
-        let inputs = Inputs {
-            group: group(),
-            organization: org(),
-            applications: vec![app("a", true)],
-        };
+        let inputs = Inputs { group: group(), organization: org(), applications: vec![app("a", true)] };
         let first = decide(&inputs, &at(5)).status;
         let mut g = (*group()).clone();
         g.status = Some(first.clone());
-        let again = decide(
-            &Inputs {
-                group: Arc::new(g),
-                ..inputs
-            },
-            &at(500),
-        );
+        let again = decide(&Inputs { group: Arc::new(g), ..inputs }, &at(500));
         assert_eq!(again.status, first);
         assert!(again.notes.is_empty());
     }

@@ -51,22 +51,12 @@ where
     let apps = Controller::new(Api::<Application>::all(client.clone()), all.clone());
 
     let (ns_reader, ns_writer) = reflector::store();
-    let namespaces = reflector::reflector(
-        ns_writer,
-        watcher(
-            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-            all.clone(),
-        ),
-    )
-    .default_backoff()
-    .for_each(|_| futures::future::ready(()));
+    let namespaces =
+        reflector::reflector(ns_writer, watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), all.clone()))
+            .default_backoff()
+            .for_each(|_| futures::future::ready(()));
 
-    let stores = Stores {
-        organizations: orgs.store(),
-        groups: groups.store(),
-        applications: apps.store(),
-        namespaces: ns_reader,
-    };
+    let stores = Stores::new(orgs.store(), groups.store(), apps.store(), ns_reader);
     let ctx = Arc::new(Context::new(client.clone(), stores.clone(), metrics));
     let config = kube::runtime::controller::Config::default().concurrency(settings.concurrency);
     let resync = || resync_ticks(settings.resync);
@@ -86,11 +76,7 @@ where
         .with_config(config.clone().debounce(Duration::from_millis(500)))
         .reconcile_all_on(resync())
         .graceful_shutdown_on(shutdown.clone())
-        .run(
-            |o, c| observed(GROUP, o, c, group::reconcile),
-            |o, e, c| error_policy(GROUP, o, e, c),
-            ctx.clone(),
-        )
+        .run(|o, c| observed(GROUP, o, c, group::reconcile), |o, e, c| error_policy(GROUP, o, e, c), ctx.clone())
         .for_each(log_result);
     let orgs = wire_organizations(orgs, &client, &stores)
         .with_config(config.debounce(Duration::from_millis(500)))
@@ -109,34 +95,22 @@ where
     }
 }
 
-fn wire_applications(
-    ctl: Controller<Application>,
-    client: &Client,
-    stores: &Stores,
-) -> Controller<Application> {
+fn wire_applications(ctl: Controller<Application>, client: &Client, stores: &Stores) -> Controller<Application> {
     let secrets = watcher::Config::default().labels(&managed_secret_selector());
     let (s1, s2, s3) = (stores.clone(), stores.clone(), stores.clone());
     ctl.owns(Api::<Secret>::all(client.clone()), secrets)
-        .watches(
-            Api::<Group>::all(client.clone()),
-            watcher::Config::default(),
-            move |g: Group| refs(s1.applications_of_group(&g.name_any())),
-        )
-        .watches(
-            Api::<Organization>::all(client.clone()),
-            watcher::Config::default(),
-            move |o: Organization| refs(s2.applications_of_organization(&o.name_any())),
-        )
+        .watches(Api::<Group>::all(client.clone()), watcher::Config::default(), move |g: Group| {
+            refs(s1.applications_of_group(&g.name_any()))
+        })
+        .watches(Api::<Organization>::all(client.clone()), watcher::Config::default(), move |o: Organization| {
+            refs(s2.applications_of_organization(&o.name_any()))
+        })
         .watches(
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
             watcher::Config::default(),
             move |ns: PartialObjectMeta<Namespace>| {
                 let name = ns.name_any();
-                let apps = s3
-                    .applications
-                    .state()
-                    .into_iter()
-                    .filter(|a| a.namespace().as_deref() == Some(&name));
+                let apps = s3.applications.state().into_iter().filter(|a| a.namespace().as_deref() == Some(&name));
                 refs(apps.collect())
             },
         )
@@ -144,51 +118,31 @@ fn wire_applications(
 
 fn wire_groups(ctl: Controller<Group>, client: &Client, stores: &Stores) -> Controller<Group> {
     let s1 = stores.clone();
-    ctl.watches(
-        Api::<Organization>::all(client.clone()),
-        watcher::Config::default(),
-        move |o: Organization| refs(s1.groups_of_organization(&o.name_any())),
-    )
-    .watches(
-        Api::<Application>::all(client.clone()),
-        watcher::Config::default(),
-        |a: Application| {
-            // The Group it points at now, and the one it was last counted in.
-            let previous = a.status.and_then(|s| s.group);
-            names_to_refs([Some(a.spec.group_ref.name), previous])
-        },
-    )
+    ctl.watches(Api::<Organization>::all(client.clone()), watcher::Config::default(), move |o: Organization| {
+        refs(s1.groups_of_organization(&o.name_any()))
+    })
+    .watches(Api::<Application>::all(client.clone()), watcher::Config::default(), |a: Application| {
+        // The Group it points at now, and the one it was last counted in.
+        let previous = a.status.and_then(|s| s.group);
+        names_to_refs([Some(a.spec.group_ref.name), previous])
+    })
 }
 
-fn wire_organizations(
-    ctl: Controller<Organization>,
-    client: &Client,
-    stores: &Stores,
-) -> Controller<Organization> {
+fn wire_organizations(ctl: Controller<Organization>, client: &Client, stores: &Stores) -> Controller<Organization> {
     let s1 = stores.clone();
-    ctl.watches(
-        Api::<Group>::all(client.clone()),
-        watcher::Config::default(),
-        |g: Group| {
-            let previous = g.status.and_then(|s| s.organization);
-            names_to_refs([Some(g.spec.organization_ref.name), previous])
-        },
-    )
-    .watches(
-        Api::<Application>::all(client.clone()),
-        watcher::Config::default(),
-        move |a: Application| {
-            let current = s1.organization_of_group(&a.spec.group_ref.name);
-            let previous = a.status.and_then(|s| s.organization);
-            names_to_refs([current, previous])
-        },
-    )
+    ctl.watches(Api::<Group>::all(client.clone()), watcher::Config::default(), |g: Group| {
+        let previous = g.status.and_then(|s| s.organization);
+        names_to_refs([Some(g.spec.organization_ref.name), previous])
+    })
+    .watches(Api::<Application>::all(client.clone()), watcher::Config::default(), move |a: Application| {
+        let current = s1.organization_of_group(&a.spec.group_ref.name);
+        let previous = a.status.and_then(|s| s.organization);
+        names_to_refs([current, previous])
+    })
 }
 
 fn refs<K: Resource<DynamicType = ()>>(objs: Vec<Arc<K>>) -> Vec<ObjectRef<K>> {
-    objs.iter()
-        .map(|o| ObjectRef::from_obj(o.as_ref()))
-        .collect()
+    objs.iter().map(|o| ObjectRef::from_obj(o.as_ref())).collect()
 }
 
 fn names_to_refs<K: Resource<DynamicType = ()>>(names: [Option<String>; 2]) -> Vec<ObjectRef<K>> {
@@ -199,13 +153,10 @@ fn names_to_refs<K: Resource<DynamicType = ()>>(names: [Option<String>; 2]) -> V
 
 fn resync_ticks(every: Duration) -> impl futures::Stream<Item = ()> + Send {
     let start = tokio::time::Instant::now() + every;
-    futures::stream::unfold(
-        tokio::time::interval_at(start, every),
-        |mut interval| async move {
-            interval.tick().await;
-            Some(((), interval))
-        },
-    )
+    futures::stream::unfold(tokio::time::interval_at(start, every), |mut interval| async move {
+        interval.tick().await;
+        Some(((), interval))
+    })
 }
 
 /// Controller names, as used in metrics labels.
@@ -214,12 +165,7 @@ pub const GROUP: &str = "group";
 pub const ORGANIZATION: &str = "organization";
 
 /// Runs one reconcile in a tracing span, timed and counted.
-async fn observed<K, F, Fut>(
-    controller: &'static str,
-    obj: Arc<K>,
-    ctx: Arc<Context>,
-    reconcile: F,
-) -> Result<Action>
+async fn observed<K, F, Fut>(controller: &'static str, obj: Arc<K>, ctx: Arc<Context>, reconcile: F) -> Result<Action>
 where
     K: Resource<DynamicType = ()>,
     F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
@@ -231,25 +177,18 @@ where
     let result = reconcile(obj, ctx.clone()).instrument(span).await;
     if result.is_ok() {
         ctx.backoff().succeeded(&key);
+        tracing::debug!(controller, object = %key, "reconciled");
     }
     result
 }
 
-fn error_policy<K>(
-    controller: &'static str,
-    obj: Arc<K>,
-    error: &Error,
-    ctx: Arc<Context>,
-) -> Action
+fn error_policy<K>(controller: &'static str, obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
 where
     K: Resource<DynamicType = ()>,
 {
     let key = object_key(obj.as_ref());
     let reason = error.label();
-    ctx.metrics
-        .failures
-        .get_or_create(&ErrorLabels { controller, reason })
-        .inc();
+    ctx.metrics.failures.get_or_create(&ErrorLabels { controller, reason }).inc();
     let delay = ctx.backoff().failed(&key);
     tracing::warn!(controller, object = %key, error = %error, reason, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
@@ -258,16 +197,8 @@ where
 fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     let meta = obj.meta();
     match &meta.namespace {
-        Some(ns) => format!(
-            "{}/{ns}/{}",
-            K::kind(&()),
-            meta.name.as_deref().unwrap_or_default()
-        ),
-        None => format!(
-            "{}/{}",
-            K::kind(&()),
-            meta.name.as_deref().unwrap_or_default()
-        ),
+        Some(ns) => format!("{}/{ns}/{}", K::kind(&()), meta.name.as_deref().unwrap_or_default()),
+        None => format!("{}/{}", K::kind(&()), meta.name.as_deref().unwrap_or_default()),
     }
 }
 

@@ -34,10 +34,7 @@ impl Child for Group {
         self.name_any()
     }
     fn conditions(&self) -> &[Condition] {
-        self.status
-            .as_ref()
-            .map(|s| s.conditions.as_slice())
-            .unwrap_or_default()
+        self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
     }
 }
 
@@ -60,14 +57,8 @@ pub async fn reconcile(organization: Arc<Organization>, ctx: Arc<Context>) -> Re
     } else {
         parent::write_status(&api, org, org.status.as_ref(), &plan.status).await?;
         let apps = plan.status.applications;
-        ctx.metrics
-            .organization_applications
-            .get_or_create(&labels)
-            .set(apps.total.into());
-        ctx.metrics
-            .organization_applications_ready
-            .get_or_create(&labels)
-            .set(apps.ready.into());
+        ctx.metrics.organization_applications.get_or_create(&labels).set(apps.total.into());
+        ctx.metrics.organization_applications_ready.get_or_create(&labels).set(apps.ready.into());
     }
     ctx.publish(org, &plan.notes).await;
     Ok(Action::await_change())
@@ -79,36 +70,20 @@ pub fn decide(inputs: &Inputs, now: &Time) -> Plan {
     let groups = &inputs.groups;
     let finalizer = parent::finalizer_change(org, groups.len());
     let ready = if org.metadata.deletion_timestamp.is_some() && !groups.is_empty() {
-        parent::deletion_blocked(
-            "Groups",
-            groups.iter().map(|g| g.display_name()),
-            groups.len(),
-        )
+        parent::deletion_blocked("Groups", groups.iter().map(|g| g.display_name()), groups.len())
     } else {
-        Outcome::ready(
-            reason::RECONCILED,
-            format!("{} Groups reference this Organization", groups.len()),
-        )
+        Outcome::ready(reason::RECONCILED, format!("{} Groups reference this Organization", groups.len()))
     };
     let previous = org.status.clone().unwrap_or_default();
     let notes = Note::ready_transition(&previous.conditions, &ready);
     let outcomes = [ready, rollup::applications_ready(&inputs.applications)];
     let status = OrganizationStatus {
         observed_generation: org.metadata.generation,
-        conditions: conditions::merge(
-            &previous.conditions,
-            &outcomes,
-            org.metadata.generation,
-            now,
-        ),
+        conditions: conditions::merge(&previous.conditions, &outcomes, org.metadata.generation, now),
         groups: rollup::counts(groups),
         applications: rollup::counts(&inputs.applications),
     };
-    Plan {
-        status,
-        finalizer,
-        notes,
-    }
+    Plan { status, finalizer, notes }
 }
 
 #[cfg(test)]
@@ -122,15 +97,8 @@ mod tests {
     }
 
     fn group(name: &str, ready: bool) -> Arc<Group> {
-        let mut g = Group::new(
-            name,
-            GroupSpec {
-                organization_ref: ParentRef {
-                    name: "acme".into(),
-                },
-                ..Default::default()
-            },
-        );
+        let mut g =
+            Group::new(name, GroupSpec { organization_ref: ParentRef { name: "acme".into() }, ..Default::default() });
         let o = if ready {
             Outcome::ready(reason::RECONCILED, "")
         } else {
@@ -168,25 +136,13 @@ mod tests {
 
     #[test]
     fn deletion_waits_for_groups_then_releases() {
-        let inputs = Inputs {
-            organization: org(true),
-            groups: vec![group("eng", true)],
-            applications: vec![],
-        };
+        let inputs = Inputs { organization: org(true), groups: vec![group("eng", true)], applications: vec![] };
         let plan = decide(&inputs, &at(3));
         let ready = conditions::find(&plan.status.conditions, conditions::READY).unwrap();
         assert_eq!(ready.reason, "DeletionBlocked");
-        assert!(
-            ready.message.contains("1 Groups") && ready.message.contains("eng"),
-            "{}",
-            ready.message
-        );
+        assert!(ready.message.contains("1 Groups") && ready.message.contains("eng"), "{}", ready.message);
         assert_eq!(plan.notes.len(), 1);
-        let inputs = Inputs {
-            organization: org(true),
-            groups: vec![],
-            applications: vec![],
-        };
+        let inputs = Inputs { organization: org(true), groups: vec![], applications: vec![] };
         assert_eq!(decide(&inputs, &at(3)).finalizer, FinalizerChange::Remove);
     }
 }

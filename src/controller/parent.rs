@@ -35,11 +35,7 @@ pub fn finalizer_change<K: Resource>(obj: &K, children: usize) -> FinalizerChang
 }
 
 /// `Ready=False, DeletionBlocked` while a deleted parent waits for its children.
-pub fn deletion_blocked(
-    kind_plural: &str,
-    names: impl Iterator<Item = String>,
-    count: usize,
-) -> Outcome {
+pub fn deletion_blocked(kind_plural: &str, names: impl Iterator<Item = String>, count: usize) -> Outcome {
     let message = format!(
         "deletion waits for {count} {kind_plural} that still reference this object: {}",
         rollup::list_names(names)
@@ -62,26 +58,14 @@ where
     let patch = json!({
         "metadata": { "finalizers": finalizers, "resourceVersion": obj.resource_version() }
     });
-    api.patch(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(patch),
-    )
-    .await
-    .map_err(Error::kube(format!(
-        "updating finalizers of {}",
-        obj.name_any()
-    )))?;
+    api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(Error::kube(format!("updating finalizers of {}", obj.name_any())))?;
     Ok(())
 }
 
 /// Writes `status` by server-side apply when it differs from `current`.
-pub async fn write_status<K, S>(
-    api: &Api<K>,
-    obj: &K,
-    current: Option<&S>,
-    status: &S,
-) -> Result<()>
+pub async fn write_status<K, S>(api: &Api<K>, obj: &K, current: Option<&S>, status: &S) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
@@ -94,17 +78,9 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await
-    .map_err(Error::kube(format!(
-        "writing status of {} {}",
-        K::kind(&()),
-        obj.name_any()
-    )))?;
+    api.patch_status(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
+        .await
+        .map_err(Error::kube(format!("writing status of {} {}", K::kind(&()), obj.name_any())))?;
     Ok(())
 }
 
@@ -128,26 +104,11 @@ mod tests {
 
     #[test]
     fn finalizer_is_added_while_alive_and_removed_only_without_children() {
-        assert_eq!(
-            finalizer_change(&group(false, false), 0),
-            FinalizerChange::Add
-        );
-        assert_eq!(
-            finalizer_change(&group(true, false), 3),
-            FinalizerChange::None
-        );
-        assert_eq!(
-            finalizer_change(&group(true, true), 3),
-            FinalizerChange::None
-        );
-        assert_eq!(
-            finalizer_change(&group(true, true), 0),
-            FinalizerChange::Remove
-        );
+        assert_eq!(finalizer_change(&group(false, false), 0), FinalizerChange::Add);
+        assert_eq!(finalizer_change(&group(true, false), 3), FinalizerChange::None);
+        assert_eq!(finalizer_change(&group(true, true), 3), FinalizerChange::None);
+        assert_eq!(finalizer_change(&group(true, true), 0), FinalizerChange::Remove);
         // Deleted before we ever added it: nothing to hold.
-        assert_eq!(
-            finalizer_change(&group(false, true), 2),
-            FinalizerChange::None
-        );
+        assert_eq!(finalizer_change(&group(false, true), 2), FinalizerChange::None);
     }
 }

@@ -92,11 +92,6 @@ impl Application {
             .key_secret
             .as_ref()
             .and_then(|t| t.name.clone())
-            .unwrap_or_else(|| {
-                format!(
-                    "{}-payi-key",
-                    self.metadata.name.as_deref().unwrap_or_default()
-                )
-            })
+            .unwrap_or_else(|| format!("{}-payi-key", self.metadata.name.as_deref().unwrap_or_default()))
     }
 }

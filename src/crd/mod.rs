@@ -23,11 +23,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![Organization::crd(), Group::crd(), Application::crd()];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {
-            if let Some(schema) = version
-                .schema
-                .as_mut()
-                .and_then(|s| s.open_api_v3_schema.as_mut())
-            {
+            if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
                 strip_defaults(schema);
             }
         }
@@ -74,33 +70,17 @@ mod tests {
     #[test]
     fn generated_schemas_carry_no_defaults() {
         let yaml = to_yaml(&all()).unwrap();
-        assert!(
-            !yaml.contains("default:"),
-            "a default: slipped into the CRDs"
-        );
+        assert!(!yaml.contains("default:"), "a default: slipped into the CRDs");
     }
 
     #[test]
     fn short_names_avoid_argo_cd_and_core_kinds() {
-        let taken = [
-            "app",
-            "apps",
-            "application",
-            "applications",
-            "org",
-            "group",
-            "groups",
-            "grp",
-            "ns",
-        ];
+        let taken = ["app", "apps", "application", "applications", "org", "group", "groups", "grp", "ns"];
         for crd in all() {
             let names = crd.spec.names;
             assert_eq!(names.categories, Some(vec!["payi".to_string()]));
             for short in names.short_names.unwrap_or_default() {
-                assert!(
-                    !taken.contains(&short.as_str()),
-                    "{short} collides with a well-known name"
-                );
+                assert!(!taken.contains(&short.as_str()), "{short} collides with a well-known name");
             }
         }
     }

@@ -151,6 +151,27 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// Waits until `reason` was reported at least `count` times about `name`. The
+    /// recorder folds repeats of one reason into a single Event with a series
+    /// count, so occurrences are summed, not Events counted.
+    pub async fn await_events(&self, name: &str, reason: &str, count: usize) -> Vec<Event> {
+        eventually(&format!("{count} {reason} Event(s) about {name}"), || async {
+            let events = self.events_for(name).await;
+            let matching: Vec<Event> = events.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).collect();
+            let occurrences: usize = matching.iter().map(occurrences).sum();
+            (occurrences >= count).then_some(matching)
+        })
+        .await
+    }
+}
+
+fn occurrences(event: &Event) -> usize {
+    let series = event.series.as_ref().map_or(0, |s| s.count.unwrap_or(0));
+    let legacy = event.count.unwrap_or(0);
+    series.max(legacy).max(1) as usize
+}
+
 pub async fn create_namespace(client: &Client, name: &str, labels: &[(&str, &str)]) {
     let api: Api<Namespace> = Api::all(client.clone());
     let labels: std::collections::BTreeMap<_, _> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -177,18 +198,20 @@ where
             return value;
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {TIMEOUT:?} waiting for {what}");
+            let logs = captured_logs();
+            let tail: Vec<&str> = logs.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!("timed out after {TIMEOUT:?} waiting for {what}; last operator log lines:\n{}", tail.join("\n"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// Reads a Ready condition as (status, reason, message).
-pub fn ready_of(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<(String, String, String)> {
-    conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+pub fn ready_of(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Option<(String, String, String)> {
+    conditions.iter().find(|c| c.type_ == "Ready").map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
 /// Waits until the Application's Ready condition has `reason` for its current generation.
@@ -216,9 +239,24 @@ static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 struct Capture;
 
+/// The operator's log of this test process, kept on disk for reading after a failure.
+fn log_file() -> &'static Mutex<Option<std::fs::File>> {
+    static FILE: OnceLock<Mutex<Option<std::fs::File>>> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+        let _ = std::fs::create_dir_all(&dir);
+        let exe = std::env::current_exe().ok().and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()));
+        let path = dir.join(format!("{}.log", exe.unwrap_or_else(|| "test".into())));
+        Mutex::new(std::fs::File::create(path).ok())
+    })
+}
+
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         LOGS.lock().unwrap().extend_from_slice(buf);
+        if let Some(file) = log_file().lock().unwrap().as_mut() {
+            let _ = file.write_all(buf);
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
