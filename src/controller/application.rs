@@ -353,9 +353,16 @@ async fn apply(app: &Application, plan: Plan, ctx: &Context) -> Result<()> {
 }
 
 fn count_key_events(plan: &Plan, ctx: &Context) {
+    let fingerprint = plan.status.key_fingerprint.as_deref().unwrap_or_default();
     match plan.minted {
-        Some(MintCause::FirstIssue) => ctx.metrics.key_event("minted"),
-        Some(_) => ctx.metrics.key_event("repaired"),
+        Some(MintCause::FirstIssue) => {
+            ctx.metrics.key_event("minted");
+            tracing::info!(fingerprint, "minted API key");
+        }
+        Some(cause) => {
+            ctx.metrics.key_event("repaired");
+            tracing::warn!(fingerprint, ?cause, "replaced API key");
+        }
         None => {}
     }
     if plan.notes.iter().any(|n| n.reason == reason::SECRET_CONFLICT) {
