@@ -1,10 +1,19 @@
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::FutureExt;
-use payi_operator::{controller, crd};
+use futures::future::Shared;
+use payi_operator::health::Health;
+use payi_operator::leader::{Election, LeaseSettings};
+use payi_operator::metrics::Metrics;
+use payi_operator::{controller, crd, http};
+use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Kubernetes operator for the Pay-i hierarchy: Organizations, Groups and
 /// Applications, with one API key per Application kept in a Secret.
@@ -38,6 +47,21 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "PAYI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Address of the HTTP server for /healthz, /readyz and /metrics.
+    #[arg(long, env = "PAYI_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Run the controllers only while holding a Lease, so several replicas can run.
+    #[arg(long, env = "PAYI_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the Lease (in a pod: its own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, env = "PAYI_LEASE_NAME", default_value = "payi-operator")]
+    lease_name: String,
+    /// Seconds a Lease stays valid without renewal; a successor takes over at most this long after a leader dies.
+    #[arg(long, env = "PAYI_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=600))]
+    lease_seconds: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -56,13 +80,14 @@ async fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
+            tracing::error!(%error, "exiting");
             eprintln!("payi-operator: {error}");
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-fn print_crds(out_dir: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
+fn print_crds(out_dir: Option<PathBuf>) -> Result<(), BoxError> {
     let crds = crd::all();
     let Some(dir) = out_dir else {
         print!("{}", crd::to_yaml(&crds)?);
@@ -77,18 +102,89 @@ fn print_crds(out_dir: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>
     Ok(())
 }
 
-async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+type Stop = Shared<futures::future::BoxFuture<'static, ()>>;
+
+async fn run(args: RunArgs) -> Result<(), BoxError> {
     init_tracing(args.log_format);
     let client = kube::Client::try_default().await?;
+    let metrics = Arc::new(Metrics::default());
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let health = Arc::new(Health::default());
+    let shutdown: Stop = shutdown_signal().boxed().shared();
+    let server = tokio::spawn(http::serve(args.http_addr, Arc::new(registry), health.clone(), shutdown.clone()));
+
     let settings = controller::Settings {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         concurrency: args.concurrency.max(1),
     };
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), ?settings, "starting controllers");
-    let metrics = std::sync::Arc::new(payi_operator::metrics::Metrics::default());
-    controller::run(client, settings, metrics, shutdown_signal().shared()).await;
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), ?settings, "starting");
+    let result = if args.leader_election {
+        let lease = LeaseSettings {
+            namespace: args.lease_namespace.clone(),
+            name: args.lease_name.clone(),
+            identity: identity(),
+            duration_seconds: args.lease_seconds,
+        };
+        run_elected(client, settings, metrics, health, lease, shutdown.clone()).await
+    } else {
+        health.set_leading(true);
+        controller::run(client, settings, metrics, health, shutdown.clone()).await;
+        Ok(())
+    };
+    server.abort();
     tracing::info!("stopped");
-    Ok(())
+    result
+}
+
+/// Waits for the Lease, runs the controllers while holding it, and releases it
+/// on shutdown. Losing the Lease ends the process with an error, so the pod
+/// restarts as a clean standby instead of running with stale caches.
+async fn run_elected(
+    client: kube::Client,
+    settings: controller::Settings,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    lease: LeaseSettings,
+    shutdown: Stop,
+) -> Result<(), BoxError> {
+    let election = Election::start(client.clone(), &lease).await?;
+    let mut leading = election.leading.clone();
+    tracing::info!(identity = %lease.identity, lease = %lease.name, namespace = %lease.namespace, "waiting for the leader lease");
+    tokio::select! {
+        acquired = leading.wait_for(|l| *l) => {
+            if acquired.is_err() {
+                return Err("leader election stopped before acquiring the lease".into());
+            }
+        }
+        _ = shutdown.clone() => {
+            election.release().await;
+            return Ok(());
+        }
+    }
+    tracing::info!(identity = %lease.identity, "acquired the leader lease; starting controllers");
+    health.set_leading(true);
+    let mut watching = leading.clone();
+    let lost = async move {
+        let _ = watching.wait_for(|l| !*l).await;
+    };
+    let stop: Stop = futures::future::select(shutdown.clone(), lost.boxed()).map(|_| ()).boxed().shared();
+    controller::run(client, settings, metrics, health.clone(), stop).await;
+    let still_leading = *leading.borrow();
+    health.set_leading(false);
+    // The Lease is released once every receiver of the election is gone.
+    drop(leading);
+    election.release().await;
+    if still_leading { Ok(()) } else { Err("lost the leader lease".into()) }
+}
+
+/// The pod name in a cluster; elsewhere the host name with a random suffix.
+fn identity() -> String {
+    if let Ok(pod) = std::env::var("POD_NAME") {
+        return pod;
+    }
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "payi-operator".into());
+    format!("{host}-{:08x}", rand::random::<u32>())
 }
 
 /// Resolves on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.

@@ -7,7 +7,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Operator, TestEnv, eventually, unique};
+use common::{Operator, TestEnv, eventually_within, unique};
+
+/// Generous: the figures printed are the measurement, this only bounds a hang.
+const SCALE_TIMEOUT: Duration = Duration::from_secs(300);
 use futures::{StreamExt, TryStreamExt};
 use kube::Client;
 
@@ -44,7 +47,7 @@ fn diff(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeM
 /// Waits until the operator has run at least `apps` Application reconciles and
 /// then none for a second, i.e. it is idle.
 async fn settle(operator: &Operator, apps: u64) {
-    eventually("the operator to reconcile every Application and go idle", || async {
+    eventually_within(SCALE_TIMEOUT, "the operator to reconcile every Application and go idle", || async {
         let before = operator.metrics.reconciles_of("application") + operator.metrics.reconciles_of("group");
         tokio::time::sleep(Duration::from_secs(1)).await;
         let after = operator.metrics.reconciles_of("application") + operator.metrics.reconciles_of("group");
@@ -75,7 +78,7 @@ async fn a_resync_of_a_thousand_converged_applications_writes_nothing() {
     let before_cold = writes(&env.client).await;
     let started = Instant::now();
     let first = Operator::start();
-    eventually("all Applications Ready in the Group's status", || async {
+    eventually_within(SCALE_TIMEOUT, "all Applications Ready in the Group's status", || async {
         let status = env.groups().get(&group).await.ok()?.status?;
         (status.applications.ready as usize == APPS).then_some(())
     })

@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use crate::conditions::{self, Outcome};
 use crate::crd::{Application, Group, Organization};
+use crate::health::Health;
 use crate::metrics::Metrics;
 
 /// Field manager and Event reporter name.
@@ -39,6 +40,7 @@ impl Stores {
         groups: Store<Group>,
         applications: Store<Application>,
         namespaces: Store<PartialObjectMeta<Namespace>>,
+        health: Arc<Health>,
     ) -> Self {
         let (tx, synced) = watch::channel(false);
         let stores = Self { organizations, groups, applications, namespaces, synced };
@@ -47,6 +49,7 @@ impl Stores {
             while !waiting.all_filled() {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
+            health.set_synced();
             let _ = tx.send(true);
         });
         stores

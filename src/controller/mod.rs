@@ -25,6 +25,7 @@ use crate::crd::{Application, Group, Organization};
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
+use crate::health::Health;
 use crate::metrics::{ErrorLabels, Metrics};
 
 /// Label selector for the Secrets this operator manages; nothing else is watched.
@@ -41,7 +42,7 @@ pub struct Settings {
 }
 
 /// Runs the controllers until `shutdown` resolves, then lets in-flight reconciles finish.
-pub async fn run<F>(client: Client, settings: Settings, metrics: Arc<Metrics>, shutdown: F)
+pub async fn run<F>(client: Client, settings: Settings, metrics: Arc<Metrics>, health: Arc<Health>, shutdown: F)
 where
     F: Future<Output = ()> + Send + Sync + Clone + 'static,
 {
@@ -56,7 +57,7 @@ where
             .default_backoff()
             .for_each(|_| futures::future::ready(()));
 
-    let stores = Stores::new(orgs.store(), groups.store(), apps.store(), ns_reader);
+    let stores = Stores::new(orgs.store(), groups.store(), apps.store(), ns_reader, health);
     let ctx = Arc::new(Context::new(client.clone(), stores.clone(), metrics));
     let config = kube::runtime::controller::Config::default().concurrency(settings.concurrency);
     let resync = || resync_ticks(settings.resync);

@@ -33,6 +33,38 @@ fn kubeconfig_path() -> PathBuf {
     dir.join("kubeconfig")
 }
 
+/// The identity the operator under test runs as: the Helm chart's ServiceAccount
+/// when `PAYI_TEST_OPERATOR_AS` names it (`make test` sets it after installing the
+/// chart's RBAC), so the end-to-end tests prove those permissions are enough.
+pub fn operator_identity() -> Option<String> {
+    std::env::var("PAYI_TEST_OPERATOR_AS").ok().filter(|s| !s.is_empty())
+}
+
+/// A kubeconfig for operator processes: the admin one, impersonating
+/// [`operator_identity`] when set.
+pub fn operator_kubeconfig() -> PathBuf {
+    let admin = kubeconfig_path();
+    let Some(user) = operator_identity() else {
+        return admin;
+    };
+    let mut config = Kubeconfig::read_from(&admin).expect("reading the admin kubeconfig");
+    for auth in config.auth_infos.iter_mut().filter_map(|a| a.auth_info.as_mut()) {
+        auth.impersonate = Some(user.clone());
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("target/test-logs/operator-{}.kubeconfig", std::process::id()));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    path
+}
+
+/// A client for the operator under test (see [`operator_identity`]).
+pub async fn operator_client() -> Client {
+    let kubeconfig = Kubeconfig::read_from(operator_kubeconfig()).expect("operator kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    Client::try_from(config).unwrap()
+}
+
 /// A client for the test control plane. Panics, loudly, when there is none.
 pub async fn client() -> Client {
     let path = kubeconfig_path();
@@ -187,12 +219,21 @@ where
 }
 
 /// Polls `probe` until it yields `Some`, or panics after [`TIMEOUT`] with `what`.
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    eventually_within(TIMEOUT, what, probe).await
+}
+
+/// [`eventually`] with a longer limit, for work that scales with object count.
+pub async fn eventually_within<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(value) = probe().await {
             return value;
@@ -201,7 +242,7 @@ where
             let logs = captured_logs();
             let tail: Vec<&str> = logs.lines().rev().take(40).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            panic!("timed out after {TIMEOUT:?} waiting for {what}; last operator log lines:\n{}", tail.join("\n"));
+            panic!("timed out after {limit:?} waiting for {what}; last operator log lines:\n{}", tail.join("\n"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -288,13 +329,15 @@ impl Operator {
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().expect("operator runtime");
             runtime.block_on(async move {
-                let client = client().await;
-                install_crds(&client).await;
+                install_crds(&client().await).await;
+                let client = operator_client().await;
                 let shutdown = futures::FutureExt::shared(async move {
                     let _ = stopped.await;
                 });
                 let settings = Settings { resync: Duration::from_secs(3600), concurrency: 8 };
-                controller::run(client, settings, m, shutdown).await;
+                let health = Arc::new(payi_operator::health::Health::default());
+                health.set_leading(true);
+                controller::run(client, settings, m, health, shutdown).await;
             });
         });
         Self { metrics, stop: Some(stop), thread: Some(thread) }

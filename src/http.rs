@@ -1,0 +1,61 @@
+//! The HTTP endpoints: `/healthz` (the process serves), `/readyz` (see
+//! [`Readiness`]) and `/metrics` (Prometheus text format).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+
+use crate::health::{Health, Readiness};
+
+#[derive(Clone)]
+struct AppState {
+    registry: Arc<Registry>,
+    health: Arc<Health>,
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    health: Arc<Health>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(AppState { registry, health });
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.health.readiness() {
+        Readiness::Standby => (StatusCode::OK, "standby: waiting for the leader lease"),
+        Readiness::Leading => (StatusCode::OK, "leading: caches synced, controllers running"),
+        Readiness::Syncing => (StatusCode::SERVICE_UNAVAILABLE, "leading: caches still syncing"),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            body,
+        ),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("encoding metrics failed: {error}"),
+        ),
+    }
+}

@@ -1,0 +1,173 @@
+//! Two operator processes (the real binary) against one control plane: one leads,
+//! the other waits; killing the leader hands over within the lease duration with
+//! no key minted twice; SIGTERM releases the Lease. Also scrapes the HTTP endpoints.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestEnv, app_with_reason, eventually, key_of, unique};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const LEASE_SECONDS: u64 = 6;
+
+/// An operator process, killed when dropped so a failing test leaves nothing running.
+struct Process {
+    name: String,
+    child: Child,
+    http: String,
+    log: std::path::PathBuf,
+}
+
+impl Process {
+    fn spawn(name: &str, namespace: &str, lease: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let http = format!("127.0.0.1:{port}");
+        let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let log = logs.join(format!("leader-{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_payi-operator"))
+            .args(["run", "--leader-election", "--log-format", "json"])
+            .args(["--lease-namespace", namespace, "--lease-name", lease])
+            .args(["--lease-seconds", &LEASE_SECONDS.to_string(), "--http-addr", &http])
+            .env("KUBECONFIG", common::operator_kubeconfig())
+            .env("POD_NAME", name)
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting the operator binary");
+        Self { name: name.into(), child, http, log }
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = tokio::net::TcpStream::connect(&self.http).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.http);
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        let status = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        Some((status, body))
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill {signal} {}", self.name);
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of one Prometheus sample, if present.
+fn sample(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
+    leases.get_opt(name).await.ok()??.spec?.holder_identity.filter(|h| !h.is_empty())
+}
+
+async fn fingerprints(env: &TestEnv, names: &[String]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for name in names {
+        let app = app_with_reason(env, name, "KeyIssued").await;
+        let fp = app.status.as_ref().and_then(|s| s.key_fingerprint.clone()).unwrap();
+        let secret = app.status.as_ref().and_then(|s| s.key_secret_name.clone()).unwrap();
+        let key = key_of(&env.secrets().get(&secret).await.unwrap());
+        assert_eq!(payi_operator::key::fingerprint(&key), fp, "{name}: Secret and status disagree");
+        out.insert(name.clone(), fp);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_leader_reconciles_and_a_killed_leader_is_replaced_without_new_keys() {
+    let env = TestEnv::new("leader").await;
+    let (org, group, lease) = (unique("org"), unique("grp"), unique("lease"));
+    env.create_org(&org, None).await;
+    env.create_group(&group, &org).await;
+    let first: Vec<String> = (0..10).map(|i| format!("before-{i}")).collect();
+    for name in &first {
+        env.create_app(name, &group).await;
+    }
+
+    let a = Process::spawn("op-a", &env.namespace, &lease);
+    let b = Process::spawn("op-b", &env.namespace, &lease);
+    let before = fingerprints(&env, &first).await;
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.namespace);
+    let leader_name = eventually("a Lease holder", || holder(&leases, &lease)).await;
+    let (leader, standby) = if leader_name == a.name { (a, b) } else { (b, a) };
+
+    // Exactly one reconciles: the standby has run no reconcile at all.
+    let standby_metrics = eventually("standby /metrics", || async { standby.get("/metrics").await }).await.1;
+    assert_eq!(sample(&standby_metrics, "payi_operator_reconciles_total{controller=\"application\"}"), None);
+    let (code, body) = standby.get("/readyz").await.unwrap();
+    assert_eq!((code, body.contains("standby")), (200, true), "{body}");
+    let leader_metrics = eventually("leader metrics to show the Group gauge", || async {
+        let body = leader.get("/metrics").await?.1;
+        let gauge = format!("payi_operator_group_applications{{organization=\"{org}\",group=\"{group}\"}}");
+        (sample(&body, &gauge) == Some(10.0)).then_some(body)
+    })
+    .await;
+    assert!(sample(&leader_metrics, "payi_operator_reconciles_total{controller=\"application\"}").unwrap() >= 10.0);
+    assert!(sample(&leader_metrics, "payi_operator_keys_total{event=\"minted\"}").unwrap() >= 10.0);
+    assert!(leader_metrics.contains("payi_operator_reconcile_duration_seconds_bucket{"));
+    let (code, body) = leader.get("/readyz").await.unwrap();
+    assert_eq!((code, body.contains("leading")), (200, true), "{body}");
+    assert_eq!(leader.get("/healthz").await.unwrap().0, 200);
+    for line in leader.logs().lines().filter(|l| !l.trim().is_empty()) {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+    }
+
+    // kill -9 the leader, and keep changing things while nobody leads.
+    leader.signal("-KILL");
+    let killed = Instant::now();
+    let later: Vec<String> = (0..5).map(|i| format!("after-{i}")).collect();
+    for name in &later {
+        env.create_app(name, &group).await;
+    }
+    eventually("the standby to take the Lease", || async {
+        (holder(&leases, &lease).await.as_deref() == Some(standby.name.as_str())).then_some(())
+    })
+    .await;
+    let new_keys = fingerprints(&env, &later).await;
+    let takeover = killed.elapsed();
+    println!("takeover and 5 new keys {takeover:?} after kill -9 (lease {LEASE_SECONDS}s)");
+    assert!(takeover < Duration::from_secs(LEASE_SECONDS + 8), "takeover took {takeover:?}");
+    assert_eq!(fingerprints(&env, &first).await, before, "a key changed across the failover");
+    assert_eq!(new_keys.len(), 5);
+    for name in &later {
+        let minted = env.await_events(name, "KeyMinted", 1).await;
+        assert_eq!(minted.len(), 1, "{name} was minted more than once");
+    }
+
+    // SIGTERM: the new leader stops cleanly and gives the Lease back at once.
+    standby.signal("-TERM");
+    eventually("the Lease to be released", || async { holder(&leases, &lease).await.is_none().then_some(()) }).await;
+    let mut standby = standby;
+    let deadline = Instant::now() + common::TIMEOUT;
+    let status = loop {
+        if let Some(status) = standby.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the operator did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "exit status {status:?}; log:\n{}", standby.logs());
+}
