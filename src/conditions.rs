@@ -10,6 +10,12 @@ pub const READY: &str = "Ready";
 /// Rollup on Groups and Organizations: are all their Applications Ready?
 pub const APPLICATIONS_READY: &str = "ApplicationsReady";
 
+/// kstatus conventions (used by Flux, kpt, `kubectl wait`-style tools): present
+/// and True only while the object is on its way (`Reconciling`) or stuck until a
+/// person acts (`Stalled`); absent otherwise.
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+
 pub const TRUE: &str = "True";
 pub const FALSE: &str = "False";
 
@@ -48,6 +54,20 @@ impl Outcome {
     pub fn not_ready(reason: &'static str, message: impl Into<String>) -> Self {
         Self { type_: READY, status: false, reason, message: message.into() }
     }
+}
+
+/// Reasons for `Ready=False` that no amount of waiting fixes.
+const NEEDS_A_PERSON: [&str; 3] = [reason::NAMESPACE_NOT_ALLOWED, reason::SECRET_CONFLICT, reason::SECRET_REJECTED];
+
+/// `Ready` followed by its kstatus companion: `Stalled` when a person must act,
+/// `Reconciling` while waiting for something that may still arrive.
+pub fn with_kstatus(ready: &Outcome) -> Vec<Outcome> {
+    let mut outcomes = vec![ready.clone()];
+    if !ready.status {
+        let type_ = if NEEDS_A_PERSON.contains(&ready.reason) { STALLED } else { RECONCILING };
+        outcomes.push(Outcome { type_, status: true, reason: ready.reason, message: ready.message.clone() });
+    }
+    outcomes
 }
 
 /// The condition list after recording `outcomes`, keeping each condition's
@@ -107,6 +127,16 @@ mod tests {
         assert_eq!(third[0].last_transition_time, at(30));
         assert!(is_ready(&third));
         assert!(!is_ready(&second));
+    }
+
+    #[test]
+    fn kstatus_companions_follow_the_ready_reason() {
+        let types = |o: Outcome| with_kstatus(&o).iter().map(|c| c.type_).collect::<Vec<_>>();
+        assert_eq!(types(Outcome::ready(reason::KEY_ISSUED, "")), vec![READY]);
+        assert_eq!(types(Outcome::not_ready(reason::GROUP_NOT_FOUND, "")), vec![READY, RECONCILING]);
+        assert_eq!(types(Outcome::not_ready(reason::DELETION_BLOCKED, "")), vec![READY, RECONCILING]);
+        assert_eq!(types(Outcome::not_ready(reason::SECRET_CONFLICT, "")), vec![READY, STALLED]);
+        assert_eq!(types(Outcome::not_ready(reason::NAMESPACE_NOT_ALLOWED, "")), vec![READY, STALLED]);
     }
 
     #[test]

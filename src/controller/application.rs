@@ -137,7 +137,7 @@ pub fn decide(
 
     status.observed_generation = app.metadata.generation;
     status.conditions =
-        conditions::merge(&previous.conditions, std::slice::from_ref(&outcome), app.metadata.generation, now);
+        conditions::merge(&previous.conditions, &conditions::with_kstatus(&outcome), app.metadata.generation, now);
     let mut notes = Note::ready_transition(&previous.conditions, &outcome);
     if let Some(cause) = minted {
         notes.push(mint_note(app, cause, status.key_fingerprint.as_deref().unwrap_or_default()));
@@ -341,7 +341,12 @@ async fn apply(app: &Application, plan: Plan, ctx: &Context) -> Result<()> {
         let previous = app.status.clone().unwrap_or_default();
         plan.notes = Note::ready_transition(&previous.conditions, &outcome);
         plan.status = ApplicationStatus {
-            conditions: conditions::merge(&previous.conditions, &[outcome], app.metadata.generation, &now()),
+            conditions: conditions::merge(
+                &previous.conditions,
+                &conditions::with_kstatus(&outcome),
+                app.metadata.generation,
+                &now(),
+            ),
             ..previous
         };
         plan.status.observed_generation = app.metadata.generation;

@@ -77,7 +77,8 @@ pub fn decide(inputs: &Inputs, now: &Time) -> Plan {
     };
     let previous = group.status.clone().unwrap_or_default();
     let notes = Note::ready_transition(&previous.conditions, &ready);
-    let outcomes = [ready, rollup::applications_ready(apps)];
+    let mut outcomes = conditions::with_kstatus(&ready);
+    outcomes.push(rollup::applications_ready(apps));
     let status = GroupStatus {
         observed_generation: group.metadata.generation,
         conditions: conditions::merge(&previous.conditions, &outcomes, group.metadata.generation, now),

@@ -76,7 +76,8 @@ pub fn decide(inputs: &Inputs, now: &Time) -> Plan {
     };
     let previous = org.status.clone().unwrap_or_default();
     let notes = Note::ready_transition(&previous.conditions, &ready);
-    let outcomes = [ready, rollup::applications_ready(&inputs.applications)];
+    let mut outcomes = conditions::with_kstatus(&ready);
+    outcomes.push(rollup::applications_ready(&inputs.applications));
     let status = OrganizationStatus {
         observed_generation: org.metadata.generation,
         conditions: conditions::merge(&previous.conditions, &outcomes, org.metadata.generation, now),
