@@ -22,5 +22,20 @@ if $started; then
   trap 'hack/testenv.sh down' EXIT
 fi
 
-echo "==> cargo test (unit and end-to-end)"
+echo "==> helm (built once, cached)"
+helm="$(hack/tools/build.sh)"
+export PAYI_HELM="$helm"
+
+# Install the chart (everything but the CRDs, which the tests apply from crds/)
+# into payi-system, and run the operator under test as the chart's
+# ServiceAccount: the end-to-end tests then prove its RBAC is sufficient.
+echo "==> install the Helm chart's objects into payi-system"
+kubectl="$(dirname "$KUBECONFIG")/kubectl"
+"$kubectl" create namespace payi-system --dry-run=client -o yaml | "$kubectl" apply --server-side -f - >/dev/null
+"$helm" template payi-operator charts/payi-operator --namespace payi-system \
+  | "$kubectl" apply --server-side --field-manager=payi-tests --force-conflicts -f - >/dev/null
+export PAYI_TEST_OPERATOR_AS=system:serviceaccount:payi-system:payi-operator
+export PAYI_TEST_LEASE_NAMESPACE=payi-system
+
+echo "==> cargo test (unit and end-to-end; operator runs as $PAYI_TEST_OPERATOR_AS)"
 cargo test --all-targets --no-fail-fast -- "$@"

@@ -107,10 +107,12 @@ async fn one_leader_reconciles_and_a_killed_leader_is_replaced_without_new_keys(
         env.create_app(name, &group).await;
     }
 
-    let a = Process::spawn("op-a", &env.namespace, &lease);
-    let b = Process::spawn("op-b", &env.namespace, &lease);
+    // The chart grants Lease access in its own namespace only; `make test` says which.
+    let lease_ns = std::env::var("PAYI_TEST_LEASE_NAMESPACE").unwrap_or_else(|_| env.namespace.clone());
+    let a = Process::spawn("op-a", &lease_ns, &lease);
+    let b = Process::spawn("op-b", &lease_ns, &lease);
     let before = fingerprints(&env, &first).await;
-    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.namespace);
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &lease_ns);
     let leader_name = eventually("a Lease holder", || holder(&leases, &lease)).await;
     let (leader, standby) = if leader_name == a.name { (a, b) } else { (b, a) };
 
