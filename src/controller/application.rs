@@ -16,6 +16,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::context::{Context, MANAGER, Note};
+use super::status;
 use crate::conditions::{self, Outcome, reason};
 use crate::crd::{Application, ApplicationStatus, Group, Organization};
 use crate::error::{Error, Result};
@@ -351,7 +352,8 @@ async fn apply(app: &Application, plan: Plan, ctx: &Context) -> Result<()> {
         };
         plan.status.observed_generation = app.metadata.generation;
     }
-    write_status(app, &plan.status, ctx).await?;
+    let api: Api<Application> = Api::namespaced(ctx.client.clone(), &namespace);
+    status::write_status(&api, app, app.status.as_ref(), &plan.status).await?;
     count_key_events(&plan, ctx);
     ctx.publish(app, &plan.notes).await;
     Ok(())
@@ -404,23 +406,6 @@ async fn write_secret(namespace: &str, write: SecretWrite, ctx: &Context) -> Res
         }
         Err(source) => Err(Error::Kube { action: format!("writing Secret {namespace}/{name}"), source }),
     }
-}
-
-async fn write_status(app: &Application, status: &ApplicationStatus, ctx: &Context) -> Result<()> {
-    if app.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let namespace = app.namespace().unwrap_or_default();
-    let api: Api<Application> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = json!({
-        "apiVersion": Application::api_version(&()),
-        "kind": Application::kind(&()),
-        "status": status,
-    });
-    api.patch_status(&app.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
-        .await
-        .map_err(Error::kube(format!("writing status of Application {namespace}/{}", app.name_any())))?;
-    Ok(())
 }
 
 #[cfg(test)]

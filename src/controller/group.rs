@@ -10,6 +10,7 @@ use kube::{Api, ResourceExt};
 use super::application::now;
 use super::context::{Context, Note};
 use super::parent::{self, FinalizerChange};
+use super::status;
 use crate::conditions::{self, Outcome, reason};
 use crate::crd::{Application, Group, GroupStatus, Organization};
 use crate::error::Result;
@@ -54,7 +55,7 @@ pub async fn reconcile(group: Arc<Group>, ctx: Arc<Context>) -> Result<Action> {
         ctx.metrics.group_applications.remove(&labels);
         ctx.metrics.group_applications_ready.remove(&labels);
     } else {
-        parent::write_status(&api, group, group.status.as_ref(), &plan.status).await?;
+        status::write_status(&api, group, group.status.as_ref(), &plan.status).await?;
         ctx.metrics.group_applications.get_or_create(&labels).set(plan.status.applications.total.into());
         ctx.metrics.group_applications_ready.get_or_create(&labels).set(plan.status.applications.ready.into());
     }

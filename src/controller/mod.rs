@@ -5,6 +5,7 @@ mod context;
 pub mod group;
 pub mod organization;
 pub mod parent;
+mod status;
 
 use std::fmt::Debug;
 use std::future::Future;

@@ -10,6 +10,7 @@ use kube::{Api, ResourceExt};
 use super::application::now;
 use super::context::{Context, Note};
 use super::parent::{self, FinalizerChange};
+use super::status;
 use crate::conditions::{self, Outcome, reason};
 use crate::crd::{Application, Group, Organization, OrganizationStatus};
 use crate::error::Result;
@@ -55,7 +56,7 @@ pub async fn reconcile(organization: Arc<Organization>, ctx: Arc<Context>) -> Re
         ctx.metrics.organization_applications.remove(&labels);
         ctx.metrics.organization_applications_ready.remove(&labels);
     } else {
-        parent::write_status(&api, org, org.status.as_ref(), &plan.status).await?;
+        status::write_status(&api, org, org.status.as_ref(), &plan.status).await?;
         let apps = plan.status.applications;
         ctx.metrics.organization_applications.get_or_create(&labels).set(apps.total.into());
         ctx.metrics.organization_applications_ready.get_or_create(&labels).set(apps.ready.into());

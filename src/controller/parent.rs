@@ -1,13 +1,11 @@
 //! What Groups and Organizations share: a finalizer that holds a parent while
-//! children still reference it, and the status write.
+//! children still reference it.
 
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::context::MANAGER;
 use crate::conditions::{Outcome, reason};
 use crate::error::{Error, Result};
 use crate::rollup;
@@ -61,26 +59,6 @@ where
     api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(patch))
         .await
         .map_err(Error::kube(format!("updating finalizers of {}", obj.name_any())))?;
-    Ok(())
-}
-
-/// Writes `status` by server-side apply when it differs from `current`.
-pub async fn write_status<K, S>(api: &Api<K>, obj: &K, current: Option<&S>, status: &S) -> Result<()>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-    S: Serialize + PartialEq,
-{
-    if current == Some(status) {
-        return Ok(());
-    }
-    let patch = json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
-        .await
-        .map_err(Error::kube(format!("writing status of {} {}", K::kind(&()), obj.name_any())))?;
     Ok(())
 }
 
