@@ -1,0 +1,63 @@
+{{/*
+Shared names and labels. Kubernetes names and label values are limited to 63
+characters, so every name is cut there (and a trailing dash removed).
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "payi-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The prefix of every object's name: fullnameOverride, else <release>-<name>, else
+just <release> when the release name already contains the name.
+*/}}
+{{- define "payi-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := include "payi-operator.name" . }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* <chart>-<version> for the helm.sh/chart label ('+' is not allowed in label values). */}}
+{{- define "payi-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The labels that select the operator pods; never change them on upgrade. */}}
+{{- define "payi-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "payi-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The labels of every object of the release. */}}
+{{- define "payi-operator.labels" -}}
+{{ include "payi-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ include "payi-operator.chart" . }}
+{{- end }}
+
+{{/* The ServiceAccount the operator runs as. */}}
+{{- define "payi-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "payi-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* repository:tag, or repository@digest when a digest is given. */}}
+{{- define "payi-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}

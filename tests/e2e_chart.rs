@@ -1,0 +1,530 @@
+//! The Helm chart in `charts/payi-operator`: it lints, renders the objects the values
+//! ask for, grants exactly the permissions the operator needs, rejects bad values
+//! through its schema, and everything it renders is accepted by a real API server,
+//! where its aggregated roles extend the built-in `view` and `edit` roles.
+//!
+//! Helm is built from the Go module proxy by `hack/tools/build.sh` (cached after the
+//! first run). When that fails the tests fail; they never skip.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use futures::FutureExt;
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::{Scope, pinned_kind};
+use kube::{Api, Client};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const CHART: &str = "charts/payi-operator";
+const FIELD_MANAGER: &str = "payi-e2e-chart";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Helm binary built by `hack/tools/build.sh`, once per test process.
+fn helm() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let out = Command::new("hack/tools/build.sh")
+            .current_dir(repo())
+            .output()
+            .unwrap_or_else(|e| panic!("running hack/tools/build.sh: {e}"));
+        assert!(
+            out.status.success(),
+            "hack/tools/build.sh failed ({}); it builds Helm from the Go module proxy and needs Go:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        assert!(path.is_file(), "hack/tools/build.sh printed {}, which is no file", path.display());
+        path
+    })
+}
+
+fn run_helm(args: &[&str]) -> Output {
+    Command::new(helm())
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("running helm {args:?}: {e}"))
+}
+
+/// Runs helm and returns its stdout, failing the test with its stderr when it fails.
+fn helm_ok(args: &[&str]) -> String {
+    let out = run_helm(args);
+    assert!(
+        out.status.success(),
+        "helm {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("helm writes UTF-8")
+}
+
+/// `helm template` of the chart, as one JSON value per rendered object.
+fn render(release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["template", release, CHART, "--namespace", namespace];
+    args.extend_from_slice(extra);
+    documents(&helm_ok(&args))
+}
+
+/// The objects of a multi-document YAML stream; empty documents are dropped.
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}\n{yaml}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn kind(obj: &Value) -> &str {
+    obj["kind"].as_str().unwrap_or_default()
+}
+
+fn name(obj: &Value) -> &str {
+    obj["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+fn of_kind<'a>(objects: &'a [Value], k: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| kind(o) == k).collect()
+}
+
+fn one<'a>(objects: &'a [Value], k: &str, n: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| kind(o) == k && name(o) == n)
+        .unwrap_or_else(|| panic!("no {k} {n} rendered; got {:?}", summary(objects)))
+}
+
+fn summary(objects: &[Value]) -> Vec<String> {
+    objects.iter().map(|o| format!("{}/{}", kind(o), name(o))).collect()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+/// A role's rules as the set of (apiGroup, resource, verb) it grants, so rules are
+/// compared by what they allow rather than by how they happen to be grouped.
+fn grants(role: &Value) -> BTreeSet<(String, String, String)> {
+    let mut set = BTreeSet::new();
+    for rule in role["rules"].as_array().into_iter().flatten() {
+        assert!(
+            rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none(),
+            "unexpected rule shape in {}: {rule}",
+            name(role)
+        );
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    set.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    set
+}
+
+fn expand(rules: &[(&str, &[&str], &[&str])]) -> BTreeSet<(String, String, String)> {
+    let mut set = BTreeSet::new();
+    for (group, resources, verbs) in rules {
+        for resource in *resources {
+            for verb in *verbs {
+                set.insert((group.to_string(), resource.to_string(), verb.to_string()));
+            }
+        }
+    }
+    set
+}
+
+fn operator_grants() -> BTreeSet<(String, String, String)> {
+    expand(&[
+        ("payi.io", &["organizations", "groups", "applications"], &["get", "list", "watch", "patch"]),
+        ("payi.io", &["organizations/status", "groups/status", "applications/status"], &["get", "patch"]),
+        ("payi.io", &["applications/finalizers"], &["update"]),
+        ("", &["secrets"], &["get", "list", "watch", "create", "patch"]),
+        ("", &["namespaces"], &["list", "watch"]),
+        ("events.k8s.io", &["events"], &["create", "patch"]),
+    ])
+}
+
+#[test]
+fn chart_lints() {
+    for strict in [false, true] {
+        let mut args = vec!["lint", CHART];
+        if strict {
+            args.push("--strict");
+        }
+        let out = helm_ok(&args);
+        assert!(out.contains("1 chart(s) linted, 0 chart(s) failed"), "helm {args:?}:\n{out}");
+    }
+}
+
+#[test]
+fn defaults_render_the_operator_and_no_service_monitor() {
+    let objects = render("rel", "payi-system", &[]);
+    let mut kinds: Vec<&str> = objects.iter().map(kind).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ],
+        "rendered {:?}",
+        summary(&objects)
+    );
+    for obj in &objects {
+        let labels = &obj["metadata"]["labels"];
+        for label in [
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/version",
+            "app.kubernetes.io/managed-by",
+            "helm.sh/chart",
+        ] {
+            assert!(labels[label].is_string(), "{}/{} lacks label {label}", kind(obj), name(obj));
+        }
+        let cluster_scoped = matches!(kind(obj), "ClusterRole" | "ClusterRoleBinding");
+        let namespace = obj["metadata"]["namespace"].as_str();
+        assert_eq!(namespace, (!cluster_scoped).then_some("payi-system"), "{}/{}", kind(obj), name(obj));
+    }
+
+    let deployment = one(&objects, "Deployment", "rel-payi-operator");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "rel-payi-operator");
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "ghcr.io/payi/payi-operator:0.1.0");
+    assert_eq!(
+        strings(&container["args"]),
+        ["run", "--leader-election", "--http-addr=0.0.0.0:8080", "--log-format=json"]
+    );
+    let env: Vec<(&str, &str)> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["valueFrom"]["fieldRef"]["fieldPath"].as_str().unwrap()))
+        .collect();
+    assert_eq!(env, [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")]);
+    assert_eq!(container["ports"], json!([{"name": "http", "containerPort": 8080, "protocol": "TCP"}]));
+    assert_eq!(container["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "http"}));
+    assert_eq!(container["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "http"}));
+    let security = &container["securityContext"];
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(security["runAsUser"], 65532);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(
+        container["resources"],
+        json!({"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}})
+    );
+
+    let service = one(&objects, "Service", "rel-payi-operator");
+    assert_eq!(service["spec"]["type"], "ClusterIP");
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}])
+    );
+    assert_eq!(one(&objects, "PodDisruptionBudget", "rel-payi-operator")["spec"]["minAvailable"], 1);
+}
+
+#[test]
+fn service_monitor_and_replicas_follow_the_values() {
+    let objects = render("rel", "payi-system", &["--set", "serviceMonitor.enabled=true", "--set", "replicaCount=3"]);
+    let monitors = of_kind(&objects, "ServiceMonitor");
+    assert_eq!(monitors.len(), 1, "rendered {:?}", summary(&objects));
+    assert_eq!(monitors[0]["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(monitors[0]["spec"]["endpoints"][0]["port"], "http");
+    assert_eq!(monitors[0]["spec"]["endpoints"][0]["path"], "/metrics");
+    assert_eq!(monitors[0]["spec"]["endpoints"][0]["interval"], "30s");
+    assert_eq!(one(&objects, "Deployment", "rel-payi-operator")["spec"]["replicas"], 3);
+    assert_eq!(of_kind(&objects, "PodDisruptionBudget").len(), 1);
+
+    // One replica: a PodDisruptionBudget would block every node drain, so there is none.
+    let single = render("rel", "payi-system", &["--set", "replicaCount=1"]);
+    assert!(of_kind(&single, "PodDisruptionBudget").is_empty(), "rendered {:?}", summary(&single));
+    assert!(of_kind(&single, "ServiceMonitor").is_empty());
+
+    // Overrides and switches.
+    let named = render("rel", "payi-system", &["--set", "fullnameOverride=payi", "--set", "rbac.create=false"]);
+    let mut kinds: Vec<&str> = named.iter().map(kind).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]);
+    assert!(named.iter().all(|o| name(o) == "payi"), "rendered {:?}", summary(&named));
+}
+
+#[test]
+fn roles_grant_exactly_what_is_needed_and_no_wildcards() {
+    for extra in [&[][..], &["--set", "serviceMonitor.enabled=true", "--set", "replicaCount=3"][..]] {
+        let objects = render("rel", "payi-system", extra);
+        let roles: Vec<&Value> = objects.iter().filter(|o| matches!(kind(o), "Role" | "ClusterRole")).collect();
+        assert_eq!(roles.len(), 4, "rendered {:?}", summary(&objects));
+        for role in &roles {
+            for rule in role["rules"].as_array().expect("rules") {
+                for field in ["verbs", "resources", "apiGroups"] {
+                    let values = strings(&rule[field]);
+                    assert!(!values.is_empty(), "{} has a rule without {field}: {rule}", name(role));
+                    assert!(
+                        values.iter().all(|v| !v.contains('*')),
+                        "{} {} has a wildcard in {field}: {rule}",
+                        kind(role),
+                        name(role)
+                    );
+                }
+            }
+        }
+
+        assert_eq!(grants(one(&objects, "ClusterRole", "rel-payi-operator")), operator_grants());
+        assert_eq!(
+            grants(one(&objects, "Role", "rel-payi-operator-leader-election")),
+            expand(&[("coordination.k8s.io", &["leases"], &["get", "create", "update", "patch"])])
+        );
+        let binding = one(&objects, "ClusterRoleBinding", "rel-payi-operator");
+        assert_eq!(binding["roleRef"]["name"], "rel-payi-operator");
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "rel-payi-operator", "namespace": "payi-system"}])
+        );
+
+        let aggregate = |role: &Value| -> Vec<String> {
+            let labels = role["metadata"]["labels"].as_object().unwrap();
+            let mut to: Vec<String> = labels
+                .iter()
+                .filter_map(|(k, v)| {
+                    let target = k.strip_prefix("rbac.authorization.k8s.io/aggregate-to-")?;
+                    assert_eq!(v, "true", "{k} on {}", name(role));
+                    Some(target.to_string())
+                })
+                .collect();
+            to.sort();
+            to
+        };
+        let view = one(&objects, "ClusterRole", "rel-payi-operator-view");
+        assert_eq!(aggregate(view), ["admin", "edit", "view"]);
+        assert_eq!(
+            grants(view),
+            expand(&[("payi.io", &["organizations", "groups", "applications"], &["get", "list", "watch"])])
+        );
+        let edit = one(&objects, "ClusterRole", "rel-payi-operator-edit");
+        assert_eq!(aggregate(edit), ["admin", "edit"]);
+        assert_eq!(
+            grants(edit),
+            expand(&[("payi.io", &["applications"], &["create", "update", "patch", "delete", "deletecollection"])])
+        );
+        assert!(aggregate(one(&objects, "ClusterRole", "rel-payi-operator")).is_empty());
+    }
+}
+
+#[test]
+fn schema_rejects_bad_values() {
+    for (set, complaint) in [
+        ("replicaCount=abc", "/replicaCount"),
+        ("replicaCount=0", "/replicaCount"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("serviceMonitor.interval=soon", "/serviceMonitor/interval"),
+        ("notAValue=1", "notAValue"),
+    ] {
+        let out = run_helm(&["template", "rel", CHART, "--set", set]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "helm template --set {set} succeeded");
+        assert!(
+            stderr.contains("schema") && stderr.contains(complaint),
+            "helm template --set {set} failed for another reason:\n{stderr}"
+        );
+    }
+}
+
+/// The API of one rendered object, resolved through discovery.
+async fn api_for(client: &Client, obj: &Value) -> (Api<DynamicObject>, ApiResource, bool) {
+    let api_version = obj["apiVersion"].as_str().expect("apiVersion");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind(obj));
+    let (resource, caps) =
+        pinned_kind(client, &gvk).await.unwrap_or_else(|e| panic!("discovering {api_version} {}: {e}", kind(obj)));
+    let namespaced = caps.scope == Scope::Namespaced;
+    let api = if namespaced {
+        let ns = obj["metadata"]["namespace"].as_str().unwrap_or_else(|| panic!("{} has no namespace", name(obj)));
+        Api::namespaced_with(client.clone(), ns, &resource)
+    } else {
+        Api::all_with(client.clone(), &resource)
+    };
+    (api, resource, namespaced)
+}
+
+async fn can(client: &Client, user: &str, verb: &str, resource: &str, group: &str, namespace: Option<&str>) -> bool {
+    let review: SubjectAccessReview = serde_json::from_value(json!({
+        "spec": {
+            "user": user,
+            "resourceAttributes": {"verb": verb, "group": group, "resource": resource, "namespace": namespace},
+        }
+    }))
+    .unwrap();
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    let answer = api.create(&PostParams::default(), &review).await.expect("SubjectAccessReview");
+    answer.status.expect("SubjectAccessReview status").allowed
+}
+
+async fn bind(client: &Client, namespace: &str, binding: &str, user: &str, cluster_role: &str) {
+    let rb: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": binding},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &rb)
+        .await
+        .unwrap_or_else(|e| panic!("creating RoleBinding {binding}: {e}"));
+}
+
+#[tokio::test]
+async fn rendered_chart_applies_and_extends_the_built_in_roles() {
+    // The harness installs the CRDs and creates the release namespace.
+    let env = common::TestEnv::new("chart").await;
+    let release = common::unique("chart");
+    let objects = render(&release, &env.namespace, &[]);
+    assert!(!objects.is_empty());
+
+    // Cluster-scoped objects outlive the namespace; remember them for the clean-up,
+    // which runs whether or not the checks pass.
+    let mut cluster_scoped: Vec<(ApiResource, String)> = vec![];
+    let outcome = AssertUnwindSafe(apply_and_check(&env, &objects, &mut cluster_scoped)).catch_unwind().await;
+
+    for (resource, object) in &cluster_scoped {
+        let api: Api<DynamicObject> = Api::all_with(env.client.clone(), resource);
+        let _ = api.delete(object, &DeleteParams::background()).await;
+    }
+    let namespaces: Api<Namespace> = Api::all(env.client.clone());
+    common::delete(&namespaces, &env.namespace).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn apply_and_check(env: &common::TestEnv, objects: &[Value], cluster_scoped: &mut Vec<(ApiResource, String)>) {
+    let client = &env.client;
+    let ns = env.namespace.as_str();
+
+    // Server-side apply of every rendered object: first a dry run of all of them, so
+    // nothing is created unless the API server accepts everything, then for real.
+    for dry_run in [true, false] {
+        for obj in objects {
+            let (api, resource, namespaced) = api_for(client, obj).await;
+            let mut params = PatchParams::apply(FIELD_MANAGER).force();
+            if dry_run {
+                params = params.dry_run();
+            }
+            let applied = api.patch(name(obj), &params, &Patch::Apply(obj)).await.unwrap_or_else(|e| {
+                panic!("server-side apply (dry run: {dry_run}) of {} {} refused: {e}", kind(obj), name(obj))
+            });
+            assert_eq!(applied.metadata.name.as_deref(), Some(name(obj)));
+            if !dry_run && !namespaced {
+                cluster_scoped.push((resource, name(obj).to_string()));
+            }
+        }
+        for obj in objects {
+            let (api, _, _) = api_for(client, obj).await;
+            let exists = api.get_opt(name(obj)).await.unwrap().is_some();
+            assert_eq!(
+                exists,
+                !dry_run,
+                "{} {} exists: {exists} after apply (dry run: {dry_run})",
+                kind(obj),
+                name(obj)
+            );
+        }
+    }
+
+    // People bound to the built-in roles in the namespace, and one bound to `view`
+    // cluster-wide (only a ClusterRoleBinding reaches cluster-scoped kinds).
+    let viewer = common::unique("viewer");
+    let editor = common::unique("editor");
+    let reader = common::unique("reader");
+    bind(client, ns, "viewers", &viewer, "view").await;
+    bind(client, ns, "editors", &editor, "edit").await;
+    let cluster_binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": reader},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": reader}]
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(client.clone()).create(&PostParams::default(), &cluster_binding).await.unwrap();
+    cluster_scoped.push((ApiResource::erase::<ClusterRoleBinding>(&()), reader.clone()));
+
+    // The clusterrole-aggregation controller copies the chart's rules into `view`
+    // and `edit` asynchronously.
+    common::eventually("the chart's rules to be aggregated into the built-in view and edit roles", || async {
+        let viewer_lists = can(client, &viewer, "list", "applications", "payi.io", Some(ns)).await;
+        let editor_creates = can(client, &editor, "create", "applications", "payi.io", Some(ns)).await;
+        let reader_lists = can(client, &reader, "list", "groups", "payi.io", None).await;
+        (viewer_lists && editor_creates && reader_lists).then_some(())
+    })
+    .await;
+
+    // Viewers read Applications in their namespace and nothing secret; Organizations
+    // and Groups are cluster-scoped, so only the cluster-wide reader sees them.
+    for verb in ["get", "list", "watch"] {
+        assert!(can(client, &viewer, verb, "applications", "payi.io", Some(ns)).await, "viewer cannot {verb}");
+        for resource in ["organizations", "groups"] {
+            assert!(!can(client, &viewer, verb, resource, "payi.io", None).await, "viewer can {verb} {resource}");
+            assert!(can(client, &reader, verb, resource, "payi.io", None).await, "reader cannot {verb} {resource}");
+        }
+        assert!(can(client, &reader, verb, "applications", "payi.io", None).await, "reader cannot {verb} applications");
+    }
+    assert!(!can(client, &reader, "create", "groups", "payi.io", None).await, "reader can create groups");
+    assert!(!can(client, &reader, "list", "secrets", "", None).await, "reader can list secrets");
+    assert!(!can(client, &viewer, "get", "secrets", "", Some(ns)).await, "viewer can get secrets");
+    assert!(
+        !can(client, &viewer, "create", "applications", "payi.io", Some(ns)).await,
+        "viewer can create applications"
+    );
+
+    // Editors write Applications in their namespace only, and never Groups or Organizations.
+    for verb in ["create", "update", "patch", "delete", "deletecollection"] {
+        assert!(
+            can(client, &editor, verb, "applications", "payi.io", Some(ns)).await,
+            "editor cannot {verb} applications"
+        );
+    }
+    assert!(!can(client, &editor, "create", "applications", "payi.io", Some("default")).await);
+    assert!(!can(client, &editor, "get", "secrets", "", Some("default")).await, "editor can get secrets elsewhere");
+    for resource in ["groups", "organizations"] {
+        for namespace in [None, Some(ns)] {
+            assert!(
+                !can(client, &editor, "create", resource, "payi.io", namespace).await,
+                "editor can create {resource} (namespace {namespace:?})"
+            );
+        }
+    }
+    // The operator's own ServiceAccount holds exactly its ClusterRole.
+    let operator = format!("system:serviceaccount:{ns}:{}", name(of_kind(objects, "ServiceAccount")[0]));
+    assert!(can(client, &operator, "create", "secrets", "", Some("default")).await);
+    assert!(!can(client, &operator, "delete", "secrets", "", Some("default")).await);
+    assert!(can(client, &operator, "update", "leases", "coordination.k8s.io", Some(ns)).await);
+    assert!(!can(client, &operator, "update", "leases", "coordination.k8s.io", Some("default")).await);
+}
