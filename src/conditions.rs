@@ -35,6 +35,8 @@ pub mod reason {
     /// Event reasons for key lifecycle.
     pub const KEY_MINTED: &str = "KeyMinted";
     pub const KEY_REPAIRED: &str = "KeyRepaired";
+    pub const KEY_ROTATED: &str = "KeyRotated";
+    pub const PREVIOUS_KEY_REMOVED: &str = "PreviousKeyRemoved";
 }
 
 /// What a reconcile concluded about one condition type.

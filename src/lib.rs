@@ -5,6 +5,7 @@ pub mod conditions;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod faults;
 pub mod health;
 pub mod http;
 pub mod key;
@@ -12,5 +13,6 @@ pub mod leader;
 pub mod metrics;
 pub mod namespace_policy;
 pub mod rollup;
+pub mod rotation;
 
 pub use error::{Error, Result};

@@ -5,74 +5,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::Process;
 use common::{TestEnv, app_with_reason, eventually, key_of, unique};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LEASE_SECONDS: u64 = 6;
-
-/// An operator process, killed when dropped so a failing test leaves nothing running.
-struct Process {
-    name: String,
-    child: Child,
-    http: String,
-    log: std::path::PathBuf,
-}
-
-impl Process {
-    fn spawn(name: &str, namespace: &str, lease: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let http = format!("127.0.0.1:{port}");
-        let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
-        std::fs::create_dir_all(&logs).unwrap();
-        let log = logs.join(format!("leader-{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_payi-operator"))
-            .args(["run", "--leader-election", "--log-format", "json"])
-            .args(["--lease-namespace", namespace, "--lease-name", lease])
-            .args(["--lease-seconds", &LEASE_SECONDS.to_string(), "--http-addr", &http])
-            .env("KUBECONFIG", common::operator_kubeconfig())
-            .env("POD_NAME", name)
-            .env("RUST_LOG", "info")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("starting the operator binary");
-        Self { name: name.into(), child, http, log }
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream = tokio::net::TcpStream::connect(&self.http).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.http);
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.ok()?;
-        let status = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        Some((status, body))
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success(), "kill {signal} {}", self.name);
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The value of one Prometheus sample, if present.
 fn sample(metrics: &str, name_and_labels: &str) -> Option<f64> {
@@ -109,8 +49,12 @@ async fn one_leader_reconciles_and_a_killed_leader_is_replaced_without_new_keys(
 
     // The chart grants Lease access in its own namespace only; `make test` says which.
     let lease_ns = std::env::var("PAYI_TEST_LEASE_NAMESPACE").unwrap_or_else(|_| env.namespace.clone());
-    let a = Process::spawn("op-a", &lease_ns, &lease);
-    let b = Process::spawn("op-b", &lease_ns, &lease);
+    let elected = |name: &str| {
+        let args =
+            ["--leader-election", "--lease-namespace", &lease_ns, "--lease-name", &lease, "--lease-seconds", "6"];
+        Process::spawn(name, &args, &[])
+    };
+    let (a, b) = (elected("op-a"), elected("op-b"));
     let before = fingerprints(&env, &first).await;
     let leases: Api<Lease> = Api::namespaced(env.client.clone(), &lease_ns);
     let leader_name = eventually("a Lease holder", || holder(&leases, &lease)).await;
@@ -163,13 +107,6 @@ async fn one_leader_reconciles_and_a_killed_leader_is_replaced_without_new_keys(
     standby.signal("-TERM");
     eventually("the Lease to be released", || async { holder(&leases, &lease).await.is_none().then_some(()) }).await;
     let mut standby = standby;
-    let deadline = Instant::now() + common::TIMEOUT;
-    let status = loop {
-        if let Some(status) = standby.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the operator did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = standby.exit_status().await;
     assert!(status.success(), "exit status {status:?}; log:\n{}", standby.logs());
 }

@@ -16,15 +16,17 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::context::{Context, MANAGER, Note};
+use super::keyring::{self, Found, Keyring};
 use super::status;
 use crate::conditions::{self, Outcome, reason};
 use crate::crd::{Application, ApplicationStatus, Group, Organization};
 use crate::error::{Error, Result};
-use crate::key::{self, ApiKey, MintError};
+use crate::faults;
+use crate::key::{ApiKey, MintError};
 use crate::namespace_policy;
+use crate::rotation::{self, PREVIOUS_EXPIRES_ANNOTATION, ROTATION_ID_ANNOTATION};
 
-/// Data key the workload sees as `$PAYI_API_KEY` through `envFrom`.
-pub const API_KEY_FIELD: &str = "PAYI_API_KEY";
+pub use super::keyring::{API_KEY_FIELD, MintCause, Move, PREVIOUS_KEY_FIELD};
 /// Data key for the Organization's `baseURL`, present only when it is set.
 pub const BASE_URL_FIELD: &str = "PAYI_BASE_URL";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -40,14 +42,6 @@ pub struct Inputs {
     pub secret: Option<Secret>,
 }
 
-/// Why a new key is minted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MintCause {
-    FirstIssue,
-    SecretMissing,
-    KeyMismatch,
-}
-
 /// The Secret to write. Holds key material: deliberately not `Debug`.
 pub struct SecretWrite {
     pub secret: Secret,
@@ -60,15 +54,31 @@ pub struct Plan {
     pub secret: Option<SecretWrite>,
     pub status: ApplicationStatus,
     pub notes: Vec<Note>,
-    pub minted: Option<MintCause>,
+    /// What happened to the keys; `None` when the Application is not valid.
+    pub key_move: Option<Move>,
+    /// When to look again without a watch event: a previous key expiring or a rotation due.
+    pub requeue_after: Option<std::time::Duration>,
+}
+
+impl Plan {
+    pub fn changes_key(&self) -> bool {
+        self.key_move.as_ref().is_some_and(Move::changes_key)
+    }
+
+    pub fn minted(&self) -> Option<MintCause> {
+        match self.key_move {
+            Some(Move::Mint(cause)) => Some(cause),
+            _ => None,
+        }
+    }
 }
 
 pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     ctx.stores.wait_until_ready().await;
     let inputs = gather(app, &ctx).await?;
     let mut plan = decide(&inputs, &now(), &mut ApiKey::mint)?;
-    let inputs = if plan.minted.is_some() {
-        // A mint replaces the key workloads use: confirm it against a fresh read of
+    let inputs = if plan.changes_key() {
+        // This replaces the key workloads use: confirm it against a fresh read of
         // the Application, since the cached status may predate our last write.
         let fresh = refetch(&inputs.app, &ctx).await?;
         let inputs = Inputs { app: Arc::new(fresh), ..inputs };
@@ -77,8 +87,9 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     } else {
         inputs
     };
+    let requeue = plan.requeue_after;
     apply(&inputs.app, plan, &ctx).await?;
-    Ok(Action::await_change())
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 
 pub(super) fn now() -> Time {
@@ -124,14 +135,14 @@ pub fn decide(
         ..previous.clone()
     };
 
-    let (outcome, secret, minted) = match parents.problem {
-        Some(problem) => (problem, None, None),
+    let (outcome, keys) = match parents.problem {
+        Some(problem) => (problem, None),
         None => match secret_state(app, inputs.secret.as_ref()) {
-            SecretState::Foreign => (foreign_secret(app), None, None),
+            SecretState::Foreign => (foreign_secret(app), None),
             state => {
-                let (write, minted) = plan_key(app, &state, parents.base_url.as_deref(), &mut status, now, mint)?;
+                let keys = plan_key(app, &state, parents.base_url.as_deref(), &mut status, now, mint)?;
                 let message = format!("API key is in Secret {}", app.key_secret_name());
-                (Outcome::ready(reason::KEY_ISSUED, message), write, minted)
+                (Outcome::ready(reason::KEY_ISSUED, message), Some(keys))
             }
         },
     };
@@ -140,10 +151,21 @@ pub fn decide(
     status.conditions =
         conditions::merge(&previous.conditions, &conditions::with_kstatus(&outcome), app.metadata.generation, now);
     let mut notes = Note::ready_transition(&previous.conditions, &outcome);
-    if let Some(cause) = minted {
-        notes.push(mint_note(app, cause, status.key_fingerprint.as_deref().unwrap_or_default()));
-    }
-    Ok(Plan { secret, status, notes, minted })
+    let Some(keys) = keys else {
+        return Ok(Plan { secret: None, status, notes, key_move: None, requeue_after: None });
+    };
+    notes.extend(keys.notes);
+    let requeue_after = next_deadline(&status, now);
+    Ok(Plan { secret: keys.write, status, notes, key_move: Some(keys.chosen), requeue_after })
+}
+
+/// The earliest of the previous key's expiry and the next scheduled rotation.
+fn next_deadline(status: &ApplicationStatus, now: &Time) -> Option<std::time::Duration> {
+    let expiries = status.keys.iter().filter_map(|k| k.expires_at.as_ref());
+    let scheduled = status.rotation.as_ref().and_then(|r| r.next_rotation_at.as_ref());
+    let earliest = expiries.chain(scheduled).min_by_key(|t| t.0)?;
+    // A second late rather than early, so the deadline has surely passed.
+    Some(rotation::until(now, earliest) + std::time::Duration::from_secs(1))
 }
 
 struct Parents {
@@ -185,10 +207,9 @@ fn resolve_parents(inputs: &Inputs) -> Parents {
 enum SecretState<'a> {
     Missing,
     Foreign,
-    /// Ours, with the key it holds (if any, and if it is text).
+    /// Ours: controlled by this Application.
     Owned {
         secret: &'a Secret,
-        key: Option<String>,
     },
 }
 
@@ -198,16 +219,7 @@ fn secret_state<'a>(app: &Application, secret: Option<&'a Secret>) -> SecretStat
     };
     let ours =
         secret.owner_references().iter().any(|r| r.controller == Some(true) && Some(&r.uid) == app.uid().as_ref());
-    if !ours {
-        return SecretState::Foreign;
-    }
-    let key = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(API_KEY_FIELD))
-        .and_then(|v| String::from_utf8(v.0.clone()).ok())
-        .filter(|k| !k.is_empty());
-    SecretState::Owned { secret, key }
+    if ours { SecretState::Owned { secret } } else { SecretState::Foreign }
 }
 
 fn foreign_secret(app: &Application) -> Outcome {
@@ -219,8 +231,14 @@ fn foreign_secret(app: &Application) -> Outcome {
     Outcome::not_ready(reason::SECRET_CONFLICT, message)
 }
 
-/// Keeps the recorded key when the Secret still holds it, otherwise mints one.
-/// Fills the key fields of `status`.
+/// The keys decided for a valid Application, and the Secret write they need.
+struct KeyPlan {
+    chosen: Move,
+    write: Option<SecretWrite>,
+    notes: Vec<Note>,
+}
+
+/// Chooses and carries out the key move, filling the key fields of `status`.
 fn plan_key(
     app: &Application,
     state: &SecretState,
@@ -228,65 +246,51 @@ fn plan_key(
     status: &mut ApplicationStatus,
     now: &Time,
     mint: &mut dyn FnMut() -> Result<ApiKey, MintError>,
-) -> Result<(Option<SecretWrite>, Option<MintCause>), MintError> {
-    let recorded = status.key_fingerprint.clone();
-    let (existing, current_key) = match state {
-        SecretState::Owned { secret, key } => (Some(*secret), key.clone()),
-        _ => (None, None),
+) -> Result<KeyPlan, MintError> {
+    let existing = match state {
+        SecretState::Owned { secret } => Some(*secret),
+        _ => None,
     };
-    let cause = match (&current_key, &recorded) {
-        (None, None) if existing.is_none() => Some(MintCause::FirstIssue),
-        (None, Some(_)) if existing.is_none() => Some(MintCause::SecretMissing),
-        (None, _) => Some(MintCause::KeyMismatch),
-        // Our own Secret but no record (status lost, or first write not yet seen): adopt it.
-        (Some(_), None) => None,
-        (Some(k), Some(fp)) if &key::fingerprint(k) != fp => Some(MintCause::KeyMismatch),
-        (Some(_), Some(_)) => None,
-    };
-
+    let found = existing.map(Found::in_secret).unwrap_or_default();
+    let chosen = keyring::choose(app, status, &found, existing.is_some(), now);
+    let ring = keyring::carry_out(app, &chosen, &found, status, now, mint)?;
     status.key_secret_name = Some(app.key_secret_name());
-    let key_value = match cause {
-        Some(_) => {
-            let key = mint()?;
-            status.key_fingerprint = Some(key.fingerprint());
-            status.key_created_at = Some(now.clone());
-            key.expose().to_string()
-        }
-        None => {
-            let k = current_key.unwrap_or_default();
-            status.key_fingerprint = Some(key::fingerprint(&k));
-            if status.key_created_at.is_none() {
-                status.key_created_at = existing.and_then(|s| s.metadata.creation_timestamp.clone());
-            }
-            k
-        }
-    };
-    let desired = desired_secret(app, &key_value, base_url);
+    let notes = keyring::notes(app, &chosen, &found, &ring);
+    let desired = desired_secret(app, &ring, base_url);
     let write = match existing {
-        Some(current) if cause.is_none() && in_sync(current, &desired) => None,
+        Some(current) if !chosen.changes_key() && in_sync(current, &desired) => None,
         Some(_) => Some(SecretWrite { secret: desired, create: false }),
         None => Some(SecretWrite { secret: desired, create: true }),
     };
-    Ok((write, cause))
+    Ok(KeyPlan { chosen, write, notes })
 }
 
 /// The Secret as this operator wants it: key, optional base URL, the template's
 /// labels and annotations, and a controller reference so deletion cascades.
-pub fn desired_secret(app: &Application, key: &str, base_url: Option<&str>) -> Secret {
+pub fn desired_secret(app: &Application, ring: &Keyring, base_url: Option<&str>) -> Secret {
     let template = app.spec.key_secret.clone().unwrap_or_default();
     let mut labels = template.labels;
     labels.insert(MANAGED_BY_LABEL.into(), MANAGER.into());
     labels.insert(APPLICATION_LABEL.into(), app.name_any());
-    let mut data = BTreeMap::from([(API_KEY_FIELD.to_string(), ByteString(key.as_bytes().to_vec()))]);
+    let bytes = |v: &str| ByteString(v.as_bytes().to_vec());
+    let mut data = BTreeMap::from([(API_KEY_FIELD.to_string(), bytes(&ring.current))]);
+    let mut annotations = template.annotations;
+    if let Some((previous, expires)) = &ring.previous {
+        data.insert(PREVIOUS_KEY_FIELD.into(), bytes(previous));
+        annotations.insert(PREVIOUS_EXPIRES_ANNOTATION.into(), expires.0.to_string());
+    }
+    if let Some(id) = &ring.rotation_id {
+        annotations.insert(ROTATION_ID_ANNOTATION.into(), id.clone());
+    }
     if let Some(url) = base_url {
-        data.insert(BASE_URL_FIELD.into(), ByteString(url.as_bytes().to_vec()));
+        data.insert(BASE_URL_FIELD.into(), bytes(url));
     }
     Secret {
         metadata: ObjectMeta {
             name: Some(app.key_secret_name()),
             namespace: app.namespace(),
             labels: Some(labels),
-            annotations: (!template.annotations.is_empty()).then_some(template.annotations),
+            annotations: (!annotations.is_empty()).then_some(annotations),
             owner_references: controller_reference(app).map(|r| vec![r]),
             ..ObjectMeta::default()
         },
@@ -313,26 +317,13 @@ fn in_sync(current: &Secret, desired: &Secret) -> bool {
         && current.data == desired.data
 }
 
-fn mint_note(app: &Application, cause: MintCause, fingerprint: &str) -> Note {
-    let secret = app.key_secret_name();
-    match cause {
-        MintCause::FirstIssue => {
-            Note::normal(reason::KEY_MINTED, format!("minted API key {fingerprint} into Secret {secret}"))
-        }
-        MintCause::SecretMissing => Note::warning(
-            reason::KEY_REPAIRED,
-            format!("Secret {secret} was deleted; minted a new API key {fingerprint}"),
-        ),
-        MintCause::KeyMismatch => Note::warning(
-            reason::KEY_REPAIRED,
-            format!("Secret {secret} no longer held the recorded key; minted a new API key {fingerprint}"),
-        ),
-    }
-}
-
 async fn apply(app: &Application, plan: Plan, ctx: &Context) -> Result<()> {
     let namespace = app.namespace().unwrap_or_default();
     let mut plan = plan;
+    let key_change = plan.changes_key();
+    if key_change {
+        faults::crash_point(faults::BEFORE_SECRET_WRITE);
+    }
     if let Some(write) = plan.secret.take()
         && let Err(rejection) = write_secret(&namespace, write, ctx).await?
     {
@@ -351,9 +342,16 @@ async fn apply(app: &Application, plan: Plan, ctx: &Context) -> Result<()> {
             ..previous
         };
         plan.status.observed_generation = app.metadata.generation;
+        plan.key_move = None;
+    }
+    if key_change {
+        faults::crash_point(faults::AFTER_SECRET_WRITE);
     }
     let api: Api<Application> = Api::namespaced(ctx.client.clone(), &namespace);
     status::write_status(&api, app, app.status.as_ref(), &plan.status).await?;
+    if key_change {
+        faults::crash_point(faults::AFTER_STATUS_WRITE);
+    }
     count_key_events(&plan, ctx);
     ctx.publish(app, &plan.notes).await;
     Ok(())
@@ -361,16 +359,20 @@ async fn apply(app: &Application, plan: Plan, ctx: &Context) -> Result<()> {
 
 fn count_key_events(plan: &Plan, ctx: &Context) {
     let fingerprint = plan.status.key_fingerprint.as_deref().unwrap_or_default();
-    match plan.minted {
-        Some(MintCause::FirstIssue) => {
+    match &plan.key_move {
+        Some(Move::Mint(MintCause::FirstIssue)) => {
             ctx.metrics.key_event("minted");
             tracing::info!(fingerprint, "minted API key");
         }
-        Some(cause) => {
+        Some(Move::Mint(cause)) => {
             ctx.metrics.key_event("repaired");
             tracing::warn!(fingerprint, ?cause, "replaced API key");
         }
-        None => {}
+        Some(Move::Rotate(trigger) | Move::Complete(trigger)) => {
+            ctx.metrics.key_event("rotated");
+            tracing::info!(fingerprint, rotation = %trigger.id, "rotated API key");
+        }
+        Some(Move::Keep) | None => {}
     }
     if plan.notes.iter().any(|n| n.reason == reason::SECRET_CONFLICT) {
         ctx.metrics.key_event("conflict");

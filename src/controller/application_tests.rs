@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::crd::{ApplicationSpec, GroupSpec, KeySecretTemplate, NamespacePolicy, OrganizationSpec, ParentRef};
+use crate::key;
 use k8s_openapi::jiff::Timestamp;
 
 const UID: &str = "11111111-2222-3333-4444-555555555555";
@@ -81,7 +82,7 @@ fn first_sight_mints_one_key_with_owner_labels_and_event() {
     let mut keys = Keys(0);
     let plan = decide_with(&inputs(app(), None), &mut keys);
     assert_eq!(keys.0, 1);
-    assert_eq!(plan.minted, Some(MintCause::FirstIssue));
+    assert_eq!(plan.minted(), Some(MintCause::FirstIssue));
     assert_eq!(ready(&plan), ("True".into(), "KeyIssued".into()));
     let write = plan.secret.as_ref().unwrap();
     assert!(write.create, "a missing Secret is created, never applied over");
@@ -190,7 +191,7 @@ fn a_deleted_secret_is_repaired_with_a_warning() {
     let mut keys = Keys(0);
     let (app, _) = applied(&app(), decide_with(&inputs(app(), None), &mut keys));
     let plan = decide_with(&inputs(app.clone(), None), &mut keys);
-    assert_eq!(plan.minted, Some(MintCause::SecretMissing));
+    assert_eq!(plan.minted(), Some(MintCause::SecretMissing));
     assert!(plan.secret.as_ref().unwrap().create);
     assert_ne!(plan.status.key_fingerprint, app.status.unwrap().key_fingerprint);
     assert!(plan.notes.iter().any(|n| n.warning && n.reason == reason::KEY_REPAIRED));
@@ -202,7 +203,7 @@ fn tampered_key_data_is_replaced_never_adopted() {
     let (app, mut secret) = applied(&app(), decide_with(&inputs(app(), None), &mut keys));
     secret.data.as_mut().unwrap().insert(API_KEY_FIELD.into(), ByteString(b"payi_somebody_elses".to_vec()));
     let plan = decide_with(&inputs(app, Some(secret)), &mut keys);
-    assert_eq!(plan.minted, Some(MintCause::KeyMismatch));
+    assert_eq!(plan.minted(), Some(MintCause::KeyMismatch));
     let write = plan.secret.unwrap();
     assert!(!write.create);
     let key = String::from_utf8(write.secret.data.unwrap()[API_KEY_FIELD].0.clone()).unwrap();
@@ -252,4 +253,139 @@ fn a_custom_secret_name_is_used_and_reported() {
     let plan = decide_with(&inputs(a, None), &mut Keys(0));
     assert_eq!(plan.secret.unwrap().secret.metadata.name.as_deref(), Some("llm-credentials"));
     assert_eq!(plan.status.key_secret_name.as_deref(), Some("llm-credentials"));
+}
+
+// --- rotation -------------------------------------------------------------
+
+use crate::crd::KeyRotation;
+use crate::rotation::{PREVIOUS_EXPIRES_ANNOTATION, ROTATE_ANNOTATION, ROTATION_ID_ANNOTATION};
+
+fn decide_at(inputs: &Inputs, keys: &mut Keys, secs: i64) -> Plan {
+    decide(inputs, &at(secs), &mut || keys.next()).unwrap()
+}
+
+fn data(secret: &Secret, field: &str) -> Option<String> {
+    secret.data.as_ref()?.get(field).map(|v| String::from_utf8(v.0.clone()).unwrap())
+}
+
+/// An Application with one key issued at t=100, and its Secret.
+fn issued(rotation: Option<KeyRotation>) -> (Application, Secret, Keys) {
+    let mut a = app();
+    a.spec.key_rotation = rotation;
+    let mut keys = Keys(0);
+    let plan = decide_at(&inputs(a.clone(), None), &mut keys, 100);
+    let (a, secret) = applied(&a, plan);
+    (a, secret, keys)
+}
+
+fn request(a: &mut Application, token: &str) {
+    let rotation = a.spec.key_rotation.get_or_insert_with(Default::default);
+    rotation.requested_at = Some(token.into());
+}
+
+#[test]
+fn a_request_present_at_first_issue_does_not_rotate() {
+    let mut a = app();
+    request(&mut a, "from-the-start");
+    let mut keys = Keys(0);
+    let (a, secret) = applied(&a, decide_at(&inputs(a.clone(), None), &mut keys, 100));
+    let plan = decide_at(&inputs(a, Some(secret)), &mut keys, 200);
+    assert_eq!(keys.0, 1);
+    assert_eq!(plan.key_move, Some(Move::Keep));
+}
+
+#[test]
+fn a_request_rotates_once_and_keeps_the_old_key_for_the_grace_period() {
+    let (mut a, secret, mut keys) = issued(None);
+    let old = data(&secret, API_KEY_FIELD).unwrap();
+    request(&mut a, "2026-11-29T12:00:00Z");
+    let plan = decide_at(&inputs(a.clone(), Some(secret.clone())), &mut keys, 1000);
+    assert!(matches!(plan.key_move, Some(Move::Rotate(_))));
+    assert_eq!(keys.0, 2);
+    let (a, secret) = applied(&a, plan);
+    let new = data(&secret, API_KEY_FIELD).unwrap();
+    assert_ne!(new, old);
+    assert_eq!(data(&secret, PREVIOUS_KEY_FIELD).as_deref(), Some(old.as_str()));
+    let annotations = secret.metadata.annotations.clone().unwrap();
+    assert_eq!(annotations[ROTATION_ID_ANNOTATION], "request:2026-11-29T12:00:00Z");
+    assert!(annotations.contains_key(PREVIOUS_EXPIRES_ANNOTATION));
+    let status = a.status.clone().unwrap();
+    assert_eq!(status.keys.len(), 2);
+    assert_eq!(status.keys[0].fingerprint, key::fingerprint(&new));
+    assert_eq!(status.keys[1].fingerprint, key::fingerprint(&old));
+    assert_eq!(status.keys[1].created_at, at(100));
+    assert_eq!(status.keys[1].expires_at, Some(at(1000 + 24 * 3600)));
+
+    // Seen again, and again after a restart: no second rotation, no write.
+    for t in [1001, 5000] {
+        let again = decide_at(&inputs(a.clone(), Some(secret.clone())), &mut keys, t);
+        assert_eq!(again.key_move, Some(Move::Keep));
+        assert!(again.secret.is_none());
+        assert_eq!(Some(&again.status), a.status.as_ref());
+        assert_eq!(again.requeue_after, Some(std::time::Duration::from_secs((1000 + 24 * 3600 - t) as u64 + 1)));
+    }
+    assert_eq!(keys.0, 2);
+
+    // Grace period over: the previous key leaves the Secret and status.
+    let expired = decide_at(&inputs(a, Some(secret)), &mut keys, 1000 + 24 * 3600);
+    assert_eq!(keys.0, 2);
+    let written = expired.secret.expect("the previous key is removed").secret;
+    assert_eq!(data(&written, PREVIOUS_KEY_FIELD), None);
+    assert_eq!(data(&written, API_KEY_FIELD).as_deref(), Some(new.as_str()));
+    assert_eq!(expired.status.keys.len(), 1);
+    assert!(expired.notes.iter().any(|n| n.reason == reason::PREVIOUS_KEY_REMOVED));
+}
+
+#[test]
+fn the_annotation_rotates_and_a_zero_grace_period_drops_the_old_key_at_once() {
+    let (mut a, secret, mut keys) = issued(Some(KeyRotation { grace_period: Some("0s".into()), ..Default::default() }));
+    a.metadata.annotations = Some(BTreeMap::from([(ROTATE_ANNOTATION.to_string(), "1".to_string())]));
+    let plan = decide_at(&inputs(a.clone(), Some(secret)), &mut keys, 500);
+    assert!(matches!(&plan.key_move, Some(Move::Rotate(t)) if t.id == "annotation:1"));
+    let (_, secret) = applied(&a, plan);
+    assert_eq!(data(&secret, PREVIOUS_KEY_FIELD), None);
+}
+
+#[test]
+fn a_schedule_rotates_when_due_and_requeues_for_it() {
+    let (a, secret, mut keys) = issued(Some(KeyRotation { every: Some("1h".into()), ..Default::default() }));
+    assert_eq!(a.status.as_ref().unwrap().rotation.as_ref().unwrap().next_rotation_at, Some(at(100 + 3600)));
+    let early = decide_at(&inputs(a.clone(), Some(secret.clone())), &mut keys, 200);
+    assert_eq!(early.key_move, Some(Move::Keep));
+    assert_eq!(early.requeue_after, Some(std::time::Duration::from_secs(3500 + 1)));
+    let due = decide_at(&inputs(a.clone(), Some(secret)), &mut keys, 100 + 3600);
+    assert!(matches!(&due.key_move, Some(Move::Rotate(t)) if t.id.starts_with("schedule:")));
+    assert_eq!(due.status.rotation.unwrap().next_rotation_at, Some(at(100 + 2 * 3600)));
+}
+
+#[test]
+fn a_rotation_interrupted_after_the_secret_write_is_completed_without_a_new_key() {
+    let (mut a, secret, mut keys) = issued(None);
+    request(&mut a, "r1");
+    let plan = decide_at(&inputs(a.clone(), Some(secret)), &mut keys, 1000);
+    // Crash: the Secret was written, status was not.
+    let (_, written) = applied(&a, plan);
+    let resumed = decide_at(&inputs(a.clone(), Some(written.clone())), &mut keys, 1010);
+    assert!(matches!(resumed.key_move, Some(Move::Complete(_))), "{:?}", resumed.key_move);
+    assert_eq!(keys.0, 2, "no third key");
+    let status = resumed.status.clone();
+    assert_eq!(status.key_fingerprint, Some(key::fingerprint(&data(&written, API_KEY_FIELD).unwrap())));
+    assert_eq!(status.keys[1].fingerprint, key::fingerprint(&data(&written, PREVIOUS_KEY_FIELD).unwrap()));
+    assert_eq!(status.rotation.as_ref().unwrap().handled_request.as_deref(), Some("r1"));
+    let (a, written) = applied(&a, resumed);
+    let settled = decide_at(&inputs(a, Some(written)), &mut keys, 1020);
+    assert_eq!(settled.key_move, Some(Move::Keep));
+    assert!(settled.secret.is_none());
+}
+
+#[test]
+fn a_previous_key_someone_else_wrote_is_not_trusted() {
+    let (mut a, secret, mut keys) = issued(None);
+    request(&mut a, "r1");
+    let (a, mut secret) = applied(&a, decide_at(&inputs(a.clone(), Some(secret)), &mut keys, 1000));
+    secret.data.as_mut().unwrap().insert(PREVIOUS_KEY_FIELD.into(), ByteString(b"payi_planted".to_vec()));
+    let plan = decide_at(&inputs(a, Some(secret)), &mut keys, 1001);
+    let written = plan.secret.expect("the planted key is removed").secret;
+    assert_eq!(data(&written, PREVIOUS_KEY_FIELD), None);
+    assert_eq!(plan.status.keys.len(), 1);
 }

@@ -3,6 +3,7 @@
 pub mod application;
 mod context;
 pub mod group;
+pub mod keyring;
 pub mod organization;
 pub mod parent;
 mod status;

@@ -43,6 +43,33 @@ pub struct ApplicationSpec {
     /// The Secret that receives the key. Absent: `<application>-payi-key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_secret: Option<KeySecretTemplate>,
+    /// When to replace the key. Absent: only on request through the
+    /// `payi.io/rotate-key` annotation, with a 24h grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_rotation: Option<KeyRotation>,
+}
+
+/// Key rotation. A rotation makes a new key `PAYI_API_KEY` and keeps the old one
+/// as `PAYI_API_KEY_PREVIOUS` for the grace period, so workloads can reload.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRotation {
+    /// Any new value rotates the key once, e.g. the time of the request committed to Git.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("size(self) <= 128").message("requestedAt must be at most 128 characters"))]
+    pub requested_at: Option<String>,
+    /// Rotate automatically this often, as a duration such as `720h`. At least `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^([0-9]+(\\\\.[0-9]+)?(s|m|h))+$') && duration(self) >= duration('1h')"
+    ).message("every must be a duration of at least 1h, written like 720h or 1h30m"))]
+    pub every: Option<String>,
+    /// How long the previous key keeps working after a rotation, e.g. `24h` (the default) or `0s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^([0-9]+(\\\\.[0-9]+)?(s|m|h))+$') && duration(self) <= duration('2160h')"
+    ).message("gracePeriod must be a duration from 0s to 2160h, written like 24h or 90m"))]
+    pub grace_period: Option<String>,
 }
 
 /// Name and metadata of the Secret that holds an Application's key.
@@ -83,6 +110,42 @@ pub struct ApplicationStatus {
     /// When the current key was minted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_created_at: Option<Time>,
+    /// The keys in the Secret that work now: the current one first, then the
+    /// previous one while its grace period lasts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<LiveKey>,
+    /// Which rotation requests have been carried out, and when the next scheduled one is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationStatus>,
+}
+
+/// One working key, identified by fingerprint only.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveKey {
+    /// The Secret data key holding it: `PAYI_API_KEY` or `PAYI_API_KEY_PREVIOUS`.
+    pub secret_key: String,
+    pub fingerprint: String,
+    pub created_at: Time,
+    /// When it is removed from the Secret; absent for the current key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationStatus {
+    /// The `spec.keyRotation.requestedAt` value last carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_request: Option<String>,
+    /// The `payi.io/rotate-key` annotation value last carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_annotation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotated_at: Option<Time>,
+    /// When `spec.keyRotation.every` rotates the key next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_at: Option<Time>,
 }
 
 impl Application {

@@ -5,7 +5,9 @@ mod common;
 mod group;
 mod organization;
 
-pub use application::{Application, ApplicationSpec, ApplicationStatus, KeySecretTemplate};
+pub use application::{
+    Application, ApplicationSpec, ApplicationStatus, KeyRotation, KeySecretTemplate, LiveKey, RotationStatus,
+};
 pub use common::{Counts, NamespacePolicy, ParentRef};
 pub use group::{Group, GroupSpec, GroupStatus};
 pub use organization::{Organization, OrganizationSpec, OrganizationStatus};

@@ -5,6 +5,8 @@
 //! control plane every test fails and says how to start one.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
