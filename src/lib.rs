@@ -1,6 +1,7 @@
 //! payi-operator: Organizations, Groups and Applications of the Pay-i hierarchy
 //! as Kubernetes resources, with one API key per Application.
 
+pub mod access;
 pub mod conditions;
 pub mod controller;
 pub mod crd;

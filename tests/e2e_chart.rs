@@ -150,12 +150,14 @@ fn expand(rules: &[(&str, &[&str], &[&str])]) -> BTreeSet<(String, String, Strin
 
 fn operator_grants() -> BTreeSet<(String, String, String)> {
     expand(&[
-        ("payi.io", &["organizations", "groups", "applications"], &["get", "list", "watch", "patch"]),
+        ("payi.io", &["organizations", "groups"], &["get", "list", "watch", "patch"]),
+        ("payi.io", &["applications"], &["get", "list", "watch", "patch", "update"]),
         ("payi.io", &["organizations/status", "groups/status", "applications/status"], &["get", "patch"]),
         ("payi.io", &["applications/finalizers"], &["update"]),
         ("", &["secrets"], &["get", "list", "watch", "create", "patch"]),
         ("", &["namespaces"], &["list", "watch"]),
         ("events.k8s.io", &["events"], &["create", "patch"]),
+        ("rbac.authorization.k8s.io", &["roles", "rolebindings"], &["get", "create", "patch", "delete"]),
     ])
 }
 

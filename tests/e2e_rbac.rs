@@ -4,26 +4,13 @@
 
 mod common;
 
-use common::{TestEnv, app_with_reason, create_namespace, eventually, unique};
+use common::{TestEnv, app_with_reason, client_as, create_namespace, eventually, forbidden, unique};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::Api;
 use kube::api::{ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
 use payi_operator::crd::{Application, Group};
 use serde_json::json;
-
-async fn client_as(user: &str) -> Client {
-    let path = std::env::var("KUBECONFIG")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/testenv/kubeconfig"));
-    let mut config =
-        Config::from_custom_kubeconfig(Kubeconfig::read_from(path).unwrap(), &KubeConfigOptions::default())
-            .await
-            .unwrap();
-    config.auth_info.impersonate = Some(user.to_string());
-    Client::try_from(config).unwrap()
-}
 
 async fn bind(env: &TestEnv, user: &str, cluster_role: &str) {
     let binding: RoleBinding = serde_json::from_value(json!({
@@ -34,10 +21,6 @@ async fn bind(env: &TestEnv, user: &str, cluster_role: &str) {
     .unwrap();
     let api: Api<RoleBinding> = Api::namespaced(env.client.clone(), &env.namespace);
     api.create(&PostParams::default(), &binding).await.unwrap();
-}
-
-fn forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> bool {
-    matches!(result, Err(kube::Error::Api(s)) if s.code == 403)
 }
 
 #[tokio::test]

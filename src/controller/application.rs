@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -18,6 +19,7 @@ use serde_json::json;
 use super::context::{Context, MANAGER, Note};
 use super::keyring::{self, Found, Keyring};
 use super::status;
+use crate::access::{self, Grant};
 use crate::conditions::{self, Outcome, reason};
 use crate::crd::{Application, ApplicationStatus, Group, Organization};
 use crate::error::{Error, Result};
@@ -58,6 +60,8 @@ pub struct Plan {
     pub key_move: Option<Move>,
     /// When to look again without a watch event: a previous key expiring or a rotation due.
     pub requeue_after: Option<std::time::Duration>,
+    /// The access objects to keep; `None` leaves existing ones untouched.
+    pub access: Option<Vec<Grant>>,
 }
 
 impl Plan {
@@ -135,6 +139,13 @@ pub fn decide(
         ..previous.clone()
     };
 
+    let access = parents.problem.is_none().then(|| {
+        let grants = access::effective(app, inputs.group.as_deref(), inputs.organization.as_deref());
+        access::desired(app, &grants, &managed_labels(app))
+    });
+    if let Some(access) = &access {
+        status.access_roles = access.iter().filter_map(|g| g.role.metadata.name.clone()).collect();
+    }
     let (outcome, keys) = match parents.problem {
         Some(problem) => (problem, None),
         None => match secret_state(app, inputs.secret.as_ref()) {
@@ -152,11 +163,11 @@ pub fn decide(
         conditions::merge(&previous.conditions, &conditions::with_kstatus(&outcome), app.metadata.generation, now);
     let mut notes = Note::ready_transition(&previous.conditions, &outcome);
     let Some(keys) = keys else {
-        return Ok(Plan { secret: None, status, notes, key_move: None, requeue_after: None });
+        return Ok(Plan { secret: None, status, notes, key_move: None, requeue_after: None, access });
     };
     notes.extend(keys.notes);
     let requeue_after = next_deadline(&status, now);
-    Ok(Plan { secret: keys.write, status, notes, key_move: Some(keys.chosen), requeue_after })
+    Ok(Plan { secret: keys.write, status, notes, key_move: Some(keys.chosen), requeue_after, access })
 }
 
 /// The earliest of the previous key's expiry and the next scheduled rotation.
@@ -270,8 +281,7 @@ fn plan_key(
 pub fn desired_secret(app: &Application, ring: &Keyring, base_url: Option<&str>) -> Secret {
     let template = app.spec.key_secret.clone().unwrap_or_default();
     let mut labels = template.labels;
-    labels.insert(MANAGED_BY_LABEL.into(), MANAGER.into());
-    labels.insert(APPLICATION_LABEL.into(), app.name_any());
+    labels.extend(managed_labels(app));
     let bytes = |v: &str| ByteString(v.as_bytes().to_vec());
     let mut data = BTreeMap::from([(API_KEY_FIELD.to_string(), bytes(&ring.current))]);
     let mut annotations = template.annotations;
@@ -298,6 +308,11 @@ pub fn desired_secret(app: &Application, ring: &Keyring, base_url: Option<&str>)
         data: Some(data),
         ..Secret::default()
     }
+}
+
+/// Labels on everything this operator creates for an Application.
+fn managed_labels(app: &Application) -> BTreeMap<String, String> {
+    BTreeMap::from([(MANAGED_BY_LABEL.into(), MANAGER.into()), (APPLICATION_LABEL.into(), app.name_any())])
 }
 
 fn controller_reference(app: &Application) -> Option<OwnerReference> {
@@ -347,6 +362,10 @@ async fn apply(app: &Application, plan: Plan, ctx: &Context) -> Result<()> {
     if key_change {
         faults::crash_point(faults::AFTER_SECRET_WRITE);
     }
+    if let Some(grants) = &plan.access {
+        let before = app.status.as_ref().map(|s| s.access_roles.as_slice()).unwrap_or_default();
+        sync_access(&namespace, grants, before, ctx).await?;
+    }
     let api: Api<Application> = Api::namespaced(ctx.client.clone(), &namespace);
     status::write_status(&api, app, app.status.as_ref(), &plan.status).await?;
     if key_change {
@@ -354,6 +373,46 @@ async fn apply(app: &Application, plan: Plan, ctx: &Context) -> Result<()> {
     }
     count_key_events(&plan, ctx);
     ctx.publish(app, &plan.notes).await;
+    Ok(())
+}
+
+/// Makes the access Roles and RoleBindings match `grants`: reads each, applies
+/// only what differs, deletes those no longer wanted.
+async fn sync_access(namespace: &str, grants: &[Grant], before: &[String], ctx: &Context) -> Result<()> {
+    let roles: Api<Role> = Api::namespaced(ctx.client.clone(), namespace);
+    let bindings: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), namespace);
+    for grant in grants {
+        ensure(&roles, &grant.role, access::same_role).await?;
+        ensure(&bindings, &grant.binding, access::same_binding).await?;
+    }
+    let wanted: Vec<&str> = grants.iter().filter_map(|g| g.role.metadata.name.as_deref()).collect();
+    for name in before.iter().filter(|n| !wanted.contains(&n.as_str())) {
+        let gone = |r: Result<_, kube::Error>| match r {
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            other => other.map(drop).map_err(Error::kube(format!("deleting access {namespace}/{name}"))),
+        };
+        gone(bindings.delete(name, &Default::default()).await.map(drop))?;
+        gone(roles.delete(name, &Default::default()).await.map(drop))?;
+    }
+    Ok(())
+}
+
+/// Applies `desired` unless the object already matches it by `same`.
+async fn ensure<K>(api: &Api<K>, desired: &K, same: fn(&K, &K) -> bool) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = desired.name_any();
+    let current = api.get_opt(&name).await.map_err(Error::kube(format!("reading {} {name}", K::kind(&()))))?;
+    if current.as_ref().is_some_and(|c| same(c, desired)) {
+        return Ok(());
+    }
+    let mut body = serde_json::to_value(desired).unwrap_or_default();
+    body["apiVersion"] = json!(K::api_version(&()));
+    body["kind"] = json!(K::kind(&()));
+    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(body))
+        .await
+        .map_err(Error::kube(format!("writing {} {name}", K::kind(&()))))?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::ParentRef;
+use super::common::{Access, ParentRef};
 
 /// Desired state of an Application.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -47,6 +47,9 @@ pub struct ApplicationSpec {
     /// `payi.io/rotate-key` annotation, with a 24h grace period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_rotation: Option<KeyRotation>,
+    /// Who may use this level's keys (`owners`) or only look (`readers`).
+    #[serde(default, flatten)]
+    pub access: Access,
 }
 
 /// Key rotation. A rotation makes a new key `PAYI_API_KEY` and keeps the old one
@@ -117,6 +120,9 @@ pub struct ApplicationStatus {
     /// Which rotation requests have been carried out, and when the next scheduled one is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<RotationStatus>,
+    /// The Roles (each with a RoleBinding of the same name) granting owners and readers access.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_roles: Vec<String>,
 }
 
 /// One working key, identified by fingerprint only.

@@ -2,6 +2,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::KubeSchema;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A reference to a cluster-scoped parent by name.
@@ -38,4 +39,41 @@ pub struct NamespacePolicy {
 pub struct Counts {
     pub total: i32,
     pub ready: i32,
+}
+
+/// Someone who may be granted access: a user, a group of users, or a ServiceAccount.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, KubeSchema)]
+#[x_kube(validation = Rule::new("self.kind != 'ServiceAccount' || (has(self.__namespace__) && size(self.__namespace__) > 0)")
+    .message("a ServiceAccount subject needs its namespace"))]
+pub struct AccessSubject {
+    pub kind: SubjectKind,
+    /// User name, group name, or ServiceAccount name.
+    #[x_kube(validation = Rule::new("size(self) > 0 && size(self) <= 253").message("name must be 1 to 253 characters"))]
+    pub name: String,
+    /// Namespace of a ServiceAccount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+pub enum SubjectKind {
+    User,
+    Group,
+    ServiceAccount,
+}
+
+/// Who may use the keys below this object, and who may only look.
+///
+/// Access flows down: an Organization's owners own every Application of its
+/// Groups, a Group's owners every Application in it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+pub struct Access {
+    /// May read the key Secrets and manage the Applications.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub owners: Vec<AccessSubject>,
+    /// May read the Applications, never a Secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub readers: Vec<AccessSubject>,
 }

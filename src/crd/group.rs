@@ -2,7 +2,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{Counts, NamespacePolicy, ParentRef};
+use super::common::{Access, Counts, NamespacePolicy, ParentRef};
 
 /// Desired state of a Group.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -39,6 +39,9 @@ pub struct GroupSpec {
     /// Namespaces whose Applications may attach to this Group. Absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_policy: Option<NamespacePolicy>,
+    /// Who may use this level's keys (`owners`) or only look (`readers`).
+    #[serde(default, flatten)]
+    pub access: Access,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]

@@ -2,7 +2,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::Counts;
+use super::common::{Access, Counts};
 
 /// Desired state of an Organization.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -41,6 +41,9 @@ pub struct OrganizationSpec {
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''")
         .message("baseURL must be an absolute http or https URL, e.g. https://api.pay-i.com"))]
     pub base_url: Option<String>,
+    /// Who may use this level's keys (`owners`) or only look (`readers`).
+    #[serde(default, flatten)]
+    pub access: Access,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]

@@ -88,6 +88,19 @@ pub async fn client() -> Client {
     client
 }
 
+/// A client acting as `user` (admin impersonation), for checking what a person may do.
+pub async fn client_as(user: &str) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("reading the kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    config.auth_info.impersonate = Some(user.to_string());
+    Client::try_from(config).unwrap()
+}
+
+/// Whether the API server answered 403 Forbidden.
+pub fn forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> bool {
+    matches!(result, Err(kube::Error::Api(s)) if s.code == 403)
+}
+
 /// A short random suffix for names that must not collide across tests and runs.
 pub fn unique(prefix: &str) -> String {
     let n: u32 = rand::random();
