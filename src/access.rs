@@ -116,8 +116,8 @@ mod tests {
         AccessSubject { kind, name: name.into(), namespace }
     }
 
-    fn access(owners: &[AccessSubject], readers: &[AccessSubject]) -> Access {
-        Access { owners: owners.to_vec(), readers: readers.to_vec() }
+    fn access(owners: Vec<AccessSubject>, readers: Vec<AccessSubject>) -> Access {
+        Access { owners, readers }
     }
 
     #[test]
@@ -126,11 +126,15 @@ mod tests {
         let team = who(SubjectKind::Group, "team");
         let bot = who(SubjectKind::ServiceAccount, "deployer");
         let mut app = Application::new("svc", ApplicationSpec::default());
-        app.spec.access = access(&[bot.clone()], &[]);
-        let group =
-            Group::new("eng", GroupSpec { access: access(&[alice.clone()], &[team.clone()]), ..Default::default() });
-        let org =
-            Organization::new("acme", OrganizationSpec { access: access(&[alice.clone()], &[]), ..Default::default() });
+        app.spec.access = access(vec![bot.clone()], vec![]);
+        let group = Group::new(
+            "eng",
+            GroupSpec { access: access(vec![alice.clone()], vec![team.clone()]), ..Default::default() },
+        );
+        let org = Organization::new(
+            "acme",
+            OrganizationSpec { access: access(vec![alice.clone()], vec![]), ..Default::default() },
+        );
         let grants = effective(&app, Some(&group), Some(&org));
         assert_eq!(grants.owners, BTreeSet::from([alice, bot]));
         assert_eq!(grants.readers, BTreeSet::from([team]));
