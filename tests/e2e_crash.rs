@@ -7,7 +7,7 @@
 mod common;
 
 use common::process::Process;
-use common::{TestEnv, app_with_reason, eventually, key_of, unique};
+use common::{TestEnv, app_with_reason, eventually, key_of};
 use kube::api::{Patch, PatchParams};
 use payi_operator::faults;
 use payi_operator::key::fingerprint;
@@ -15,9 +15,7 @@ use serde_json::json;
 
 async fn crash_during_rotation_at(point: &str) {
     let env = TestEnv::new("crash").await;
-    let (org, group) = (unique("org"), unique("grp"));
-    env.create_org(&org, None).await;
-    env.create_group(&group, &org).await;
+    let (_, group) = env.org_and_group().await;
     env.create_app("svc", &group).await;
 
     let mut first = Process::spawn(&format!("crash-issue-{point}"), &[], &[]);

@@ -115,9 +115,7 @@ async fn namespace_policy_by_selector_and_by_name() {
 async fn an_existing_foreign_secret_is_never_modified() {
     Operator::shared();
     let env = TestEnv::new("conflict").await;
-    let (org, group) = (unique("org"), unique("grp"));
-    env.create_org(&org, None).await;
-    env.create_group(&group, &org).await;
+    let (_, group) = env.org_and_group().await;
     let foreign: Secret = serde_json::from_value(json!({
         "metadata": {"name": "billing-payi-key"}, "stringData": {"PAYI_API_KEY": "someone-elses"}
     }))
@@ -145,9 +143,7 @@ async fn an_existing_foreign_secret_is_never_modified() {
 async fn deleted_or_tampered_secrets_are_repaired_with_a_fresh_key() {
     Operator::shared();
     let env = TestEnv::new("repair").await;
-    let (org, group) = (unique("org"), unique("grp"));
-    env.create_org(&org, None).await;
-    env.create_group(&group, &org).await;
+    let (_, group) = env.org_and_group().await;
     env.create_app("svc", &group).await;
     let first = app_with_reason(&env, "svc", "KeyIssued").await.status.unwrap().key_fingerprint.unwrap();
 
@@ -225,9 +221,7 @@ async fn template_drift_is_restored_and_the_key_survives_parent_moves() {
 async fn parents_wait_for_their_children_and_secrets_follow_their_application() {
     Operator::shared();
     let env = TestEnv::new("deletion").await;
-    let (org, group) = (unique("org"), unique("grp"));
-    env.create_org(&org, None).await;
-    env.create_group(&group, &org).await;
+    let (org, group) = env.org_and_group().await;
     env.create_app("doomed", &group).await;
     app_with_reason(&env, "doomed", "KeyIssued").await;
     eventually("finalizers on both parents", || async {
@@ -270,9 +264,7 @@ async fn parents_wait_for_their_children_and_secrets_follow_their_application() 
 async fn key_material_never_reaches_logs_events_or_status() {
     Operator::shared();
     let env = TestEnv::new("hygiene").await;
-    let (org, group) = (unique("org"), unique("grp"));
-    env.create_org(&org, None).await;
-    env.create_group(&group, &org).await;
+    let (_, group) = env.org_and_group().await;
     env.create_app("quiet", &group).await;
     let app = app_with_reason(&env, "quiet", "KeyIssued").await;
     // A repair writes key material again; check that path too.

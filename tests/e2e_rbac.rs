@@ -80,9 +80,7 @@ async fn an_editor_attaching_to_a_group_that_refuses_the_namespace_gets_no_key()
 async fn a_viewer_sees_the_hierarchy_but_no_key() {
     common::Operator::shared();
     let env = TestEnv::new("rbac-view").await;
-    let (org, group) = (unique("org"), unique("grp"));
-    env.create_org(&org, None).await;
-    env.create_group(&group, &org).await;
+    let (_, group) = env.org_and_group().await;
     env.create_app("visible", &group).await;
     app_with_reason(&env, "visible", "KeyIssued").await;
 

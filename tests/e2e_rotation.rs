@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Operator, TestEnv, app_with_reason, eventually, key_of, unique};
+use common::{Operator, TestEnv, app_with_reason, eventually, key_of};
 use kube::api::{Patch, PatchParams, PostParams};
 use payi_operator::crd::Application;
 use payi_operator::key::fingerprint;
@@ -18,9 +18,7 @@ fn previous_of(secret: &k8s_openapi::api::core::v1::Secret) -> Option<String> {
 async fn kubectl_annotate_rotates_once_and_keeps_the_old_key_working() {
     Operator::shared();
     let env = TestEnv::new("rotate-kubectl").await;
-    let (org, group) = (unique("org"), unique("grp"));
-    env.create_org(&org, None).await;
-    env.create_group(&group, &org).await;
+    let (_, group) = env.org_and_group().await;
     env.create_app("svc", &group).await;
     app_with_reason(&env, "svc", "KeyIssued").await;
     let old = key_of(&env.secrets().get("svc-payi-key").await.unwrap());
@@ -57,9 +55,7 @@ async fn kubectl_annotate_rotates_once_and_keeps_the_old_key_working() {
 async fn a_gitops_request_rotates_and_the_previous_key_expires_after_the_grace_period() {
     Operator::shared();
     let env = TestEnv::new("rotate-gitops").await;
-    let (org, group) = (unique("org"), unique("grp"));
-    env.create_org(&org, None).await;
-    env.create_group(&group, &org).await;
+    let (_, group) = env.org_and_group().await;
     let app: Application = serde_json::from_value(json!({
         "apiVersion": "payi.io/v1alpha1", "kind": "Application", "metadata": {"name": "batch"},
         "spec": {"groupRef": {"name": group}, "keyRotation": {"gracePeriod": "3s"}}

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Operator, TestEnv, eventually_within, unique};
+use common::{Operator, TestEnv, eventually_within};
 
 /// Generous: the figures printed are the measurement, this only bounds a hang.
 const SCALE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -59,9 +59,7 @@ async fn settle(operator: &Operator, apps: u64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resync_of_a_thousand_converged_applications_writes_nothing() {
     let env = TestEnv::new("scale").await;
-    let (org, group) = (unique("org"), unique("grp"));
-    env.create_org(&org, None).await;
-    env.create_group(&group, &org).await;
+    let (_, group) = env.org_and_group().await;
     futures::stream::iter(0..APPS)
         .map(|i| {
             let env = &env;

@@ -186,6 +186,14 @@ impl TestEnv {
         self.orgs().create(&PostParams::default(), &org).await.unwrap()
     }
 
+    /// A fresh Organization and a Group in it that admits this test's namespace.
+    pub async fn org_and_group(&self) -> (String, String) {
+        let (org, group) = (unique("org"), unique("grp"));
+        self.create_org(&org, None).await;
+        self.create_group(&group, &org).await;
+        (org, group)
+    }
+
     /// Events about one object in this namespace (or cluster-scoped ones, reported in `default`).
     pub async fn events_for(&self, name: &str) -> Vec<Event> {
         let mut all = vec![];
