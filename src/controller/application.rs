@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -17,7 +16,9 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::context::{Context, MANAGER, Note};
+use super::grants;
 use super::keyring::{self, Found, Keyring};
+use super::now;
 use super::status;
 use crate::access::{self, Grant};
 use crate::conditions::{self, Outcome, reason};
@@ -94,12 +95,6 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     let requeue = plan.requeue_after;
     apply(&inputs.app, plan, &ctx).await?;
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
-}
-
-pub(super) fn now() -> Time {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    // The API server stores whole seconds; matching that keeps comparisons stable.
-    Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
 async fn gather(app: Arc<Application>, ctx: &Context) -> Result<Inputs> {
@@ -364,7 +359,7 @@ async fn apply(app: &Application, plan: Plan, ctx: &Context) -> Result<()> {
     }
     if let Some(grants) = &plan.access {
         let before = app.status.as_ref().map(|s| s.access_roles.as_slice()).unwrap_or_default();
-        sync_access(&namespace, grants, before, ctx).await?;
+        grants::sync(&namespace, grants, before, ctx).await?;
     }
     let api: Api<Application> = Api::namespaced(ctx.client.clone(), &namespace);
     status::write_status(&api, app, app.status.as_ref(), &plan.status).await?;
@@ -373,46 +368,6 @@ async fn apply(app: &Application, plan: Plan, ctx: &Context) -> Result<()> {
     }
     count_key_events(&plan, ctx);
     ctx.publish(app, &plan.notes).await;
-    Ok(())
-}
-
-/// Makes the access Roles and RoleBindings match `grants`: reads each, applies
-/// only what differs, deletes those no longer wanted.
-async fn sync_access(namespace: &str, grants: &[Grant], before: &[String], ctx: &Context) -> Result<()> {
-    let roles: Api<Role> = Api::namespaced(ctx.client.clone(), namespace);
-    let bindings: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), namespace);
-    for grant in grants {
-        ensure(&roles, &grant.role, access::same_role).await?;
-        ensure(&bindings, &grant.binding, access::same_binding).await?;
-    }
-    let wanted: Vec<&str> = grants.iter().filter_map(|g| g.role.metadata.name.as_deref()).collect();
-    for name in before.iter().filter(|n| !wanted.contains(&n.as_str())) {
-        let gone = |r: Result<_, kube::Error>| match r {
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            other => other.map(drop).map_err(Error::kube(format!("deleting access {namespace}/{name}"))),
-        };
-        gone(bindings.delete(name, &Default::default()).await.map(drop))?;
-        gone(roles.delete(name, &Default::default()).await.map(drop))?;
-    }
-    Ok(())
-}
-
-/// Applies `desired` unless the object already matches it by `same`.
-async fn ensure<K>(api: &Api<K>, desired: &K, same: fn(&K, &K) -> bool) -> Result<()>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let name = desired.name_any();
-    let current = api.get_opt(&name).await.map_err(Error::kube(format!("reading {} {name}", K::kind(&()))))?;
-    if current.as_ref().is_some_and(|c| same(c, desired)) {
-        return Ok(());
-    }
-    let mut body = serde_json::to_value(desired).unwrap_or_default();
-    body["apiVersion"] = json!(K::api_version(&()));
-    body["kind"] = json!(K::kind(&()));
-    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(body))
-        .await
-        .map_err(Error::kube(format!("writing {} {name}", K::kind(&()))))?;
     Ok(())
 }
 

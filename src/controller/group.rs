@@ -7,8 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
-use super::application::now;
 use super::context::{Context, Note};
+use super::now;
 use super::parent::{self, FinalizerChange};
 use super::status;
 use crate::conditions::{self, Outcome, reason};

@@ -2,6 +2,7 @@
 
 pub mod application;
 mod context;
+mod grants;
 pub mod group;
 pub mod keyring;
 pub mod organization;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -142,6 +144,13 @@ fn wire_organizations(ctl: Controller<Organization>, client: &Client, stores: &S
         let previous = a.status.and_then(|s| s.organization);
         names_to_refs([current, previous])
     })
+}
+
+/// The current time, in whole seconds as the API server stores it, so a status
+/// computed twice in the same second compares equal.
+pub(crate) fn now() -> Time {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
 fn refs<K: Resource<DynamicType = ()>>(objs: Vec<Arc<K>>) -> Vec<ObjectRef<K>> {
