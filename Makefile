@@ -1,5 +1,5 @@
 # Entry points for people and CI. The scripts under hack/ do the work.
-.PHONY: test run crds lint build testenv-up testenv-down clean-testenv
+.PHONY: test run crds lint build bench testenv-up testenv-down
 
 ## Everything CI runs: format, lints, unit and end-to-end tests on a local control plane.
 test:
@@ -13,6 +13,10 @@ run:
 crds:
 	cargo run --quiet -- crd --out-dir crds
 	cargo run --quiet -- crd --out-dir charts/payi-operator/crds
+
+## Scale benchmark on the local control plane (PAYI_BENCH_APPS, default 10000); see docs/benchmark.md.
+bench:
+	KUBECONFIG="$$(hack/testenv.sh up)" cargo bench --bench scale
 
 lint:
 	cargo fmt --check

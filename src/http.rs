@@ -19,21 +19,29 @@ struct AppState {
     health: Arc<Health>,
 }
 
+/// Binds the listener first, so a taken port stops the operator at start with a
+/// clear error instead of leaving it running without probes.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+    Ok(listener)
+}
+
 /// Serves until `shutdown` resolves.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
     health: Arc<Health>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(AppState { registry, health });
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        tracing::error!(%error, "the HTTP server stopped");
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {

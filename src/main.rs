@@ -112,7 +112,8 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
     metrics.register(&mut registry);
     let health = Arc::new(Health::default());
     let shutdown: Stop = shutdown_signal().boxed().shared();
-    let server = tokio::spawn(http::serve(args.http_addr, Arc::new(registry), health.clone(), shutdown.clone()));
+    let listener = http::bind(args.http_addr).await.map_err(|e| format!("listening on {}: {e}", args.http_addr))?;
+    let server = tokio::spawn(http::serve(listener, Arc::new(registry), health.clone(), shutdown.clone()));
 
     let settings = controller::Settings {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
