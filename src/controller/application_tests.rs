@@ -389,3 +389,18 @@ fn a_previous_key_someone_else_wrote_is_not_trusted() {
     assert_eq!(data(&written, PREVIOUS_KEY_FIELD), None);
     assert_eq!(plan.status.keys.len(), 1);
 }
+
+#[test]
+fn adopting_a_secret_after_status_loss_does_not_replay_old_requests() {
+    let mut a = app();
+    request(&mut a, "long-done");
+    let mut keys = Keys(0);
+    let (_, secret) = applied(&a, decide_at(&inputs(a.clone(), None), &mut keys, 100));
+    // Status lost: the Application comes back with its spec but no status.
+    let adopted = decide_at(&inputs(a.clone(), Some(secret.clone())), &mut keys, 200);
+    assert_eq!(adopted.key_move, Some(Move::Keep));
+    let (a, secret) = (Application { status: Some(adopted.status), ..a }, secret);
+    let again = decide_at(&inputs(a, Some(secret)), &mut keys, 300);
+    assert_eq!(again.key_move, Some(Move::Keep), "an old request rotated after adoption");
+    assert_eq!(keys.0, 1);
+}

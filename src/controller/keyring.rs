@@ -113,6 +113,11 @@ pub fn carry_out(
     let current_since = status.key_created_at.clone();
     let (ring, created) = match chosen {
         Move::Keep => {
+            if status.key_fingerprint.is_none() {
+                // Adopting our own Secret after status was lost: requests seen now
+                // predate the record, like requests present at a first key.
+                rotation::mark_handled(app, &mut rotation);
+            }
             let previous = trusted_previous(found, status, now);
             let ring = Keyring {
                 current: found.current.clone().unwrap_or_default(),
