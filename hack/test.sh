@@ -38,4 +38,4 @@ export PAYI_TEST_OPERATOR_AS=system:serviceaccount:payi-system:payi-operator
 export PAYI_TEST_LEASE_NAMESPACE=payi-system
 
 echo "==> cargo test (unit and end-to-end; operator runs as $PAYI_TEST_OPERATOR_AS)"
-cargo test --all-targets --no-fail-fast -- "$@"
+cargo test --lib --bins --tests --no-fail-fast -- "$@"
