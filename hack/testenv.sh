@@ -92,7 +92,10 @@ EOF
 
 start() { # <component> <binary> <args...>
   local name="$1" bin="$2"; shift 2
-  "$bin" "$@" > "$dir/$name.log" 2>&1 &
+  # A session of its own, so Ctrl-C in the terminal that ran `make run` stops the
+  # operator but not the control plane. (No job control in this script, so the
+  # child is not a group leader and setsid execs in place: $! is the component.)
+  setsid "$bin" "$@" > "$dir/$name.log" 2>&1 < /dev/null &
   echo $! > "$dir/$name.pid"
 }
 
