@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{Access, ParentRef};
+use super::common::{About, Access, ParentRef};
 
 /// Desired state of an Application.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -32,14 +32,9 @@ use super::common::{Access, ParentRef};
 pub struct ApplicationSpec {
     /// The Group this Application attributes its usage to.
     pub group_ref: ParentRef,
-    /// Human-readable name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256))]
-    pub display_name: Option<String>,
-    /// Free text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 4096))]
-    pub description: Option<String>,
+    /// Display name and description.
+    #[serde(flatten)]
+    pub about: About,
     /// The Secret that receives the key. Absent: `<application>-payi-key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_secret: Option<KeySecretTemplate>,

@@ -2,7 +2,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{Access, Counts, NamespacePolicy, ParentRef};
+use super::common::{About, Access, Counts, NamespacePolicy, ParentRef};
 
 /// Desired state of a Group.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -28,14 +28,9 @@ use super::common::{Access, Counts, NamespacePolicy, ParentRef};
 pub struct GroupSpec {
     /// The Organization this Group belongs to.
     pub organization_ref: ParentRef,
-    /// Human-readable name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256))]
-    pub display_name: Option<String>,
-    /// Free text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 4096))]
-    pub description: Option<String>,
+    /// Display name and description.
+    #[serde(flatten)]
+    pub about: About,
     /// Namespaces whose Applications may attach to this Group. Absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_policy: Option<NamespacePolicy>,

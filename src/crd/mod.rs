@@ -8,7 +8,7 @@ mod organization;
 pub use application::{
     Application, ApplicationSpec, ApplicationStatus, KeyRotation, KeySecretTemplate, LiveKey, RotationStatus,
 };
-pub use common::{Access, AccessSubject, Counts, NamespacePolicy, ParentRef, SubjectKind};
+pub use common::{About, Access, AccessSubject, Counts, NamespacePolicy, ParentRef, SubjectKind};
 pub use group::{Group, GroupSpec, GroupStatus};
 pub use organization::{Organization, OrganizationSpec, OrganizationStatus};
 

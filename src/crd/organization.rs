@@ -2,7 +2,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{Access, Counts};
+use super::common::{About, Access, Counts};
 
 /// Desired state of an Organization.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -26,14 +26,9 @@ use super::common::{Access, Counts};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct OrganizationSpec {
-    /// Human-readable name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256))]
-    pub display_name: Option<String>,
-    /// Free text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 4096))]
-    pub description: Option<String>,
+    /// Display name and description.
+    #[serde(flatten)]
+    pub about: About,
     /// URL of the Pay-i API or AI gateway this organization's applications call.
     /// Published to every key Secret as `PAYI_BASE_URL`.
     #[serde(rename = "baseURL", default, skip_serializing_if = "Option::is_none")]
