@@ -17,22 +17,9 @@ use common::{TestEnv, eventually_within};
 use futures::StreamExt;
 use kube::Client;
 
+/// Total writes on the operator's kinds, from the harness's per-resource counter.
 async fn writes(client: &Client) -> u64 {
-    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = client.request_text(request).await.unwrap();
-    let mut total = 0.0;
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let write = ["\"POST\"", "\"PUT\"", "\"PATCH\"", "\"APPLY\"", "\"DELETE\""]
-            .iter()
-            .any(|v| line.contains(&format!("verb={v}")));
-        let ours = ["applications", "groups", "organizations", "secrets", "events"]
-            .iter()
-            .any(|r| line.contains(&format!("resource=\"{r}\"")));
-        if write && ours {
-            total += line.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()).unwrap_or(0.0);
-        }
-    }
-    total as u64
+    common::writes(client).await.values().sum()
 }
 
 /// Resident and peak resident memory of a process, in MiB.

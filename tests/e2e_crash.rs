@@ -40,7 +40,7 @@ async fn crash_during_rotation_at(point: &str) {
     .await;
     let status = app.status.unwrap();
     let current = key_of(&secret);
-    let previous = String::from_utf8(secret.data.as_ref().unwrap()["PAYI_API_KEY_PREVIOUS"].0.clone()).unwrap();
+    let previous = common::data_of(&secret, "PAYI_API_KEY_PREVIOUS").expect("a previous key");
     assert_ne!(current, old, "{point}: no new key");
     assert_eq!(previous, old, "{point}: the old key is not the previous one");
     assert_eq!(status.key_fingerprint, Some(fingerprint(&current)), "{point}: status disagrees with the Secret");

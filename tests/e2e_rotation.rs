@@ -10,8 +10,7 @@ use payi_operator::key::fingerprint;
 use serde_json::json;
 
 fn previous_of(secret: &k8s_openapi::api::core::v1::Secret) -> Option<String> {
-    let data = secret.data.as_ref()?;
-    Some(String::from_utf8(data.get("PAYI_API_KEY_PREVIOUS")?.0.clone()).unwrap())
+    common::data_of(secret, "PAYI_API_KEY_PREVIOUS")
 }
 
 #[tokio::test]

@@ -7,38 +7,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Operator, TestEnv, eventually_within};
+use common::{Operator, TestEnv, eventually_within, writes};
 
 /// Generous: the figures printed are the measurement, this only bounds a hang.
 const SCALE_TIMEOUT: Duration = Duration::from_secs(300);
 use futures::{StreamExt, TryStreamExt};
-use kube::Client;
 
 const APPS: usize = 1000;
-
-/// Write requests the API server has served for the kinds this operator touches, by resource.
-async fn writes(client: &Client) -> BTreeMap<String, u64> {
-    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = client.request_text(request).await.expect("scraping the API server's /metrics");
-    let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let (labels, value) = line.rsplit_once(' ').unwrap();
-        let label = |name: &str| {
-            let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
-            labels[start..].split('"').next()
-        };
-        let verb = label("verb").unwrap_or_default();
-        let resource = label("resource").unwrap_or_default();
-        let subresource = label("subresource").unwrap_or_default();
-        let ours = ["applications", "groups", "organizations", "secrets", "events"].contains(&resource);
-        let write = ["POST", "PUT", "PATCH", "APPLY", "DELETE"].contains(&verb);
-        if ours && write {
-            let key = if subresource.is_empty() { resource.to_string() } else { format!("{resource}/{subresource}") };
-            *out.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0) as u64;
-        }
-    }
-    out
-}
 
 fn diff(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0))).filter(|(_, v)| *v > 0).collect()

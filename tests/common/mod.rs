@@ -7,6 +7,7 @@
 
 pub mod process;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
@@ -290,8 +291,37 @@ pub async fn app_with_reason(env: &TestEnv, name: &str, reason: &str) -> Applica
 }
 
 pub fn key_of(secret: &Secret) -> String {
-    let data = secret.data.as_ref().expect("Secret has data");
-    String::from_utf8(data["PAYI_API_KEY"].0.clone()).expect("key is text")
+    data_of(secret, "PAYI_API_KEY").expect("the Secret holds PAYI_API_KEY")
+}
+
+/// One data entry of a Secret as text, if present.
+pub fn data_of(secret: &Secret, field: &str) -> Option<String> {
+    let value = secret.data.as_ref()?.get(field)?;
+    Some(String::from_utf8(value.0.clone()).expect("Secret data is text"))
+}
+
+/// Write requests the API server has served for the kinds this operator touches, by resource.
+pub async fn writes(client: &Client) -> BTreeMap<String, u64> {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(request).await.expect("scraping the API server's /metrics");
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let (labels, value) = line.rsplit_once(' ').unwrap();
+        let label = |name: &str| {
+            let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
+            labels[start..].split('"').next()
+        };
+        let verb = label("verb").unwrap_or_default();
+        let resource = label("resource").unwrap_or_default();
+        let subresource = label("subresource").unwrap_or_default();
+        let ours = ["applications", "groups", "organizations", "secrets", "events"].contains(&resource);
+        let write = ["POST", "PUT", "PATCH", "APPLY", "DELETE"].contains(&verb);
+        if ours && write {
+            let key = if subresource.is_empty() { resource.to_string() } else { format!("{resource}/{subresource}") };
+            *out.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0) as u64;
+        }
+    }
+    out
 }
 
 /// Log lines the in-process operator wrote, for asserting what never appears in them.
