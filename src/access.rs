@@ -4,6 +4,11 @@
 //! down. For each Application with any, the operator keeps a Role and RoleBinding
 //! in its namespace: owners may `get` exactly the key Secret (by resourceNames)
 //! and get/patch/update that Application; readers may `get` the Application only.
+//!
+//! Nothing is granted beyond what is true now: the Secret only while the
+//! Application controls it (or is about to create it), and a parent's subjects
+//! only while that parent is a valid parent of the Application. Existing access
+//! objects are only ever changed when they are controlled by the Application.
 
 use std::collections::BTreeSet;
 
@@ -12,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{AccessSubject, Application, Group, Organization, SubjectKind};
+use crate::key_secret;
 
 /// Everyone with access to one Application, after inheritance.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -21,6 +27,8 @@ pub struct Grants {
 }
 
 /// The union of the Application's, its Group's and its Organization's subjects.
+/// Pass the parents only while they are the Application's valid parents: a
+/// parent's statement about access lasts only as long as the parent does.
 pub fn effective(app: &Application, group: Option<&Group>, org: Option<&Organization>) -> Grants {
     let levels = [Some(&app.spec.access), group.map(|g| &g.spec.access), org.map(|o| &o.spec.access)];
     let mut grants = Grants::default();
@@ -41,13 +49,16 @@ pub fn role_name(app: &str, level: &str) -> String {
     format!("payi-{app}-{level}")
 }
 
-/// The Roles and RoleBindings `grants` call for; none for nobody.
-pub fn desired(app: &Application, grants: &Grants, labels: &std::collections::BTreeMap<String, String>) -> Vec<Grant> {
+/// The Roles and RoleBindings `grants` call for; none for nobody. Owners get
+/// the key Secret only when `secret_is_ours`: the Secret is controlled by this
+/// Application or is about to be created by it.
+pub fn desired(app: &Application, grants: &Grants, secret_is_ours: bool) -> Vec<Grant> {
     let name = app.name_any();
-    let owner_rules = vec![
-        rule("", "secrets", &["get"], &app.key_secret_name()),
-        rule("payi.io", "applications", &["get", "patch", "update"], &name),
-    ];
+    let labels = key_secret::managed_labels(app);
+    let mut owner_rules = vec![rule("payi.io", "applications", &["get", "patch", "update"], &name)];
+    if secret_is_ours {
+        owner_rules.insert(0, rule("", "secrets", &["get"], &app.key_secret_name()));
+    }
     let reader_rules = vec![rule("payi.io", "applications", &["get"], &name)];
     [("owner", &grants.owners, owner_rules), ("reader", &grants.readers, reader_rules)]
         .into_iter()
@@ -57,7 +68,7 @@ pub fn desired(app: &Application, grants: &Grants, labels: &std::collections::BT
                 name: Some(role_name(&name, level)),
                 namespace: app.namespace(),
                 labels: Some(labels.clone()),
-                owner_references: app.controller_owner_ref(&()).map(|r| vec![r]),
+                owner_references: key_secret::controller_reference(app).map(|r| vec![r]),
                 ..ObjectMeta::default()
             };
             let role_ref = RoleRef {
@@ -96,14 +107,83 @@ fn subject(s: &AccessSubject) -> Subject {
     Subject { kind: kind.into(), api_group, name: s.name.clone(), namespace: s.namespace.clone() }
 }
 
-/// Whether an existing Role already grants what `desired` does.
-pub fn same_role(current: &Role, desired: &Role) -> bool {
-    current.rules == desired.rules
+/// One write that brings an access object to what is wanted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change<K> {
+    /// Not there (as far as the cache knows): POST, which fails rather than overwrite.
+    Create(K),
+    /// Ours and different: PUT with the cached resourceVersion.
+    Replace(K),
+    /// Ours and no longer wanted: DELETE with a UID precondition.
+    Delete { name: String, uid: String },
+    /// Someone else's object has the name: never touched, reported instead.
+    Conflict(String),
 }
 
-/// Whether an existing RoleBinding already binds what `desired` does.
-pub fn same_binding(current: &RoleBinding, desired: &RoleBinding) -> bool {
-    current.subjects == desired.subjects && current.role_ref == desired.role_ref
+/// Access objects a Role or RoleBinding can be compared by.
+pub trait AccessObject: Resource + Clone {
+    fn same_grant(&self, other: &Self) -> bool;
+    /// `self` with `desired`'s grant, labels and owner, keeping the rest.
+    fn with_grant_of(&self, desired: &Self) -> Self;
+}
+
+impl AccessObject for Role {
+    fn same_grant(&self, other: &Self) -> bool {
+        self.rules == other.rules
+    }
+    fn with_grant_of(&self, desired: &Self) -> Self {
+        let mut next = adopt_meta(self, desired);
+        next.rules = desired.rules.clone();
+        next
+    }
+}
+
+impl AccessObject for RoleBinding {
+    fn same_grant(&self, other: &Self) -> bool {
+        self.subjects == other.subjects && self.role_ref == other.role_ref
+    }
+    fn with_grant_of(&self, desired: &Self) -> Self {
+        let mut next = adopt_meta(self, desired);
+        next.subjects = desired.subjects.clone();
+        next
+    }
+}
+
+fn adopt_meta<K: Resource + Clone>(current: &K, desired: &K) -> K {
+    let mut next = current.clone();
+    let meta = next.meta_mut();
+    let mut labels = meta.labels.clone().unwrap_or_default();
+    labels.extend(desired.meta().labels.clone().unwrap_or_default());
+    meta.labels = Some(labels);
+    meta.managed_fields = None;
+    next
+}
+
+/// Pure: the writes that make the access objects of one kind `wanted`, given the
+/// objects of that kind `seen` in the cache for this Application (by name).
+pub fn changes<K: AccessObject>(app: &Application, wanted: &[K], seen: &[K]) -> Vec<Change<K>> {
+    let mut out = vec![];
+    for want in wanted {
+        let name = want.meta().name.clone().unwrap_or_default();
+        match seen.iter().find(|s| s.meta().name.as_deref() == Some(name.as_str())) {
+            None => out.push(Change::Create(want.clone())),
+            Some(have) if !key_secret::controlled_by(have, app) => out.push(Change::Conflict(name)),
+            Some(have) if have.same_grant(want) && labelled(have) => {}
+            Some(have) => out.push(Change::Replace(have.with_grant_of(want))),
+        }
+    }
+    for have in seen.iter().filter(|s| key_secret::controlled_by(*s, app)) {
+        let name = have.meta().name.clone().unwrap_or_default();
+        if !wanted.iter().any(|w| w.meta().name.as_deref() == Some(name.as_str())) {
+            out.push(Change::Delete { name, uid: have.meta().uid.clone().unwrap_or_default() });
+        }
+    }
+    out
+}
+
+fn labelled<K: Resource>(obj: &K) -> bool {
+    let labels = obj.meta().labels.as_ref();
+    labels.and_then(|l| l.get(key_secret::MANAGED_BY_LABEL)).map(String::as_str) == Some(key_secret::MANAGER)
 }
 
 #[cfg(test)]
@@ -149,7 +229,7 @@ mod tests {
             owners: BTreeSet::from([who(SubjectKind::User, "alice")]),
             readers: BTreeSet::from([who(SubjectKind::User, "bob")]),
         };
-        let grants = desired(&app, &grants, &Default::default());
+        let grants = desired(&app, &grants, true);
         assert_eq!(grants.len(), 2);
         let owner = &grants[0];
         assert_eq!(owner.role.metadata.name.as_deref(), Some("payi-svc-owner"));
@@ -165,6 +245,53 @@ mod tests {
     #[test]
     fn nobody_means_no_objects() {
         let app = Application::new("svc", ApplicationSpec::default());
-        assert!(desired(&app, &Grants::default(), &Default::default()).is_empty());
+        assert!(desired(&app, &Grants::default(), true).is_empty());
+    }
+
+    fn owned_app() -> Application {
+        let mut app = Application::new("svc", ApplicationSpec::default());
+        app.metadata.namespace = Some("team-a".into());
+        app.metadata.uid = Some("u".into());
+        app
+    }
+
+    fn alice_owns() -> Grants {
+        Grants { owners: BTreeSet::from([who(SubjectKind::User, "alice")]), readers: BTreeSet::new() }
+    }
+
+    #[test]
+    fn a_secret_that_is_not_ours_is_never_granted() {
+        let grants = desired(&owned_app(), &alice_owns(), false);
+        let rules = grants[0].role.rules.as_ref().unwrap();
+        assert!(rules.iter().all(|r| r.resources != Some(vec!["secrets".into()])), "{rules:?}");
+        assert_eq!(rules.len(), 1, "owners keep their Application rights");
+    }
+
+    #[test]
+    fn changes_create_replace_delete_ours_and_never_touch_others() {
+        let app = owned_app();
+        let wanted: Vec<Role> = desired(&app, &alice_owns(), true).into_iter().map(|g| g.role).collect();
+        assert!(matches!(changes(&app, &wanted, &[]).as_slice(), [Change::Create(_)]));
+        // Converged: nothing to do.
+        let mut live = wanted[0].clone();
+        live.metadata.uid = Some("r1".into());
+        live.metadata.resource_version = Some("5".into());
+        assert!(changes(&app, &wanted, std::slice::from_ref(&live)).is_empty());
+        // Drifted: replaced, keeping the resourceVersion as a precondition.
+        let mut drifted = live.clone();
+        drifted.rules.as_mut().unwrap().pop();
+        let found = changes(&app, &wanted, &[drifted]);
+        let [Change::Replace(next)] = found.as_slice() else { panic!("{found:?}") };
+        assert_eq!((next.rules.clone(), next.metadata.resource_version.as_deref()), (wanted[0].rules.clone(), Some("5")));
+        // Same name, someone else's (no controller reference to this UID): reported, not touched.
+        let mut forged = live.clone();
+        forged.metadata.owner_references = None;
+        forged.rules = Some(vec![rule("", "secrets", &["list"], "x")]);
+        assert_eq!(changes(&app, &wanted, &[forged]), vec![Change::Conflict("payi-svc-owner".into())]);
+        // No longer wanted: deleted by UID.
+        assert_eq!(
+            changes(&app, &[], std::slice::from_ref(&live)),
+            vec![Change::Delete { name: "payi-svc-owner".into(), uid: "r1".into() }]
+        );
     }
 }

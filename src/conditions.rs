@@ -28,6 +28,14 @@ pub mod reason {
     pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
     pub const SECRET_CONFLICT: &str = "SecretConflict";
     pub const SECRET_REJECTED: &str = "SecretRejected";
+    /// A Role or RoleBinding of the name the operator needs exists and is not its own.
+    pub const ACCESS_CONFLICT: &str = "AccessConflict";
+    /// The API server refused a Role or RoleBinding (e.g. an invalid subject).
+    pub const ACCESS_REJECTED: &str = "AccessRejected";
+    /// The Group or Organization is being deleted: no new Application gets a key.
+    pub const PARENT_DELETING: &str = "ParentDeleting";
+    /// A parent does not yet carry the finalizer that keeps it while children exist.
+    pub const WAITING_FOR_PARENT: &str = "WaitingForParent";
     pub const DELETION_BLOCKED: &str = "DeletionBlocked";
     pub const ALL_READY: &str = "AllReady";
     pub const NOT_ALL_READY: &str = "NotAllReady";
@@ -59,7 +67,14 @@ impl Outcome {
 }
 
 /// Reasons for `Ready=False` that no amount of waiting fixes.
-const NEEDS_A_PERSON: [&str; 3] = [reason::NAMESPACE_NOT_ALLOWED, reason::SECRET_CONFLICT, reason::SECRET_REJECTED];
+const NEEDS_A_PERSON: [&str; 6] = [
+    reason::NAMESPACE_NOT_ALLOWED,
+    reason::SECRET_CONFLICT,
+    reason::SECRET_REJECTED,
+    reason::ACCESS_CONFLICT,
+    reason::ACCESS_REJECTED,
+    reason::PARENT_DELETING,
+];
 
 /// `Ready` followed by its kstatus companion: `Stalled` when a person must act,
 /// `Reconciling` while waiting for something that may still arrive.

@@ -16,6 +16,12 @@ pub enum Error {
 
     #[error("{0} has no {1}")]
     MissingField(&'static str, &'static str),
+
+    #[error("not writing: the leader lease was not renewed in time")]
+    NotLeader,
+
+    #[error("{0}: the writes did not settle within one reconcile; retrying")]
+    Unsettled(String),
 }
 
 impl Error {
@@ -32,6 +38,8 @@ impl Error {
             Error::Kube { .. } => "kube_api",
             Error::Mint(_) => "key_mint",
             Error::MissingField(..) => "missing_field",
+            Error::NotLeader => "not_leader",
+            Error::Unsettled(_) => "unsettled",
         }
     }
 }

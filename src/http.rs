@@ -46,9 +46,10 @@ pub async fn serve(
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match state.health.readiness() {
-        Readiness::Standby => (StatusCode::OK, "standby: waiting for the leader lease"),
-        Readiness::Leading => (StatusCode::OK, "leading: caches synced, controllers running"),
-        Readiness::Syncing => (StatusCode::SERVICE_UNAVAILABLE, "leading: caches still syncing"),
+        Readiness::Standby => (StatusCode::OK, "standby: waiting for the leader lease".to_string()),
+        Readiness::Leading => (StatusCode::OK, "leading: caches synced, controllers running".to_string()),
+        Readiness::Syncing => (StatusCode::SERVICE_UNAVAILABLE, "leading: caches still syncing".to_string()),
+        Readiness::Blind(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("leading, but blind: {why}")),
     }
 }
 

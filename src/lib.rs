@@ -10,10 +10,11 @@ pub mod faults;
 pub mod health;
 pub mod http;
 pub mod key;
+pub mod key_secret;
+pub mod keyring;
 pub mod leader;
 pub mod metrics;
 pub mod namespace_policy;
 pub mod rollup;
-pub mod rotation;
 
 pub use error::{Error, Result};

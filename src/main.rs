@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use futures::FutureExt;
 use futures::future::Shared;
 use payi_operator::health::Health;
-use payi_operator::leader::{Election, LeaseSettings};
+use payi_operator::leader::{Election, LeaseSettings, Leadership};
 use payi_operator::metrics::Metrics;
 use payi_operator::{controller, crd, http};
 use prometheus_client::registry::Registry;
@@ -60,8 +60,12 @@ struct RunArgs {
     #[arg(long, env = "PAYI_LEASE_NAME", default_value = "payi-operator")]
     lease_name: String,
     /// Seconds a Lease stays valid without renewal; a successor takes over at most this long after a leader dies.
+    /// A leader that could not renew for two thirds of it stops writing and exits.
     #[arg(long, env = "PAYI_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=600))]
     lease_seconds: u64,
+    /// Seconds in-flight reconciles get to finish after SIGTERM before the process exits anyway.
+    #[arg(long, env = "PAYI_SHUTDOWN_SECONDS", default_value_t = 30)]
+    shutdown_seconds: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -120,17 +124,19 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         concurrency: args.concurrency.max(1),
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), ?settings, "starting");
+    let grace = Duration::from_secs(args.shutdown_seconds);
     let result = if args.leader_election {
         let lease = LeaseSettings {
             namespace: args.lease_namespace.clone(),
             name: args.lease_name.clone(),
             identity: identity(),
-            duration_seconds: args.lease_seconds,
+            duration: Duration::from_secs(args.lease_seconds),
         };
-        run_elected(client, settings, metrics, health, lease, shutdown.clone()).await
+        run_elected(client, settings, metrics, health, lease, shutdown.clone(), grace).await
     } else {
         health.set_leading(true);
-        controller::run(client, settings, metrics, health, shutdown.clone()).await;
+        let controllers = controller::run(client, settings, metrics, health, Leadership::unconditional(), shutdown.clone());
+        bounded(controllers, shutdown.clone(), grace).await;
         Ok(())
     };
     server.abort();
@@ -148,8 +154,9 @@ async fn run_elected(
     health: Arc<Health>,
     lease: LeaseSettings,
     shutdown: Stop,
+    grace: Duration,
 ) -> Result<(), BoxError> {
-    let election = Election::start(client.clone(), &lease).await?;
+    let election = Election::start(client.clone(), &lease);
     let mut leading = election.leading.clone();
     tracing::info!(identity = %lease.identity, lease = %lease.name, namespace = %lease.namespace, "waiting for the leader lease");
     tokio::select! {
@@ -170,13 +177,27 @@ async fn run_elected(
         let _ = watching.wait_for(|l| !*l).await;
     };
     let stop: Stop = futures::future::select(shutdown.clone(), lost.boxed()).map(|_| ()).boxed().shared();
-    controller::run(client, settings, metrics, health.clone(), stop).await;
+    let controllers = controller::run(client, settings, metrics, health.clone(), election.leadership.clone(), stop.clone());
+    bounded(controllers, stop, grace).await;
     let still_leading = *leading.borrow();
     health.set_leading(false);
     // The Lease is released once every receiver of the election is gone.
     drop(leading);
     election.release().await;
     if still_leading { Ok(()) } else { Err("lost the leader lease".into()) }
+}
+
+/// Runs `work` to its end, but no longer than `grace` after `stop` resolved:
+/// a reconcile stuck on an unreachable API server must not hold up a shutdown.
+async fn bounded(work: impl std::future::Future<Output = ()>, stop: Stop, grace: Duration) {
+    let deadline = async {
+        stop.await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = deadline => tracing::warn!(?grace, "in-flight reconciles did not finish in time; exiting anyway"),
+    }
 }
 
 /// The pod name in a cluster; elsewhere the host name with a random suffix.

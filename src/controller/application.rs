@@ -1,39 +1,36 @@
 //! Application reconciler: validate the parent chain, keep one key in the
-//! Application's Secret, report the outcome in status.
+//! Application's Secret, grant access to it, report the outcome in status.
 //!
 //! `gather` reads the caches (and the Secret, uncached, so a repair decision is
-//! never made on stale data), `decide` is pure, `apply` writes only what differs.
+//! never made on stale data); `decide` is pure; `reconcile` carries the plan
+//! out: access objects, then the Secret, then status, then Events. What the API
+//! server refuses becomes an input to `decide` again, never a second decision.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use kube::api::{Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::PostParams;
 use kube::runtime::controller::Action;
-use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+use kube::{Api, ResourceExt};
 
-use super::context::{Context, MANAGER, Note};
-use super::grants;
-use super::keyring::{self, Found, Keyring};
-use super::now;
-use super::status;
+use super::context::{Context, Note};
+use super::grants::{self, Refused};
+use super::{now, object_key, status};
 use crate::access::{self, Grant};
 use crate::conditions::{self, Outcome, reason};
 use crate::crd::{Application, ApplicationStatus, Group, Organization};
 use crate::error::{Error, Result};
 use crate::faults;
 use crate::key::{ApiKey, MintError};
+use crate::key_secret::{self, Found, MANAGER};
+use crate::keyring::{self, KeyStatus};
 use crate::namespace_policy;
-use crate::rotation::{self, PREVIOUS_EXPIRES_ANNOTATION, ROTATION_ID_ANNOTATION};
+use super::parent::CHILDREN_FINALIZER;
 
-pub use super::keyring::{API_KEY_FIELD, MintCause, Move, PREVIOUS_KEY_FIELD};
-/// Data key for the Organization's `baseURL`, present only when it is set.
-pub const BASE_URL_FIELD: &str = "PAYI_BASE_URL";
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const APPLICATION_LABEL: &str = "payi.io/application";
+pub use crate::keyring::{MintCause, Move};
 
 /// Everything one decision needs, read before deciding.
 pub struct Inputs {
@@ -43,6 +40,15 @@ pub struct Inputs {
     pub namespace_labels: BTreeMap<String, String>,
     /// The Secret named by `spec.keySecret.name`, whoever owns it.
     pub secret: Option<Secret>,
+    /// What the API server refused earlier in this reconcile.
+    pub refused: Refusals,
+}
+
+/// Writes the API server refused: user input the schema could not check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refusals {
+    pub secret: Option<String>,
+    pub access: Option<Refused>,
 }
 
 /// The Secret to write. Holds key material: deliberately not `Debug`.
@@ -55,14 +61,14 @@ pub struct SecretWrite {
 /// The outcome of [`decide`].
 pub struct Plan {
     pub secret: Option<SecretWrite>,
+    /// The access objects to keep (none: delete ours).
+    pub access: Vec<Grant>,
     pub status: ApplicationStatus,
     pub notes: Vec<Note>,
-    /// What happened to the keys; `None` when the Application is not valid.
+    /// What happened to the keys; `None` when no key is handled.
     pub key_move: Option<Move>,
     /// When to look again without a watch event: a previous key expiring or a rotation due.
-    pub requeue_after: Option<std::time::Duration>,
-    /// The access objects to keep; `None` leaves existing ones untouched.
-    pub access: Option<Vec<Grant>>,
+    pub requeue_after: Option<Duration>,
 }
 
 impl Plan {
@@ -80,34 +86,94 @@ impl Plan {
 
 pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     ctx.stores.wait_until_ready().await;
-    let inputs = gather(app, &ctx).await?;
-    let mut plan = decide(&inputs, &now(), &mut ApiKey::mint)?;
-    let inputs = if plan.changes_key() {
+    let key = object_key(app.as_ref());
+    let mut inputs = gather(app, &ctx).await?;
+    if planned_move(&inputs, &now()).is_some_and(|m| m.changes_key()) {
         // This replaces the key workloads use: confirm it against a fresh read of
         // the Application, since the cached status may predate our last write.
-        let fresh = refetch(&inputs.app, &ctx).await?;
-        let inputs = Inputs { app: Arc::new(fresh), ..inputs };
-        plan = decide(&inputs, &now(), &mut ApiKey::mint)?;
-        inputs
-    } else {
-        inputs
-    };
-    let requeue = plan.requeue_after;
-    apply(&inputs.app, plan, &ctx).await?;
-    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+        inputs.app = Arc::new(refetch(&inputs.app, &ctx).await?);
+    }
+    let mut fresh = FreshKey::default();
+    let plan = carry_out(&mut inputs, &mut fresh, &ctx).await?;
+    let api: Api<Application> = Api::namespaced(ctx.client.clone(), &inputs.app.namespace().unwrap_or_default());
+    ctx.may_write()?;
+    status::write_status(&api, inputs.app.as_ref(), inputs.app.status.as_ref(), &plan.status).await?;
+    if plan.changes_key() {
+        faults::crash_point(faults::AFTER_STATUS_WRITE);
+    }
+    count_key_events(&plan, &ctx);
+    ctx.publish(inputs.app.as_ref(), &plan.notes).await;
+    if inputs.refused != Refusals::default() {
+        // Refused input does not fix itself quickly: look again, less and less often.
+        return Ok(Action::requeue(ctx.backoff().failed(&key)));
+    }
+    ctx.backoff().succeeded(&key);
+    Ok(plan.requeue_after.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Decides and writes access objects and the Secret until nothing is refused
+/// any more; returns the plan whose status should be recorded.
+async fn carry_out(inputs: &mut Inputs, fresh: &mut FreshKey, ctx: &Context) -> Result<Plan> {
+    // Each pass either succeeds or learns one new refusal (or that the Secret
+    // appeared), so a handful of passes always settles.
+    for _ in 0..4 {
+        let plan = decide(inputs, &now(), &mut || fresh.get())?;
+        let namespace = inputs.app.namespace().unwrap_or_default();
+        if inputs.refused.access.is_none()
+            && let Err(refused) = grants::sync(&inputs.app, &plan.access, ctx).await?
+        {
+            inputs.refused.access = Some(refused);
+            continue;
+        }
+        let Some(write) = plan.secret.as_ref() else {
+            return Ok(plan);
+        };
+        if plan.changes_key() {
+            faults::crash_point(faults::BEFORE_SECRET_WRITE);
+        }
+        match write_secret(&namespace, write, ctx).await? {
+            Written::Done => {
+                if plan.changes_key() {
+                    faults::crash_point(faults::AFTER_SECRET_WRITE);
+                }
+                return Ok(plan);
+            }
+            Written::Refused(message) => inputs.refused.secret = Some(message),
+            Written::AppearedMeanwhile => inputs.secret = read_secret(&inputs.app, ctx).await?,
+        }
+    }
+    Err(Error::Unsettled(object_key(inputs.app.as_ref())))
+}
+
+/// A key minted at most once per reconcile, however often `decide` runs.
+#[derive(Default)]
+struct FreshKey(Option<ApiKey>);
+
+impl FreshKey {
+    fn get(&mut self) -> Result<ApiKey, MintError> {
+        if let Some(key) = &self.0 {
+            return Ok(key.clone());
+        }
+        let key = ApiKey::mint()?;
+        self.0 = Some(key.clone());
+        Ok(key)
+    }
 }
 
 async fn gather(app: Arc<Application>, ctx: &Context) -> Result<Inputs> {
     let namespace = app.namespace().ok_or(Error::MissingField("Application", "metadata.namespace"))?;
     let group = ctx.stores.group(&app.spec.group_ref.name);
     let organization = group.as_ref().and_then(|g| ctx.stores.organization(&g.spec.organization_ref.name));
+    let secret = read_secret(&app, ctx).await?;
+    let namespace_labels = ctx.stores.namespace_labels(&namespace);
+    Ok(Inputs { app, group, organization, namespace_labels, secret, refused: Refusals::default() })
+}
+
+async fn read_secret(app: &Application, ctx: &Context) -> Result<Option<Secret>> {
+    let namespace = app.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let secret_name = app.key_secret_name();
-    let secret = secrets
-        .get_opt(&secret_name)
-        .await
-        .map_err(Error::kube(format!("reading Secret {namespace}/{secret_name}")))?;
-    Ok(Inputs { namespace_labels: ctx.stores.namespace_labels(&namespace), app, group, organization, secret })
+    let name = app.key_secret_name();
+    secrets.get_opt(&name).await.map_err(Error::kube(format!("reading Secret {namespace}/{name}")))
 }
 
 async fn refetch(app: &Application, ctx: &Context) -> Result<Application> {
@@ -118,8 +184,25 @@ async fn refetch(app: &Application, ctx: &Context) -> Result<Application> {
         .map_err(Error::kube(format!("re-reading Application {namespace}/{}", app.name_any())))
 }
 
-/// Decides the Secret, status and Events for one Application. Pure: the clock
-/// and the key source are passed in.
+/// The key move `decide` would choose, without minting anything.
+pub fn planned_move(inputs: &Inputs, now: &Time) -> Option<Move> {
+    let app = inputs.app.as_ref();
+    let parents = resolve_parents(inputs);
+    if parents.problem.is_some() || inputs.refused.secret.is_some() {
+        return None;
+    }
+    let existing = match secret_state(app, inputs.secret.as_ref()) {
+        SecretState::Foreign => return None,
+        SecretState::Owned(secret) => Some(secret),
+        SecretState::Missing => None,
+    };
+    let found = existing.map(Found::in_secret).unwrap_or_default();
+    let status = app.status.clone().unwrap_or_default();
+    Some(keyring::choose(app, &status, &found, existing.is_some(), now))
+}
+
+/// Decides the Secret, access objects, status and Events for one Application.
+/// Pure: the clock and the key source are passed in.
 pub fn decide(
     inputs: &Inputs,
     now: &Time,
@@ -128,65 +211,74 @@ pub fn decide(
     let app = inputs.app.as_ref();
     let previous = app.status.clone().unwrap_or_default();
     let parents = resolve_parents(inputs);
+    let state = secret_state(app, inputs.secret.as_ref());
+    let (outcome, keys) = match (&parents.problem, &state, &inputs.refused.secret) {
+        (Some(problem), _, _) => (problem.clone(), None),
+        (None, SecretState::Foreign, _) => (foreign_secret(app), None),
+        (None, _, Some(refusal)) => (Outcome::not_ready(reason::SECRET_REJECTED, refusal.clone()), None),
+        (None, _, None) => {
+            let keys = plan_key(app, &state, parents.base_url.as_deref(), &previous, now, mint)?;
+            let message = format!("API key is in Secret {}", app.key_secret_name());
+            (Outcome::ready(reason::KEY_ISSUED, message), Some(keys))
+        }
+    };
+    // Owners may read the Secret only while it is this Application's, or is being created by it now.
+    let secret_is_ours = match state {
+        SecretState::Owned(_) => true,
+        SecretState::Missing => keys.as_ref().is_some_and(|k| k.write.is_some()),
+        SecretState::Foreign => false,
+    };
+    let (group, organization) = match parents.inherit {
+        true => (inputs.group.as_deref(), inputs.organization.as_deref()),
+        false => (None, None),
+    };
+    let access = access::desired(app, &access::effective(app, group, organization), secret_is_ours);
+    let outcome = match (&inputs.refused.access, outcome.status) {
+        (Some(refused), true) => Outcome::not_ready(refused.reason, refused.message.clone()),
+        _ => outcome,
+    };
+
     let mut status = ApplicationStatus {
         group: parents.group.clone(),
         organization: parents.organization.clone(),
+        observed_generation: app.metadata.generation,
+        conditions: conditions::merge(
+            &previous.conditions,
+            &conditions::with_kstatus(&outcome),
+            app.metadata.generation,
+            now,
+        ),
+        access_roles: access.iter().filter_map(|g| g.role.metadata.name.clone()).collect(),
         ..previous.clone()
     };
-
-    let access = parents.problem.is_none().then(|| {
-        let grants = access::effective(app, inputs.group.as_deref(), inputs.organization.as_deref());
-        access::desired(app, &grants, &managed_labels(app))
-    });
-    if let Some(access) = &access {
-        status.access_roles = access.iter().filter_map(|g| g.role.metadata.name.clone()).collect();
-    }
-    let (outcome, keys) = match parents.problem {
-        Some(problem) => (problem, None),
-        None => match secret_state(app, inputs.secret.as_ref()) {
-            SecretState::Foreign => (foreign_secret(app), None),
-            state => {
-                let keys = plan_key(app, &state, parents.base_url.as_deref(), &mut status, now, mint)?;
-                let message = format!("API key is in Secret {}", app.key_secret_name());
-                (Outcome::ready(reason::KEY_ISSUED, message), Some(keys))
-            }
-        },
-    };
-
-    status.observed_generation = app.metadata.generation;
-    status.conditions =
-        conditions::merge(&previous.conditions, &conditions::with_kstatus(&outcome), app.metadata.generation, now);
     let mut notes = Note::ready_transition(&previous.conditions, &outcome);
     let Some(keys) = keys else {
-        return Ok(Plan { secret: None, status, notes, key_move: None, requeue_after: None, access });
+        return Ok(Plan { secret: None, access, status, notes, key_move: None, requeue_after: None });
     };
     notes.extend(keys.notes);
-    let requeue_after = next_deadline(&status, now);
-    Ok(Plan { secret: keys.write, status, notes, key_move: Some(keys.chosen), requeue_after, access })
-}
-
-/// The earliest of the previous key's expiry and the next scheduled rotation.
-fn next_deadline(status: &ApplicationStatus, now: &Time) -> Option<std::time::Duration> {
-    let expiries = status.keys.iter().filter_map(|k| k.expires_at.as_ref());
-    let scheduled = status.rotation.as_ref().and_then(|r| r.next_rotation_at.as_ref());
-    let earliest = expiries.chain(scheduled).min_by_key(|t| t.0)?;
-    // A second late rather than early, so the deadline has surely passed.
-    Some(rotation::until(now, earliest) + std::time::Duration::from_secs(1))
+    let requeue_after = keyring::next_deadline(&keys.recorded, now);
+    status.key_secret_name = Some(app.key_secret_name());
+    keys.recorded.write_into(&mut status);
+    Ok(Plan { secret: keys.write, access, status, notes, key_move: Some(keys.chosen), requeue_after })
 }
 
 struct Parents {
     group: Option<String>,
     organization: Option<String>,
     base_url: Option<String>,
+    /// Why no key may be issued now, if anything.
     problem: Option<Outcome>,
+    /// Whether the parents' owners and readers apply: both exist and admit the namespace.
+    inherit: bool,
 }
 
-/// Walks Application -> Group -> Organization; the first missing link or
-/// refused namespace becomes the reason the Application is not Ready.
+/// Walks Application -> Group -> Organization; the first missing link, refused
+/// namespace, or parent without its deletion guard becomes the reason the
+/// Application is not Ready.
 fn resolve_parents(inputs: &Inputs) -> Parents {
     let app = inputs.app.as_ref();
     let group_name = &app.spec.group_ref.name;
-    let mut parents = Parents { group: None, organization: None, base_url: None, problem: None };
+    let mut parents = Parents { group: None, organization: None, base_url: None, problem: None, inherit: false };
     let Some(group) = &inputs.group else {
         let message = format!("Group {group_name:?} does not exist");
         parents.problem = Some(Outcome::not_ready(reason::GROUP_NOT_FOUND, message));
@@ -206,26 +298,51 @@ fn resolve_parents(inputs: &Inputs) -> Parents {
     if let Err(refusal) = namespace_policy::admits(policy, &namespace, &inputs.namespace_labels) {
         let message = format!("Group {group_name:?} does not admit namespace {namespace:?}: {}", refusal.0);
         parents.problem = Some(Outcome::not_ready(reason::NAMESPACE_NOT_ALLOWED, message));
+        return parents;
     }
+    parents.inherit = true;
+    parents.problem = unprotected_parent(group, organization, has_key(app));
     parents
+}
+
+/// A parent being deleted admits no new Application, and none gets a key before
+/// both parents carry the finalizer that keeps them until their children go.
+fn unprotected_parent(group: &Group, organization: &Organization, has_key: bool) -> Option<Outcome> {
+    let (g, o) = (group.name_any(), organization.name_any());
+    let guarded = |finalizers: &[String]| finalizers.iter().any(|f| f == CHILDREN_FINALIZER);
+    if !has_key {
+        let deleting = [("Group", &g, group.metadata.deletion_timestamp.is_some()), ("Organization", &o, organization.metadata.deletion_timestamp.is_some())];
+        if let Some((kind, name, _)) = deleting.iter().find(|(_, _, d)| *d) {
+            let message = format!("{kind} {name:?} is being deleted and admits no new Application");
+            return Some(Outcome::not_ready(reason::PARENT_DELETING, message));
+        }
+    }
+    for (kind, name, finalizers) in [("Group", &g, group.finalizers()), ("Organization", &o, organization.finalizers())] {
+        if !guarded(finalizers) {
+            let message = format!("waiting for {kind} {name:?} to be guarded against deletion");
+            return Some(Outcome::not_ready(reason::WAITING_FOR_PARENT, message));
+        }
+    }
+    None
+}
+
+fn has_key(app: &Application) -> bool {
+    app.status.as_ref().is_some_and(|s| s.key_fingerprint.is_some())
 }
 
 enum SecretState<'a> {
     Missing,
     Foreign,
     /// Ours: controlled by this Application.
-    Owned {
-        secret: &'a Secret,
-    },
+    Owned(&'a Secret),
 }
 
 fn secret_state<'a>(app: &Application, secret: Option<&'a Secret>) -> SecretState<'a> {
-    let Some(secret) = secret else {
-        return SecretState::Missing;
-    };
-    let ours =
-        secret.owner_references().iter().any(|r| r.controller == Some(true) && Some(&r.uid) == app.uid().as_ref());
-    if ours { SecretState::Owned { secret } } else { SecretState::Foreign }
+    match secret {
+        None => SecretState::Missing,
+        Some(secret) if key_secret::controlled_by(secret, app) => SecretState::Owned(secret),
+        Some(_) => SecretState::Foreign,
+    }
 }
 
 fn foreign_secret(app: &Application) -> Outcome {
@@ -237,138 +354,37 @@ fn foreign_secret(app: &Application) -> Outcome {
     Outcome::not_ready(reason::SECRET_CONFLICT, message)
 }
 
-/// The keys decided for a valid Application, and the Secret write they need.
+/// The keys decided for a valid Application, the Secret write they need and their status.
 struct KeyPlan {
     chosen: Move,
     write: Option<SecretWrite>,
     notes: Vec<Note>,
+    recorded: KeyStatus,
 }
 
-/// Chooses and carries out the key move, filling the key fields of `status`.
 fn plan_key(
     app: &Application,
     state: &SecretState,
     base_url: Option<&str>,
-    status: &mut ApplicationStatus,
+    status: &ApplicationStatus,
     now: &Time,
     mint: &mut dyn FnMut() -> Result<ApiKey, MintError>,
 ) -> Result<KeyPlan, MintError> {
     let existing = match state {
-        SecretState::Owned { secret } => Some(*secret),
+        SecretState::Owned(secret) => Some(*secret),
         _ => None,
     };
     let found = existing.map(Found::in_secret).unwrap_or_default();
     let chosen = keyring::choose(app, status, &found, existing.is_some(), now);
-    let ring = keyring::carry_out(app, &chosen, &found, status, now, mint)?;
-    status.key_secret_name = Some(app.key_secret_name());
+    let (ring, recorded) = keyring::carry_out(app, &chosen, &found, status, now, mint)?;
     let notes = keyring::notes(app, &chosen, &found, &ring);
-    let desired = desired_secret(app, &ring, base_url);
+    let desired = key_secret::desired(app, &ring, base_url);
     let write = match existing {
-        Some(current) if !chosen.changes_key() && in_sync(current, &desired) => None,
-        Some(_) => Some(SecretWrite { secret: desired, create: false }),
+        Some(current) if key_secret::in_sync(current, &desired) => None,
+        Some(current) => Some(SecretWrite { secret: key_secret::updated(current, &desired), create: false }),
         None => Some(SecretWrite { secret: desired, create: true }),
     };
-    Ok(KeyPlan { chosen, write, notes })
-}
-
-/// The Secret as this operator wants it: key, optional base URL, the template's
-/// labels and annotations, and a controller reference so deletion cascades.
-pub fn desired_secret(app: &Application, ring: &Keyring, base_url: Option<&str>) -> Secret {
-    let template = app.spec.key_secret.clone().unwrap_or_default();
-    let mut labels = template.labels;
-    labels.extend(managed_labels(app));
-    let bytes = |v: &str| ByteString(v.as_bytes().to_vec());
-    let mut data = BTreeMap::from([(API_KEY_FIELD.to_string(), bytes(&ring.current))]);
-    let mut annotations = template.annotations;
-    if let Some((previous, expires)) = &ring.previous {
-        data.insert(PREVIOUS_KEY_FIELD.into(), bytes(previous));
-        annotations.insert(PREVIOUS_EXPIRES_ANNOTATION.into(), expires.0.to_string());
-    }
-    if let Some(id) = &ring.rotation_id {
-        annotations.insert(ROTATION_ID_ANNOTATION.into(), id.clone());
-    }
-    if let Some(url) = base_url {
-        data.insert(BASE_URL_FIELD.into(), bytes(url));
-    }
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(app.key_secret_name()),
-            namespace: app.namespace(),
-            labels: Some(labels),
-            annotations: (!annotations.is_empty()).then_some(annotations),
-            owner_references: controller_reference(app).map(|r| vec![r]),
-            ..ObjectMeta::default()
-        },
-        type_: Some("Opaque".into()),
-        data: Some(data),
-        ..Secret::default()
-    }
-}
-
-/// Labels on everything this operator creates for an Application.
-fn managed_labels(app: &Application) -> BTreeMap<String, String> {
-    BTreeMap::from([(MANAGED_BY_LABEL.into(), MANAGER.into()), (APPLICATION_LABEL.into(), app.name_any())])
-}
-
-fn controller_reference(app: &Application) -> Option<OwnerReference> {
-    let mut reference = app.controller_owner_ref(&())?;
-    reference.block_owner_deletion = Some(true);
-    Some(reference)
-}
-
-/// Whether `current` already carries everything `desired` asks for. Extra labels
-/// or annotations added by others are left alone.
-fn in_sync(current: &Secret, desired: &Secret) -> bool {
-    let subset = |want: &Option<BTreeMap<String, String>>, have: &Option<BTreeMap<String, String>>| {
-        want.iter().flatten().all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
-    };
-    subset(&desired.metadata.labels, &current.metadata.labels)
-        && subset(&desired.metadata.annotations, &current.metadata.annotations)
-        && current.data == desired.data
-}
-
-async fn apply(app: &Application, plan: Plan, ctx: &Context) -> Result<()> {
-    let namespace = app.namespace().unwrap_or_default();
-    let mut plan = plan;
-    let key_change = plan.changes_key();
-    if key_change {
-        faults::crash_point(faults::BEFORE_SECRET_WRITE);
-    }
-    if let Some(write) = plan.secret.take()
-        && let Err(rejection) = write_secret(&namespace, write, ctx).await?
-    {
-        // The API server refused the Secret (e.g. an invalid template label):
-        // user input the schema could not check, so report it, do not retry.
-        let outcome = Outcome::not_ready(reason::SECRET_REJECTED, rejection);
-        let previous = app.status.clone().unwrap_or_default();
-        plan.notes = Note::ready_transition(&previous.conditions, &outcome);
-        plan.status = ApplicationStatus {
-            conditions: conditions::merge(
-                &previous.conditions,
-                &conditions::with_kstatus(&outcome),
-                app.metadata.generation,
-                &now(),
-            ),
-            ..previous
-        };
-        plan.status.observed_generation = app.metadata.generation;
-        plan.key_move = None;
-    }
-    if key_change {
-        faults::crash_point(faults::AFTER_SECRET_WRITE);
-    }
-    if let Some(grants) = &plan.access {
-        let before = app.status.as_ref().map(|s| s.access_roles.as_slice()).unwrap_or_default();
-        grants::sync(&namespace, grants, before, ctx).await?;
-    }
-    let api: Api<Application> = Api::namespaced(ctx.client.clone(), &namespace);
-    status::write_status(&api, app, app.status.as_ref(), &plan.status).await?;
-    if key_change {
-        faults::crash_point(faults::AFTER_STATUS_WRITE);
-    }
-    count_key_events(&plan, ctx);
-    ctx.publish(app, &plan.notes).await;
-    Ok(())
+    Ok(KeyPlan { chosen, write, notes, recorded })
 }
 
 fn count_key_events(plan: &Plan, ctx: &Context) {
@@ -382,6 +398,10 @@ fn count_key_events(plan: &Plan, ctx: &Context) {
             ctx.metrics.key_event("repaired");
             tracing::warn!(fingerprint, ?cause, "replaced API key");
         }
+        Some(Move::Complete(trigger)) if trigger.id.starts_with("repair:") => {
+            ctx.metrics.key_event("repaired");
+            tracing::warn!(fingerprint, "completed an interrupted key repair");
+        }
         Some(Move::Rotate(trigger) | Move::Complete(trigger)) => {
             ctx.metrics.key_event("rotated");
             tracing::info!(fingerprint, rotation = %trigger.id, "rotated API key");
@@ -393,32 +413,34 @@ fn count_key_events(plan: &Plan, ctx: &Context) {
     }
 }
 
-/// Creates or updates the key Secret. `Ok(Err(message))` is a rejection of the
-/// object itself; transport and permission failures are errors and retry.
-async fn write_secret(namespace: &str, write: SecretWrite, ctx: &Context) -> Result<Result<(), String>> {
+enum Written {
+    Done,
+    /// The API server refused the object itself (validation, admission, quota).
+    Refused(String),
+    /// A create found a Secret of that name, made by someone since we looked.
+    AppearedMeanwhile,
+}
+
+/// Creates or replaces the key Secret. Transport and permission failures of the
+/// operator itself are errors and retry; refusals of the object are returned.
+async fn write_secret(namespace: &str, write: &SecretWrite, ctx: &Context) -> Result<Written> {
+    ctx.may_write()?;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let name = write.secret.name_any();
+    let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
     let result = if write.create {
         // POST fails on an existing Secret, so a Secret created by someone else
         // since we looked is never overwritten.
-        api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &write.secret)
-            .await
-            .map(drop)
+        api.create(&params, &write.secret).await.map(drop)
     } else {
-        let mut body = write.secret;
-        body.metadata.managed_fields = None;
-        let patch = serde_json::to_value(&body).map(|mut v| {
-            v["apiVersion"] = json!("v1");
-            v["kind"] = json!("Secret");
-            v
-        });
-        let patch = patch.unwrap_or_default();
-        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch)).await.map(drop)
+        // PUT carries the resourceVersion we read: a concurrent change fails it.
+        api.replace(&name, &params, &write.secret).await.map(drop)
     };
     match result {
-        Ok(()) => Ok(Ok(())),
-        Err(kube::Error::Api(status)) if status.code == 422 || status.code == 400 => {
-            Ok(Err(format!("the API server rejected Secret {name}: {}", status.message)))
+        Ok(()) => Ok(Written::Done),
+        Err(kube::Error::Api(status)) if write.create && status.code == 409 => Ok(Written::AppearedMeanwhile),
+        Err(kube::Error::Api(status)) if grants::is_refusal(&status) => {
+            Ok(Written::Refused(format!("the API server refused Secret {name}: {}", status.message)))
         }
         Err(source) => Err(Error::Kube { action: format!("writing Secret {namespace}/{name}"), source }),
     }

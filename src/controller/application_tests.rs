@@ -1,8 +1,16 @@
 //! Table tests of `decide`: no cluster, a fixed clock, a counting key source.
 
 use super::*;
-use crate::crd::{ApplicationSpec, GroupSpec, KeySecretTemplate, NamespacePolicy, OrganizationSpec, ParentRef};
+use crate::crd::{
+    Access, AccessSubject, ApplicationSpec, GroupSpec, KeySecretTemplate, NamespacePolicy, OrganizationSpec, ParentRef,
+    SubjectKind,
+};
 use crate::key;
+use crate::key_secret::{
+    API_KEY_FIELD, APPLICATION_LABEL, BASE_URL_FIELD, MANAGED_BY_LABEL, PREVIOUS_EXPIRES_ANNOTATION, PREVIOUS_KEY_FIELD,
+    ROTATION_ID_ANNOTATION,
+};
+use k8s_openapi::ByteString;
 use k8s_openapi::jiff::Timestamp;
 
 const UID: &str = "11111111-2222-3333-4444-555555555555";
@@ -26,7 +34,9 @@ fn group(policy: Option<NamespacePolicy>) -> Arc<Group> {
         namespace_policy: policy,
         ..Default::default()
     };
-    Arc::new(Group::new("eng", spec))
+    let mut g = Group::new("eng", spec);
+    g.metadata.finalizers = Some(vec![CHILDREN_FINALIZER.into()]);
+    Arc::new(g)
 }
 
 fn admit_team_a() -> Option<NamespacePolicy> {
@@ -35,7 +45,9 @@ fn admit_team_a() -> Option<NamespacePolicy> {
 
 fn org(base_url: Option<&str>) -> Arc<Organization> {
     let spec = OrganizationSpec { base_url: base_url.map(str::to_string), ..Default::default() };
-    Arc::new(Organization::new("acme", spec))
+    let mut o = Organization::new("acme", spec);
+    o.metadata.finalizers = Some(vec![CHILDREN_FINALIZER.into()]);
+    Arc::new(o)
 }
 
 fn inputs(app: Application, secret: Option<Secret>) -> Inputs {
@@ -45,6 +57,7 @@ fn inputs(app: Application, secret: Option<Secret>) -> Inputs {
         organization: Some(org(None)),
         namespace_labels: BTreeMap::new(),
         secret,
+        refused: Refusals::default(),
     }
 }
 
@@ -258,7 +271,7 @@ fn a_custom_secret_name_is_used_and_reported() {
 // --- rotation -------------------------------------------------------------
 
 use crate::crd::KeyRotation;
-use crate::rotation::{PREVIOUS_EXPIRES_ANNOTATION, ROTATE_ANNOTATION, ROTATION_ID_ANNOTATION};
+use crate::keyring::ROTATE_ANNOTATION;
 
 fn decide_at(inputs: &Inputs, keys: &mut Keys, secs: i64) -> Plan {
     decide(inputs, &at(secs), &mut || keys.next()).unwrap()
@@ -372,7 +385,8 @@ fn a_rotation_interrupted_after_the_secret_write_is_completed_without_a_new_key(
     assert_eq!(status.key_fingerprint, Some(key::fingerprint(&data(&written, API_KEY_FIELD).unwrap())));
     assert_eq!(status.keys[1].fingerprint, key::fingerprint(&data(&written, PREVIOUS_KEY_FIELD).unwrap()));
     assert_eq!(status.rotation.as_ref().unwrap().handled_request.as_deref(), Some("r1"));
-    let (a, written) = applied(&a, resumed);
+    assert!(resumed.secret.is_none(), "the Secret already holds the rotation");
+    let a = Application { status: Some(resumed.status), ..a };
     let settled = decide_at(&inputs(a, Some(written)), &mut keys, 1020);
     assert_eq!(settled.key_move, Some(Move::Keep));
     assert!(settled.secret.is_none());
@@ -402,5 +416,154 @@ fn adopting_a_secret_after_status_loss_does_not_replay_old_requests() {
     let (a, secret) = (Application { status: Some(adopted.status), ..a }, secret);
     let again = decide_at(&inputs(a, Some(secret)), &mut keys, 300);
     assert_eq!(again.key_move, Some(Move::Keep), "an old request rotated after adoption");
+    assert_eq!(keys.0, 1);
+}
+
+// --- failures after the Secret write, refusals, access ----------------------
+
+#[test]
+fn a_repair_interrupted_before_its_status_write_is_completed_without_another_key() {
+    let mut keys = Keys(0);
+    let (app, _) = applied(&app(), decide_with(&inputs(app(), None), &mut keys));
+    let repair = decide_with(&inputs(app.clone(), None), &mut keys);
+    assert_eq!(repair.minted(), Some(MintCause::SecretMissing));
+    // The Secret was written, the status write failed (or the process died).
+    let written = repair.secret.unwrap().secret;
+    let resumed = decide_with(&inputs(app.clone(), Some(written.clone())), &mut keys);
+    assert!(matches!(&resumed.key_move, Some(Move::Complete(t)) if t.id.starts_with("repair:")));
+    assert_eq!(keys.0, 2, "no third key");
+    let key = data(&written, API_KEY_FIELD).unwrap();
+    assert_eq!(resumed.status.key_fingerprint, Some(key::fingerprint(&key)));
+    assert!(resumed.secret.is_none(), "the Secret already holds it");
+    // Once recorded, the marker of the old repair no longer matches: tampering is repaired again.
+    let mut app = app;
+    app.status = Some(resumed.status);
+    let mut tampered = written;
+    tampered.data.as_mut().unwrap().insert(API_KEY_FIELD.into(), ByteString(b"payi_x".to_vec()));
+    assert_eq!(decide_with(&inputs(app, Some(tampered)), &mut keys).minted(), Some(MintCause::KeyMismatch));
+}
+
+#[test]
+fn a_refused_secret_is_a_condition_not_a_write_and_grants_nothing() {
+    let mut a = app();
+    a.spec.access = Access { owners: vec![user("alice")], readers: vec![] };
+    let mut i = inputs(a, None);
+    i.refused.secret = Some("the API server refused Secret chatbot-payi-key: label value too long".into());
+    let plan = decide_with(&i, &mut Keys(0));
+    assert!(plan.secret.is_none());
+    assert_eq!(plan.key_move, None);
+    assert_eq!(ready(&plan), ("False".into(), "SecretRejected".into()));
+    assert!(!grants_secret(&plan), "no Secret will exist: nothing to grant");
+    assert_eq!(plan.notes.len(), 1);
+}
+
+#[test]
+fn a_refused_role_binding_keeps_the_key_and_says_why() {
+    let mut keys = Keys(0);
+    let mut i = inputs(app(), None);
+    i.refused.access = Some(grants::Refused { reason: reason::ACCESS_REJECTED, message: "invalid subject".into() });
+    let plan = decide_with(&i, &mut keys);
+    assert_eq!(plan.minted(), Some(MintCause::FirstIssue), "the workload still gets its key");
+    assert_eq!(ready(&plan), ("False".into(), "AccessRejected".into()));
+    let stalled = conditions::find(&plan.status.conditions, conditions::STALLED).unwrap();
+    assert_eq!(stalled.status, "True");
+}
+
+fn user(name: &str) -> AccessSubject {
+    AccessSubject { kind: SubjectKind::User, name: name.into(), namespace: None }
+}
+
+fn grants_secret(plan: &Plan) -> bool {
+    plan.access.iter().flat_map(|g| g.role.rules.iter().flatten()).any(|r| r.resources == Some(vec!["secrets".into()]))
+}
+
+fn owners(plan: &Plan) -> Vec<String> {
+    let owner = plan.access.iter().find(|g| g.role.metadata.name.as_deref() == Some("payi-chatbot-owner"));
+    owner.and_then(|g| g.binding.subjects.clone()).unwrap_or_default().into_iter().map(|s| s.name).collect()
+}
+
+#[test]
+fn a_foreign_secret_is_never_granted() {
+    let mut a = app();
+    a.spec.access = Access { owners: vec![user("alice")], readers: vec![] };
+    a.spec.key_secret = Some(KeySecretTemplate { name: Some("db-password".into()), ..Default::default() });
+    let mut foreign = Secret::default();
+    foreign.metadata.name = Some("db-password".into());
+    let plan = decide_with(&inputs(a.clone(), Some(foreign)), &mut Keys(0));
+    assert_eq!(ready(&plan).1, "SecretConflict");
+    assert_eq!(owners(&plan), vec!["alice".to_string()], "owners keep their Application rights");
+    assert!(!grants_secret(&plan));
+    // Missing and about to be created by us: granted.
+    assert!(grants_secret(&decide_with(&inputs(a, None), &mut Keys(0))));
+}
+
+#[test]
+fn inherited_access_is_withdrawn_while_parents_are_invalid_and_own_subjects_stay() {
+    let mut keys = Keys(0);
+    let mut a = app();
+    a.spec.access = Access { owners: vec![user("app-owner")], readers: vec![] };
+    let mut g = (*group(admit_team_a())).clone();
+    g.spec.access = Access { owners: vec![user("group-owner")], readers: vec![] };
+    let mut i = inputs(a, None);
+    i.group = Some(Arc::new(g.clone()));
+    let (a, secret) = applied(&i.app, decide_with(&i, &mut keys));
+    let mut valid = inputs(a.clone(), Some(secret.clone()));
+    valid.group = Some(Arc::new(g));
+    assert_eq!(owners(&decide_with(&valid, &mut keys)), vec!["app-owner".to_string(), "group-owner".to_string()]);
+
+    let mut broken = inputs(a, Some(secret));
+    broken.group = None;
+    let plan = decide_with(&broken, &mut keys);
+    assert_eq!(ready(&plan).1, "GroupNotFound");
+    assert_eq!(owners(&plan), vec!["app-owner".to_string()]);
+    assert!(grants_secret(&plan), "the Application's own owners keep its existing key");
+}
+
+#[test]
+fn parents_must_be_guarded_and_a_deleted_parent_admits_no_new_application() {
+    let mut keys = Keys(0);
+    let mut unguarded = inputs(app(), None);
+    let mut g = (*group(admit_team_a())).clone();
+    g.metadata.finalizers = None;
+    unguarded.group = Some(Arc::new(g.clone()));
+    let plan = decide_with(&unguarded, &mut keys);
+    assert_eq!(ready(&plan).1, "WaitingForParent");
+    assert_eq!(keys.0, 0, "no key under an unguarded parent");
+
+    let mut deleting = inputs(app(), None);
+    let mut o = (*org(None)).clone();
+    o.metadata.deletion_timestamp = Some(at(50));
+    deleting.organization = Some(Arc::new(o.clone()));
+    let plan = decide_with(&deleting, &mut keys);
+    assert_eq!(ready(&plan), ("False".into(), "ParentDeleting".into()));
+    assert_eq!(keys.0, 0);
+
+    // An Application that already has its key keeps it, and stays Ready, while the parent waits for it.
+    let (a, secret) = applied(&app(), decide_with(&inputs(app(), None), &mut keys));
+    let mut existing = inputs(a, Some(secret));
+    existing.organization = Some(Arc::new(o));
+    let plan = decide_with(&existing, &mut keys);
+    assert_eq!(ready(&plan).1, "KeyIssued");
+    assert!(plan.secret.is_none());
+}
+
+#[test]
+fn a_removed_base_url_and_template_label_leave_the_secret_in_one_write() {
+    let mut keys = Keys(0);
+    let mut a = app();
+    a.spec.key_secret = Some(KeySecretTemplate {
+        labels: BTreeMap::from([("reload".into(), "yes".into())]),
+        ..Default::default()
+    });
+    let mut i = inputs(a.clone(), None);
+    i.organization = Some(org(Some("https://gw.example")));
+    let (mut a, secret) = applied(&a, decide_with(&i, &mut keys));
+    a.spec.key_secret = None;
+    let plan = decide_with(&inputs(a.clone(), Some(secret)), &mut keys);
+    let written = plan.secret.expect("one write removes both").secret;
+    assert!(!written.data.as_ref().unwrap().contains_key(BASE_URL_FIELD));
+    assert!(!written.metadata.labels.as_ref().unwrap().contains_key("reload"));
+    let again = decide_with(&inputs(a, Some(written)), &mut keys);
+    assert!(again.secret.is_none(), "and then nothing more");
     assert_eq!(keys.0, 1);
 }

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -16,11 +17,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use crate::conditions::{self, Outcome};
 use crate::crd::{Application, Group, Organization};
-use crate::health::Health;
+use crate::error::{Error, Result};
+use crate::key_secret::{self, MANAGER};
+use crate::leader::Leadership;
+use crate::namespace_policy;
 use crate::metrics::Metrics;
-
-/// Field manager and Event reporter name.
-pub const MANAGER: &str = "payi-operator";
 
 /// Read-only views of the watch caches, for gathering reconcile inputs.
 #[derive(Clone)]
@@ -29,45 +30,12 @@ pub struct Stores {
     pub groups: Store<Group>,
     pub applications: Store<Application>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    synced: watch::Receiver<bool>,
+    pub roles: Store<Role>,
+    pub bindings: Store<RoleBinding>,
+    pub(super) synced: watch::Receiver<bool>,
 }
 
 impl Stores {
-    /// Wraps the caches and starts a task that marks them synced once each holds
-    /// a complete list.
-    pub fn new(
-        organizations: Store<Organization>,
-        groups: Store<Group>,
-        applications: Store<Application>,
-        namespaces: Store<PartialObjectMeta<Namespace>>,
-        health: Arc<Health>,
-    ) -> Self {
-        let (tx, synced) = watch::channel(false);
-        let stores = Self { organizations, groups, applications, namespaces, synced };
-        let waiting = stores.clone();
-        tokio::spawn(async move {
-            while !waiting.all_filled() {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            health.set_synced();
-            let _ = tx.send(true);
-        });
-        stores
-    }
-
-    /// Whether every cache has seen its first complete list.
-    ///
-    /// `Store::wait_until_ready` keeps only the most recent waiter's waker, and each
-    /// controller's runner already waits on its own store; a second waiter would
-    /// starve one of them. So the stores are polled once per tick, never awaited.
-    fn all_filled(&self) -> bool {
-        use futures::FutureExt;
-        self.organizations.wait_until_ready().now_or_never().is_some()
-            && self.groups.wait_until_ready().now_or_never().is_some()
-            && self.applications.wait_until_ready().now_or_never().is_some()
-            && self.namespaces.wait_until_ready().now_or_never().is_some()
-    }
-
     /// Blocks until every cache holds a complete list, so a reconcile never
     /// mistakes "not cached yet" for "does not exist".
     pub async fn wait_until_ready(&self) {
@@ -78,6 +46,19 @@ impl Stores {
     /// Whether every cache has been filled at least once.
     pub fn is_synced(&self) -> bool {
         *self.synced.borrow()
+    }
+
+    /// The access objects of one kind labelled for `app`, from the cache.
+    pub fn access_of<K>(store: &Store<K>, app: &Application) -> Vec<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone,
+    {
+        let (namespace, name) = (app.namespace(), app.name_any());
+        let ours = |o: &Arc<K>| {
+            o.meta().namespace == namespace
+                && o.meta().labels.as_ref().and_then(|l| l.get(key_secret::APPLICATION_LABEL)) == Some(&name)
+        };
+        store.state().iter().filter(|o| ours(o)).map(|o| o.as_ref().clone()).collect()
     }
 
     pub fn organization(&self, name: &str) -> Option<Arc<Organization>> {
@@ -109,6 +90,21 @@ impl Stores {
             .into_iter()
             .filter(|a| self.organization_of_group(&a.spec.group_ref.name).as_deref() == Some(organization))
             .collect()
+    }
+
+    /// Applications in `namespace`.
+    pub fn applications_in(&self, namespace: &str) -> Vec<Arc<Application>> {
+        self.applications.state().into_iter().filter(|a| a.namespace().as_deref() == Some(namespace)).collect()
+    }
+
+    /// Applications of `group` in namespaces its policy admits: only these hold it.
+    pub fn admitted_applications_of_group(&self, group: &Group) -> Vec<Arc<Application>> {
+        let policy = group.spec.namespace_policy.as_ref();
+        let admitted = |a: &Arc<Application>| {
+            let namespace = a.namespace().unwrap_or_default();
+            namespace_policy::admits(policy, &namespace, &self.namespace_labels(&namespace)).is_ok()
+        };
+        self.applications_of_group(&group.name_any()).into_iter().filter(admitted).collect()
     }
 
     pub fn organization_of_group(&self, group: &str) -> Option<String> {
@@ -151,18 +147,28 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     recorder: Recorder,
     backoff: FailureBackoff,
+    leadership: Leadership,
 }
 
 impl Context {
-    pub fn new(client: Client, stores: Stores, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, stores: Stores, metrics: Arc<Metrics>, leadership: Leadership) -> Self {
         let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { recorder, client, stores, metrics, backoff: FailureBackoff::default() }
+        Self { recorder, client, stores, metrics, backoff: FailureBackoff::default(), leadership }
+    }
+
+    /// Call before every write: a replica that is no longer sure it leads (its
+    /// Lease renewal is overdue, e.g. after being frozen) must not write.
+    pub fn may_write(&self) -> Result<()> {
+        if self.leadership.is_valid() { Ok(()) } else { Err(Error::NotLeader) }
     }
 
     /// Publishes notes about `obj`. A lost Event is logged, never retried: Events
     /// are advisory and retrying would repeat the writes that succeeded.
     pub async fn publish<K: Resource<DynamicType = ()>>(&self, obj: &K, notes: &[Note]) {
+        if notes.is_empty() || self.may_write().is_err() {
+            return;
+        }
         let reference = obj.object_ref(&());
         for note in notes {
             let event = Event {

@@ -20,6 +20,9 @@ use crate::rollup::{self, Child};
 pub struct Inputs {
     pub group: Arc<Group>,
     pub organization: Option<Arc<Organization>>,
+    /// Applications that reference the Group from a namespace it admits: only
+    /// these are counted and hold it, so nobody can block deletion of someone
+    /// else's Group by pointing at it from a refused namespace.
     pub applications: Vec<Arc<Application>>,
 }
 
@@ -43,12 +46,13 @@ pub async fn reconcile(group: Arc<Group>, ctx: Arc<Context>) -> Result<Action> {
     ctx.stores.wait_until_ready().await;
     let inputs = Inputs {
         organization: ctx.stores.organization(&group.spec.organization_ref.name),
-        applications: ctx.stores.applications_of_group(&group.name_any()),
+        applications: ctx.stores.admitted_applications_of_group(&group),
         group,
     };
     let plan = decide(&inputs, &now());
     let api: Api<Group> = Api::all(ctx.client.clone());
     let group = inputs.group.as_ref();
+    ctx.may_write()?;
     parent::change_finalizer(&api, group, plan.finalizer).await?;
     let labels = GroupLabels { organization: group.spec.organization_ref.name.clone(), group: group.name_any() };
     if plan.finalizer == FinalizerChange::Remove {
@@ -59,6 +63,7 @@ pub async fn reconcile(group: Arc<Group>, ctx: Arc<Context>) -> Result<Action> {
         ctx.metrics.group_applications.get_or_create(&labels).set(plan.status.applications.total.into());
         ctx.metrics.group_applications_ready.get_or_create(&labels).set(plan.status.applications.ready.into());
     }
+    ctx.backoff().succeeded(&super::object_key(group));
     ctx.publish(group, &plan.notes).await;
     Ok(Action::await_change())
 }

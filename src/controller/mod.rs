@@ -4,10 +4,10 @@ pub mod application;
 mod context;
 mod grants;
 pub mod group;
-pub mod keyring;
 pub mod organization;
 pub mod parent;
 mod status;
+mod watches;
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -15,27 +15,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
-
-pub use context::{Context, MANAGER, Note, Stores};
-
-use crate::crd::{Application, Group, Organization};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource};
 use tracing::Instrument;
+
+pub use context::{Context, Note, Stores};
+pub use watches::WATCH_BACKOFF_MAX;
 
 use crate::error::{Error, Result};
 use crate::health::Health;
+use crate::leader::Leadership;
 use crate::metrics::{ErrorLabels, Metrics};
-
-/// Label selector for the Secrets this operator manages; nothing else is watched.
-pub fn managed_secret_selector() -> String {
-    format!("{}={}", application::MANAGED_BY_LABEL, MANAGER)
-}
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -45,30 +37,26 @@ pub struct Settings {
     pub concurrency: u16,
 }
 
-/// Runs the controllers until `shutdown` resolves, then lets in-flight reconciles finish.
-pub async fn run<F>(client: Client, settings: Settings, metrics: Arc<Metrics>, health: Arc<Health>, shutdown: F)
-where
+/// Runs the controllers until `shutdown` resolves, then lets in-flight reconciles
+/// finish. `leadership` is checked before every write.
+pub async fn run<F>(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    leadership: Leadership,
+    shutdown: F,
+) where
     F: Future<Output = ()> + Send + Sync + Clone + 'static,
 {
-    let all = watcher::Config::default();
-    let orgs = Controller::new(Api::<Organization>::all(client.clone()), all.clone());
-    let groups = Controller::new(Api::<Group>::all(client.clone()), all.clone());
-    let apps = Controller::new(Api::<Application>::all(client.clone()), all.clone());
-
-    let (ns_reader, ns_writer) = reflector::store();
-    let namespaces =
-        reflector::reflector(ns_writer, watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), all.clone()))
-            .default_backoff()
-            .for_each(|_| futures::future::ready(()));
-
-    let stores = Stores::new(orgs.store(), groups.store(), apps.store(), ns_reader, health);
-    let ctx = Arc::new(Context::new(client.clone(), stores.clone(), metrics));
+    let (stores, _triggers, outboxes, watches) = watches::start(&client, health);
+    let ctx = Arc::new(Context::new(client.clone(), stores.clone(), metrics, leadership));
     let config = kube::runtime::controller::Config::default().concurrency(settings.concurrency);
-    let resync = || resync_ticks(settings.resync);
+    // Parents only count children: coalesce bursts of child changes into one write.
+    let parents = config.clone().debounce(Duration::from_millis(300));
 
-    let apps = wire_applications(apps, &client, &stores)
-        .with_config(config.clone())
-        .reconcile_all_on(resync())
+    let apps = controller(stores.applications.clone(), outboxes.applications, &settings)
+        .with_config(config)
         .graceful_shutdown_on(shutdown.clone())
         .run(
             |o, c| observed(APPLICATION, o, c, application::reconcile),
@@ -76,16 +64,13 @@ where
             ctx.clone(),
         )
         .for_each(log_result);
-    let groups = wire_groups(groups, &client, &stores)
-        // Parents only count children: coalesce bursts of child changes into one write.
-        .with_config(config.clone().debounce(Duration::from_millis(500)))
-        .reconcile_all_on(resync())
+    let groups = controller(stores.groups.clone(), outboxes.groups, &settings)
+        .with_config(parents.clone())
         .graceful_shutdown_on(shutdown.clone())
         .run(|o, c| observed(GROUP, o, c, group::reconcile), |o, e, c| error_policy(GROUP, o, e, c), ctx.clone())
         .for_each(log_result);
-    let orgs = wire_organizations(orgs, &client, &stores)
-        .with_config(config.debounce(Duration::from_millis(500)))
-        .reconcile_all_on(resync())
+    let orgs = controller(stores.organizations.clone(), outboxes.organizations, &settings)
+        .with_config(parents)
         .graceful_shutdown_on(shutdown.clone())
         .run(
             |o, c| observed(ORGANIZATION, o, c, organization::reconcile),
@@ -96,54 +81,24 @@ where
 
     tokio::select! {
         _ = async { tokio::join!(apps, groups, orgs) } => {}
-        _ = namespaces => {}
+        _ = watches => {}
     }
 }
 
-fn wire_applications(ctl: Controller<Application>, client: &Client, stores: &Stores) -> Controller<Application> {
-    let secrets = watcher::Config::default().labels(&managed_secret_selector());
-    let (s1, s2, s3) = (stores.clone(), stores.clone(), stores.clone());
-    ctl.owns(Api::<Secret>::all(client.clone()), secrets)
-        .watches(Api::<Group>::all(client.clone()), watcher::Config::default(), move |g: Group| {
-            refs(s1.applications_of_group(&g.name_any()))
-        })
-        .watches(Api::<Organization>::all(client.clone()), watcher::Config::default(), move |o: Organization| {
-            refs(s2.applications_of_organization(&o.name_any()))
-        })
-        .watches(
-            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-            watcher::Config::default(),
-            move |ns: PartialObjectMeta<Namespace>| {
-                let name = ns.name_any();
-                let apps = s3.applications.state().into_iter().filter(|a| a.namespace().as_deref() == Some(&name));
-                refs(apps.collect())
-            },
-        )
+/// A controller fed by the shared watches: single objects through `reconcile_on`,
+/// everything on each resync tick or when a watch asks for it.
+fn controller<K>(store: Store<K>, outbox: watches::Outbox<K>, settings: &Settings) -> Controller<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let everything = futures::stream::select(resync_ticks(settings.resync), received(outbox.all));
+    Controller::for_stream(futures::stream::pending(), store)
+        .reconcile_on(received(outbox.one))
+        .reconcile_all_on(everything)
 }
 
-fn wire_groups(ctl: Controller<Group>, client: &Client, stores: &Stores) -> Controller<Group> {
-    let s1 = stores.clone();
-    ctl.watches(Api::<Organization>::all(client.clone()), watcher::Config::default(), move |o: Organization| {
-        refs(s1.groups_of_organization(&o.name_any()))
-    })
-    .watches(Api::<Application>::all(client.clone()), watcher::Config::default(), |a: Application| {
-        // The Group it points at now, and the one it was last counted in.
-        let previous = a.status.and_then(|s| s.group);
-        names_to_refs([Some(a.spec.group_ref.name), previous])
-    })
-}
-
-fn wire_organizations(ctl: Controller<Organization>, client: &Client, stores: &Stores) -> Controller<Organization> {
-    let s1 = stores.clone();
-    ctl.watches(Api::<Group>::all(client.clone()), watcher::Config::default(), |g: Group| {
-        let previous = g.status.and_then(|s| s.organization);
-        names_to_refs([Some(g.spec.organization_ref.name), previous])
-    })
-    .watches(Api::<Application>::all(client.clone()), watcher::Config::default(), move |a: Application| {
-        let current = s1.organization_of_group(&a.spec.group_ref.name);
-        let previous = a.status.and_then(|s| s.organization);
-        names_to_refs([current, previous])
-    })
+fn received<T: Send + 'static>(rx: tokio::sync::mpsc::UnboundedReceiver<T>) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
 }
 
 /// The current time, in whole seconds as the API server stores it, so a status
@@ -151,16 +106,6 @@ fn wire_organizations(ctl: Controller<Organization>, client: &Client, stores: &S
 pub(crate) fn now() -> Time {
     let now = k8s_openapi::jiff::Timestamp::now();
     Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
-}
-
-fn refs<K: Resource<DynamicType = ()>>(objs: Vec<Arc<K>>) -> Vec<ObjectRef<K>> {
-    objs.iter().map(|o| ObjectRef::from_obj(o.as_ref())).collect()
-}
-
-fn names_to_refs<K: Resource<DynamicType = ()>>(names: [Option<String>; 2]) -> Vec<ObjectRef<K>> {
-    let mut names: Vec<String> = names.into_iter().flatten().collect();
-    names.dedup();
-    names.iter().map(|n| ObjectRef::new(n)).collect()
 }
 
 fn resync_ticks(every: Duration) -> impl futures::Stream<Item = ()> + Send {
@@ -188,7 +133,6 @@ where
     let _timer = ctx.metrics.start(controller);
     let result = reconcile(obj, ctx.clone()).instrument(span).await;
     if result.is_ok() {
-        ctx.backoff().succeeded(&key);
         tracing::debug!(controller, object = %key, "reconciled");
     }
     result
@@ -206,7 +150,7 @@ where
     Action::requeue(delay)
 }
 
-fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+pub(crate) fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     let meta = obj.meta();
     match &meta.namespace {
         Some(ns) => format!("{}/{ns}/{}", K::kind(&()), meta.name.as_deref().unwrap_or_default()),

@@ -42,14 +42,13 @@ impl Child for Group {
 pub async fn reconcile(organization: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> {
     ctx.stores.wait_until_ready().await;
     let name = organization.name_any();
-    let inputs = Inputs {
-        groups: ctx.stores.groups_of_organization(&name),
-        applications: ctx.stores.applications_of_organization(&name),
-        organization,
-    };
+    let groups = ctx.stores.groups_of_organization(&name);
+    let applications = groups.iter().flat_map(|g| ctx.stores.admitted_applications_of_group(g)).collect();
+    let inputs = Inputs { groups, applications, organization };
     let plan = decide(&inputs, &now());
     let api: Api<Organization> = Api::all(ctx.client.clone());
     let org = inputs.organization.as_ref();
+    ctx.may_write()?;
     parent::change_finalizer(&api, org, plan.finalizer).await?;
     let labels = OrganizationLabels { organization: name };
     if plan.finalizer == FinalizerChange::Remove {
@@ -61,6 +60,7 @@ pub async fn reconcile(organization: Arc<Organization>, ctx: Arc<Context>) -> Re
         ctx.metrics.organization_applications.get_or_create(&labels).set(apps.total.into());
         ctx.metrics.organization_applications_ready.get_or_create(&labels).set(apps.ready.into());
     }
+    ctx.backoff().succeeded(&super::object_key(org));
     ctx.publish(org, &plan.notes).await;
     Ok(Action::await_change())
 }

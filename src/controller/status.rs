@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::context::MANAGER;
+use crate::key_secret::MANAGER;
 use crate::error::{Error, Result};
 
 /// Writes `status` by server-side apply when it differs from `current`, so a
