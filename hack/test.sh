@@ -8,8 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 echo "==> cargo fmt --check"
 cargo fmt --check
-echo "==> cargo clippy --all-targets -- -D warnings"
+echo "==> cargo clippy --all-targets -- -D warnings (with and without fault injection)"
 cargo clippy --all-targets -- -D warnings
+cargo clippy --all-targets --features fault-injection -- -D warnings
 
 started=false
 if ! hack/testenv.sh status 2>/dev/null; then
@@ -38,4 +39,5 @@ export PAYI_TEST_OPERATOR_AS=system:serviceaccount:payi-system:payi-operator
 export PAYI_TEST_LEASE_NAMESPACE=payi-system
 
 echo "==> cargo test (unit and end-to-end; operator runs as $PAYI_TEST_OPERATOR_AS)"
-cargo test --lib --bins --tests --no-fail-fast -- "$@"
+# fault-injection compiles the PAYI_CRASH_AT crash points into the binary the crash tests run.
+cargo test --features fault-injection --lib --bins --tests --no-fail-fast -- "$@"

@@ -5,6 +5,10 @@
 #
 #   hack/testenv.sh up      build (cached) and start; prints the kubeconfig path
 #   hack/testenv.sh down    stop exactly the processes `up` started
+#   hack/testenv.sh restart <component> [seconds]
+#                           kill -9 one component (etcd, kube-apiserver, kube-controller-manager),
+#                           wait [seconds] (default 0), start it again with the same flags and
+#                           ports, and wait until it serves again; etcd keeps its data
 #   hack/testenv.sh status  say whether it runs
 #   hack/testenv.sh env     print `export KUBECONFIG=...` for eval
 #
@@ -92,6 +96,8 @@ EOF
 
 start() { # <component> <binary> <args...>
   local name="$1" bin="$2"; shift 2
+  # Remember the exact command, so `restart` can bring the component back as it was.
+  printf '%s\0' "$bin" "$@" > "$dir/$name.cmd"
   # A session of its own, so Ctrl-C in the terminal that ran `make run` stops the
   # operator but not the control plane. (No job control in this script, so the
   # child is not a group leader and setsid execs in place: $! is the component.)
@@ -163,6 +169,26 @@ up() {
   echo "$dir/kubeconfig"
 }
 
+restart() { # <component> [seconds down]
+  local name="${1:-}" pause="${2:-0}" pid
+  [[ " ${components[*]} " == *" $name "* ]] || { echo "usage: $0 restart etcd|kube-apiserver|kube-controller-manager [seconds]" >&2; exit 2; }
+  [[ -f "$dir/$name.cmd" ]] || { log "$name was not started by this script"; exit 1; }
+  if pid_alive "$name"; then
+    pid="$(cat "$dir/$name.pid")"
+    kill -9 "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  fi
+  log "$name killed; starting it again in ${pause}s"
+  sleep "$pause"
+  local cmd=()
+  while IFS= read -r -d '' arg; do cmd+=("$arg"); done < "$dir/$name.cmd"
+  setsid "${cmd[@]}" >> "$dir/$name.log" 2>&1 < /dev/null &
+  echo $! > "$dir/$name.pid"
+  local bin; bin="$(dirname "${cmd[0]}")"
+  wait_for "kube-apiserver after restarting $name" 90 "$bin/kubectl" --kubeconfig "$dir/kubeconfig" get --raw /readyz
+  log "$name restarted"
+}
+
 down() {
   local c pid stopped=0
   for c in "${components[@]}"; do
@@ -183,7 +209,8 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
+  restart) shift; restart "$@" ;;
   status) if running; then log "running"; else log "not running"; exit 1; fi ;;
   env) echo "export KUBECONFIG=$dir/kubeconfig" ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|restart <component> [seconds]|status|env" >&2; exit 2 ;;
 esac

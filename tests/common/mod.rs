@@ -222,7 +222,8 @@ impl TestEnv {
     }
 }
 
-fn occurrences(event: &Event) -> usize {
+/// How often an Event happened: the recorder folds repeats into a series count.
+pub fn occurrences(event: &Event) -> usize {
     let series = event.series.as_ref().map_or(0, |s| s.count.unwrap_or(0));
     let legacy = event.count.unwrap_or(0);
     series.max(legacy).max(1) as usize
@@ -390,7 +391,7 @@ impl Operator {
                 let settings = Settings { resync: Duration::from_secs(3600), concurrency: 8 };
                 let health = Arc::new(payi_operator::health::Health::default());
                 health.set_leading(true);
-                controller::run(client, settings, m, health, shutdown).await;
+                controller::run(client, settings, m, health, payi_operator::leader::Leadership::unconditional(), shutdown).await;
             });
         });
         Self { metrics, stop: Some(stop), thread: Some(thread) }
@@ -410,5 +411,49 @@ impl Operator {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Runs `hack/testenv.sh restart <component> <seconds down>` against the control
+/// plane of this test run (the one whose kubeconfig the tests use), returning
+/// once the API server answers `/readyz` again.
+pub async fn restart_component(component: &str, seconds_down: u32) {
+    let dir = kubeconfig_path().parent().map(PathBuf::from).expect("the kubeconfig lives in the testenv dir");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("hack/testenv.sh");
+    let status = tokio::process::Command::new(script)
+        .args(["restart", component, &seconds_down.to_string()])
+        .env("TESTENV_DIR", &dir)
+        .status()
+        .await
+        .expect("running hack/testenv.sh restart");
+    assert!(status.success(), "hack/testenv.sh restart {component} failed: {status}");
+}
+
+/// Fingerprints of the `PAYI_API_KEY` of every key Secret in `namespace`, by Secret name.
+pub async fn key_fingerprints(client: &Client, namespace: &str) -> BTreeMap<String, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let list = api.list(&ListParams::default().labels("app.kubernetes.io/managed-by=payi-operator")).await;
+    let mut out = BTreeMap::new();
+    for secret in list.map(|l| l.items).unwrap_or_default() {
+        if let Some(key) = data_of(&secret, "PAYI_API_KEY") {
+            out.insert(secret.name_any(), payi_operator::key::fingerprint(&key));
+        }
+    }
+    out
+}
+
+impl TestEnv {
+    /// Occurrences of an Event reason in this test's namespace.
+    pub async fn events_for_reason(&self, reason: &str) -> usize {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let list = api.list(&ListParams::default()).await.unwrap();
+        list.items.iter().filter(|e| e.reason.as_deref() == Some(reason)).map(occurrences).sum()
+    }
+
+    /// Deletes the test's namespace (and with it its Applications, Secrets and
+    /// access objects), so a reused control plane does not pile up objects.
+    pub async fn cleanup(&self) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let _ = api.delete(&self.namespace, &DeleteParams::background()).await;
     }
 }
