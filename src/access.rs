@@ -282,7 +282,10 @@ mod tests {
         drifted.rules.as_mut().unwrap().pop();
         let found = changes(&app, &wanted, &[drifted]);
         let [Change::Replace(next)] = found.as_slice() else { panic!("{found:?}") };
-        assert_eq!((next.rules.clone(), next.metadata.resource_version.as_deref()), (wanted[0].rules.clone(), Some("5")));
+        assert_eq!(
+            (next.rules.clone(), next.metadata.resource_version.as_deref()),
+            (wanted[0].rules.clone(), Some("5"))
+        );
         // Same name, someone else's (no controller reference to this UID): reported, not touched.
         let mut forged = live.clone();
         forged.metadata.owner_references = None;

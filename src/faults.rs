@@ -5,7 +5,6 @@
 //! reaches `<point>`. Only builds with the `fault-injection` feature (which the
 //! test suite turns on) read the variable; release builds compile it away.
 
-
 /// Before the Secret holding a new key is written.
 pub const BEFORE_SECRET_WRITE: &str = "before-secret-write";
 /// After the Secret is written, before status records it.

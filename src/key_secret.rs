@@ -55,11 +55,7 @@ pub fn controller_reference(app: &Application) -> Option<OwnerReference> {
 /// Whether `obj` is controlled by `app` (by UID, so a recreated namesake is not).
 pub fn controlled_by<K: Resource>(obj: &K, app: &Application) -> bool {
     let uid = app.meta().uid.as_deref();
-    obj.meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|r| r.controller == Some(true) && Some(r.uid.as_str()) == uid)
+    obj.meta().owner_references.iter().flatten().any(|r| r.controller == Some(true) && Some(r.uid.as_str()) == uid)
 }
 
 /// The key material found in an owned Secret. Deliberately not `Debug`.
@@ -153,9 +149,8 @@ fn ours(current: &Secret) -> TemplateKeys {
     let listed = annotations.and_then(|a| a.get(TEMPLATE_ANNOTATION));
     let mut keys: TemplateKeys = listed.and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default();
     keys.labels.extend([MANAGED_BY_LABEL.to_string(), APPLICATION_LABEL.to_string()]);
-    keys.annotations.extend(
-        [TEMPLATE_ANNOTATION, PREVIOUS_EXPIRES_ANNOTATION, ROTATION_ID_ANNOTATION].map(str::to_string),
-    );
+    keys.annotations
+        .extend([TEMPLATE_ANNOTATION, PREVIOUS_EXPIRES_ANNOTATION, ROTATION_ID_ANNOTATION].map(str::to_string));
     keys
 }
 
@@ -165,7 +160,9 @@ fn ours(current: &Secret) -> TemplateKeys {
 /// instead of being overwritten.
 pub fn updated(current: &Secret, desired: &Secret) -> Secret {
     let ours = ours(current);
-    let merge = |have: &Option<BTreeMap<String, String>>, want: &Option<BTreeMap<String, String>>, mine: &BTreeSet<String>| {
+    let merge = |have: &Option<BTreeMap<String, String>>,
+                 want: &Option<BTreeMap<String, String>>,
+                 mine: &BTreeSet<String>| {
         let mut out: BTreeMap<String, String> =
             have.iter().flatten().filter(|(k, _)| !mine.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         out.extend(want.iter().flatten().map(|(k, v)| (k.clone(), v.clone())));

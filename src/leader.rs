@@ -101,7 +101,8 @@ pub fn decide(lease: Option<&Lease>, me: &str, seen: &mut Observation, now: Inst
         return if lease.is_some() { Step::TakeOver } else { Step::Create };
     };
     let holder = spec.holder_identity.clone().unwrap_or_default();
-    let record = (holder.clone(), spec.renew_time.as_ref().map(|t| t.0.to_string()), spec.lease_transitions.unwrap_or(0));
+    let record =
+        (holder.clone(), spec.renew_time.as_ref().map(|t| t.0.to_string()), spec.lease_transitions.unwrap_or(0));
     if seen.record.as_ref() != Some(&record) {
         seen.record = Some(record);
         seen.changed_at = Some(now);

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use futures::FutureExt;
 use futures::future::Shared;
 use payi_operator::health::Health;
-use payi_operator::leader::{Election, LeaseSettings, Leadership};
+use payi_operator::leader::{Election, Leadership, LeaseSettings};
 use payi_operator::metrics::Metrics;
 use payi_operator::{controller, crd, http};
 use prometheus_client::registry::Registry;
@@ -135,7 +135,8 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         run_elected(client, settings, metrics, health, lease, shutdown.clone(), grace).await
     } else {
         health.set_leading(true);
-        let controllers = controller::run(client, settings, metrics, health, Leadership::unconditional(), shutdown.clone());
+        let controllers =
+            controller::run(client, settings, metrics, health, Leadership::unconditional(), shutdown.clone());
         bounded(controllers, shutdown.clone(), grace).await;
         Ok(())
     };
@@ -177,7 +178,8 @@ async fn run_elected(
         let _ = watching.wait_for(|l| !*l).await;
     };
     let stop: Stop = futures::future::select(shutdown.clone(), lost.boxed()).map(|_| ()).boxed().shared();
-    let controllers = controller::run(client, settings, metrics, health.clone(), election.leadership.clone(), stop.clone());
+    let controllers =
+        controller::run(client, settings, metrics, health.clone(), election.leadership.clone(), stop.clone());
     bounded(controllers, stop, grace).await;
     let still_leading = *leading.borrow();
     health.set_leading(false);

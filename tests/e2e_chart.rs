@@ -154,10 +154,14 @@ fn operator_grants() -> BTreeSet<(String, String, String)> {
         ("payi.io", &["applications"], &["get", "list", "watch", "patch", "update"]),
         ("payi.io", &["organizations/status", "groups/status", "applications/status"], &["get", "patch"]),
         ("payi.io", &["applications/finalizers"], &["update"]),
-        ("", &["secrets"], &["get", "list", "watch", "create", "patch"]),
+        ("", &["secrets"], &["get", "list", "watch", "create", "update"]),
         ("", &["namespaces"], &["list", "watch"]),
         ("events.k8s.io", &["events"], &["create", "patch"]),
-        ("rbac.authorization.k8s.io", &["roles", "rolebindings"], &["get", "create", "patch", "delete"]),
+        (
+            "rbac.authorization.k8s.io",
+            &["roles", "rolebindings"],
+            &["get", "list", "watch", "create", "update", "delete"],
+        ),
     ])
 }
 
@@ -304,7 +308,7 @@ fn roles_grant_exactly_what_is_needed_and_no_wildcards() {
         assert_eq!(grants(one(&objects, "ClusterRole", "rel-payi-operator")), operator_grants());
         assert_eq!(
             grants(one(&objects, "Role", "rel-payi-operator-leader-election")),
-            expand(&[("coordination.k8s.io", &["leases"], &["get", "create", "update", "patch"])])
+            expand(&[("coordination.k8s.io", &["leases"], &["get", "create", "update"])])
         );
         let binding = one(&objects, "ClusterRoleBinding", "rel-payi-operator");
         assert_eq!(binding["roleRef"]["name"], "rel-payi-operator");

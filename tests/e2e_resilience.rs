@@ -47,15 +47,21 @@ async fn refuse_bindings_to(env: &TestEnv, subject: &str) -> String {
     let name = unique("refuse-binding");
     let (policies, bindings) = admission_apis(env);
     let expression = format!("!has(object.subjects) || !object.subjects.exists(s, s.name == '{subject}')");
-    apply_json(&policies, json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+    apply_json(
+        &policies,
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
         "metadata": {"name": name}, "spec": {"failurePolicy": "Fail",
         "matchConstraints": {"resourceRules": [{"apiGroups": ["rbac.authorization.k8s.io"], "apiVersions": ["v1"],
             "operations": ["CREATE", "UPDATE"], "resources": ["rolebindings"]}]},
-        "validations": [{"expression": expression, "message": format!("{subject} may not be bound here")}]}}))
+        "validations": [{"expression": expression, "message": format!("{subject} may not be bound here")}]}}),
+    )
     .await;
-    apply_json(&bindings, json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+    apply_json(
+        &bindings,
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
         "metadata": {"name": name}, "spec": {"policyName": name, "validationActions": ["Deny"],
-        "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.namespace}}}}}))
+        "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.namespace}}}}}),
+    )
     .await;
     let probe: Api<RoleBinding> = Api::namespaced(env.client.clone(), &env.namespace);
     eventually("the admission policy to take effect", || async {
@@ -82,9 +88,12 @@ async fn a_refused_role_binding_and_a_deleted_secret_make_exactly_one_new_key() 
     let (_, group) = env.org_and_group().await;
     let blocked = unique("blocked");
     let policy = refuse_bindings_to(&env, &blocked).await;
-    apply_json(&env.apps(), json!({"apiVersion": "payi.io/v1alpha1", "kind": "Application",
+    apply_json(
+        &env.apps(),
+        json!({"apiVersion": "payi.io/v1alpha1", "kind": "Application",
         "metadata": {"name": "svc"}, "spec": {"groupRef": {"name": group},
-        "owners": [{"kind": "User", "name": blocked}]}}))
+        "owners": [{"kind": "User", "name": blocked}]}}),
+    )
     .await;
     let app = app_with_reason(&env, "svc", "AccessRejected").await;
     let message = common::ready_of(&app.status.as_ref().unwrap().conditions).unwrap().2;
@@ -121,9 +130,11 @@ async fn a_secret_refused_by_a_quota_is_a_condition_and_is_retried_with_backoff(
     let env = TestEnv::new("res-quota").await;
     let (_, group) = env.org_and_group().await;
     let quotas: Api<ResourceQuota> = Api::namespaced(env.client.clone(), &env.namespace);
-    // No quota controller runs here, so the API server refuses with "status unknown for quota":
-    // a refusal all the same, as one from an admission webhook would be.
+    // No quota controller runs here: write the status it would compute, so the
+    // API server's quota admission refuses every Secret ("exceeded quota").
     apply_json(&quotas, json!({"metadata": {"name": "no-secrets"}, "spec": {"hard": {"count/secrets": "0"}}})).await;
+    let status = json!({"status": {"hard": {"count/secrets": "0"}, "used": {"count/secrets": "0"}}});
+    quotas.patch_status("no-secrets", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
     env.create_app("svc", &group).await;
     let app = app_with_reason(&env, "svc", "SecretRejected").await;
     let message = common::ready_of(&app.status.as_ref().unwrap().conditions).unwrap().2;
@@ -178,8 +189,11 @@ async fn an_application_in_a_refused_namespace_does_not_block_deleting_the_group
     let other = unique("res-other");
     common::create_namespace(&env.client, &other, &[]).await;
     let outsider: Api<Application> = Api::namespaced(env.client.clone(), &other);
-    apply_json(&outsider, json!({"apiVersion": "payi.io/v1alpha1", "kind": "Application",
-        "metadata": {"name": "squatter"}, "spec": {"groupRef": {"name": group}}}))
+    apply_json(
+        &outsider,
+        json!({"apiVersion": "payi.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": "squatter"}, "spec": {"groupRef": {"name": group}}}),
+    )
     .await;
     eventually("the squatter to be refused", || async {
         let app = outsider.get("squatter").await.ok()?;
@@ -187,8 +201,10 @@ async fn an_application_in_a_refused_namespace_does_not_block_deleting_the_group
     })
     .await;
     env.groups().delete(&group, &DeleteParams::default()).await.unwrap();
-    eventually("the Group to be deleted", || async { env.groups().get_opt(&group).await.ok()?.is_none().then_some(()) })
-        .await;
+    eventually("the Group to be deleted", || async {
+        env.groups().get_opt(&group).await.ok()?.is_none().then_some(())
+    })
+    .await;
     let namespaces: Api<Namespace> = Api::all(env.client.clone());
     let _ = namespaces.delete(&other, &DeleteParams::default()).await;
 }
@@ -200,9 +216,12 @@ async fn removed_fields_leave_the_secret_and_a_converged_secret_is_not_written_a
     let (org, group) = (unique("org"), unique("grp"));
     env.create_org(&org, Some("https://gateway.example.com")).await;
     env.create_group(&group, &org).await;
-    apply_json(&env.apps(), json!({"apiVersion": "payi.io/v1alpha1", "kind": "Application",
+    apply_json(
+        &env.apps(),
+        json!({"apiVersion": "payi.io/v1alpha1", "kind": "Application",
         "metadata": {"name": "svc"}, "spec": {"groupRef": {"name": group},
-        "keySecret": {"labels": {"reload": "true"}, "annotations": {"team": "a"}}}}))
+        "keySecret": {"labels": {"reload": "true"}, "annotations": {"team": "a"}}}}),
+    )
     .await;
     app_with_reason(&env, "svc", "KeyIssued").await;
     let secret = eventually("the base URL in the Secret", || async {
@@ -217,7 +236,10 @@ async fn removed_fields_leave_the_secret_and_a_converged_secret_is_not_written_a
     env.secrets().patch("svc-payi-key", &PatchParams::default(), &Patch::Merge(&foreign)).await.unwrap();
 
     env.orgs().patch(&org, &PatchParams::default(), &Patch::Merge(json!({"spec": {"baseURL": null}}))).await.unwrap();
-    env.apps().patch("svc", &PatchParams::default(), &Patch::Merge(json!({"spec": {"keySecret": null}}))).await.unwrap();
+    env.apps()
+        .patch("svc", &PatchParams::default(), &Patch::Merge(json!({"spec": {"keySecret": null}})))
+        .await
+        .unwrap();
     let cleaned = eventually("the removed fields to leave the Secret", || async {
         let s = env.secrets().get("svc-payi-key").await.ok()?;
         let gone = data_of(&s, "PAYI_BASE_URL").is_none()

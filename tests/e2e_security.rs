@@ -8,8 +8,8 @@ mod common;
 use common::{Operator, TestEnv, app_with_reason, client_as, eventually, forbidden, unique};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::{Api, ResourceExt};
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
 use payi_operator::crd::{Application, Group};
 use serde_json::json;
 
@@ -61,8 +61,12 @@ async fn an_application_naming_someone_elses_secret_grants_nothing_on_it() {
     let (_, group) = env.org_and_group().await;
     create_secret(&env, "db-password").await;
     let owner = unique("owner");
-    create_app(&env, "grabby", json!({"groupRef": {"name": group}, "keySecret": {"name": "db-password"},
-        "owners": [user(&owner)]}))
+    create_app(
+        &env,
+        "grabby",
+        json!({"groupRef": {"name": group}, "keySecret": {"name": "db-password"},
+        "owners": [user(&owner)]}),
+    )
     .await;
     app_with_reason(&env, "grabby", "SecretConflict").await;
     // The owner Role exists (for the Application itself) but names no Secret.
@@ -90,8 +94,10 @@ async fn a_group_owner_repointing_an_application_cannot_read_other_secrets() {
     create_secret(&env, "db-password").await;
     create_app(&env, "svc", json!({"groupRef": {"name": group}})).await;
     app_with_reason(&env, "svc", "KeyIssued").await;
-    eventually("the Group owner to read the key", || async { can_read(&env, &owner, "svc-payi-key").await.then_some(()) })
-        .await;
+    eventually("the Group owner to read the key", || async {
+        can_read(&env, &owner, "svc-payi-key").await.then_some(())
+    })
+    .await;
     assert!(!can_read(&env, &owner, "db-password").await);
 
     // The Group owner may patch the Application; repointing it must not open the other Secret.
@@ -137,7 +143,10 @@ async fn inherited_access_ends_while_the_group_reference_is_broken() {
     .await;
     assert!(can_read(&env, &app_owner, "svc-payi-key").await, "the Application's own owner keeps its key");
     // Removing the owner from the Group while the reference is broken changes nothing back.
-    env.groups().patch(&group, &PatchParams::default(), &Patch::Merge(json!({"spec": {"owners": null}}))).await.unwrap();
+    env.groups()
+        .patch(&group, &PatchParams::default(), &Patch::Merge(json!({"spec": {"owners": null}})))
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert!(!can_read(&env, &group_owner, "svc-payi-key").await);
 }

@@ -18,6 +18,7 @@ use kube::{Api, ResourceExt};
 
 use super::context::{Context, Note};
 use super::grants::{self, Refused};
+use super::parent::CHILDREN_FINALIZER;
 use super::{now, object_key, status};
 use crate::access::{self, Grant};
 use crate::conditions::{self, Outcome, reason};
@@ -28,7 +29,6 @@ use crate::key::{ApiKey, MintError};
 use crate::key_secret::{self, Found, MANAGER};
 use crate::keyring::{self, KeyStatus};
 use crate::namespace_policy;
-use super::parent::CHILDREN_FINALIZER;
 
 pub use crate::keyring::{MintCause, Move};
 
@@ -311,13 +311,17 @@ fn unprotected_parent(group: &Group, organization: &Organization, has_key: bool)
     let (g, o) = (group.name_any(), organization.name_any());
     let guarded = |finalizers: &[String]| finalizers.iter().any(|f| f == CHILDREN_FINALIZER);
     if !has_key {
-        let deleting = [("Group", &g, group.metadata.deletion_timestamp.is_some()), ("Organization", &o, organization.metadata.deletion_timestamp.is_some())];
+        let deleting = [
+            ("Group", &g, group.metadata.deletion_timestamp.is_some()),
+            ("Organization", &o, organization.metadata.deletion_timestamp.is_some()),
+        ];
         if let Some((kind, name, _)) = deleting.iter().find(|(_, _, d)| *d) {
             let message = format!("{kind} {name:?} is being deleted and admits no new Application");
             return Some(Outcome::not_ready(reason::PARENT_DELETING, message));
         }
     }
-    for (kind, name, finalizers) in [("Group", &g, group.finalizers()), ("Organization", &o, organization.finalizers())] {
+    for (kind, name, finalizers) in [("Group", &g, group.finalizers()), ("Organization", &o, organization.finalizers())]
+    {
         if !guarded(finalizers) {
             let message = format!("waiting for {kind} {name:?} to be guarded against deletion");
             return Some(Outcome::not_ready(reason::WAITING_FOR_PARENT, message));

@@ -7,8 +7,8 @@ use crate::crd::{
 };
 use crate::key;
 use crate::key_secret::{
-    API_KEY_FIELD, APPLICATION_LABEL, BASE_URL_FIELD, MANAGED_BY_LABEL, PREVIOUS_EXPIRES_ANNOTATION, PREVIOUS_KEY_FIELD,
-    ROTATION_ID_ANNOTATION,
+    API_KEY_FIELD, APPLICATION_LABEL, BASE_URL_FIELD, MANAGED_BY_LABEL, PREVIOUS_EXPIRES_ANNOTATION,
+    PREVIOUS_KEY_FIELD, ROTATION_ID_ANNOTATION,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::jiff::Timestamp;
@@ -551,10 +551,8 @@ fn parents_must_be_guarded_and_a_deleted_parent_admits_no_new_application() {
 fn a_removed_base_url_and_template_label_leave_the_secret_in_one_write() {
     let mut keys = Keys(0);
     let mut a = app();
-    a.spec.key_secret = Some(KeySecretTemplate {
-        labels: BTreeMap::from([("reload".into(), "yes".into())]),
-        ..Default::default()
-    });
+    a.spec.key_secret =
+        Some(KeySecretTemplate { labels: BTreeMap::from([("reload".into(), "yes".into())]), ..Default::default() });
     let mut i = inputs(a.clone(), None);
     i.organization = Some(org(Some("https://gw.example")));
     let (mut a, secret) = applied(&a, decide_with(&i, &mut keys));

@@ -20,8 +20,8 @@ use crate::crd::{Application, Group, Organization};
 use crate::error::{Error, Result};
 use crate::key_secret::{self, MANAGER};
 use crate::leader::Leadership;
-use crate::namespace_policy;
 use crate::metrics::Metrics;
+use crate::namespace_policy;
 
 /// Read-only views of the watch caches, for gathering reconcile inputs.
 #[derive(Clone)]

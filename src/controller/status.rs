@@ -6,8 +6,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::key_secret::MANAGER;
 use crate::error::{Error, Result};
+use crate::key_secret::MANAGER;
 
 /// Writes `status` by server-side apply when it differs from `current`, so a
 /// reconcile that changes nothing writes nothing.

@@ -16,10 +16,10 @@ use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event, watcher};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
@@ -146,14 +146,63 @@ pub fn start(client: &Client, health: Arc<Health>) -> (Stores, Triggers, Outboxe
         let h = Arc::new(h);
         let api = |c: &Client| c.clone();
         futures::future::join_all(vec![
-            run("organizations.payi.io", watcher(Api::all(api(client)), all.clone()), Some(orgs_writer), h.clone(), Watched::organization).boxed(),
-            run("groups.payi.io", watcher(Api::all(api(client)), all.clone()), Some(groups_writer), h.clone(), Watched::group).boxed(),
-            run("applications.payi.io", watcher(Api::all(api(client)), all.clone()), Some(apps_writer), h.clone(), Watched::application).boxed(),
-            run("namespaces", watcher(Api::<PartialObjectMeta<Namespace>>::all(api(client)), all.clone()), Some(ns_writer), h.clone(), Watched::namespace).boxed(),
+            run(
+                "organizations.payi.io",
+                watcher(Api::all(api(client)), all.clone()),
+                Some(orgs_writer),
+                h.clone(),
+                Watched::organization,
+            )
+            .boxed(),
+            run(
+                "groups.payi.io",
+                watcher(Api::all(api(client)), all.clone()),
+                Some(groups_writer),
+                h.clone(),
+                Watched::group,
+            )
+            .boxed(),
+            run(
+                "applications.payi.io",
+                watcher(Api::all(api(client)), all.clone()),
+                Some(apps_writer),
+                h.clone(),
+                Watched::application,
+            )
+            .boxed(),
+            run(
+                "namespaces",
+                watcher(Api::<PartialObjectMeta<Namespace>>::all(api(client)), all.clone()),
+                Some(ns_writer),
+                h.clone(),
+                Watched::namespace,
+            )
+            .boxed(),
             // Key Secrets are only a trigger: they are read when reconciled, never cached.
-            run("secrets", watcher(Api::<PartialObjectMeta<Secret>>::all(api(client)), ours.clone()), None, h.clone(), Watched::owned::<PartialObjectMeta<Secret>>).boxed(),
-            run("roles", watcher(Api::all(api(client)), ours.clone()), Some(roles_writer), h.clone(), Watched::owned::<Role>).boxed(),
-            run("rolebindings", watcher(Api::all(api(client)), ours), Some(bindings_writer), h.clone(), Watched::owned::<RoleBinding>).boxed(),
+            run(
+                "secrets",
+                watcher(Api::<PartialObjectMeta<Secret>>::all(api(client)), ours.clone()),
+                None,
+                h.clone(),
+                Watched::owned::<PartialObjectMeta<Secret>>,
+            )
+            .boxed(),
+            run(
+                "roles",
+                watcher(Api::all(api(client)), ours.clone()),
+                Some(roles_writer),
+                h.clone(),
+                Watched::owned::<Role>,
+            )
+            .boxed(),
+            run(
+                "rolebindings",
+                watcher(Api::all(api(client)), ours),
+                Some(bindings_writer),
+                h.clone(),
+                Watched::owned::<RoleBinding>,
+            )
+            .boxed(),
         ])
     };
     (stores, triggers, outboxes, async move {

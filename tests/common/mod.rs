@@ -391,7 +391,15 @@ impl Operator {
                 let settings = Settings { resync: Duration::from_secs(3600), concurrency: 8 };
                 let health = Arc::new(payi_operator::health::Health::default());
                 health.set_leading(true);
-                controller::run(client, settings, m, health, payi_operator::leader::Leadership::unconditional(), shutdown).await;
+                controller::run(
+                    client,
+                    settings,
+                    m,
+                    health,
+                    payi_operator::leader::Leadership::unconditional(),
+                    shutdown,
+                )
+                .await;
             });
         });
         Self { metrics, stop: Some(stop), thread: Some(thread) }
