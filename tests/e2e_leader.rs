@@ -14,6 +14,10 @@ use kube::Api;
 
 const LEASE_SECONDS: u64 = 6;
 
+/// Each test runs its own operators, which reconcile every Application of the
+/// cluster: two tests at once would mint each other's keys.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The value of one Prometheus sample, if present.
 fn sample(metrics: &str, name_and_labels: &str) -> Option<f64> {
     metrics.lines().find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
@@ -38,6 +42,7 @@ async fn fingerprints(env: &TestEnv, names: &[String]) -> BTreeMap<String, Strin
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_leader_reconciles_and_a_killed_leader_is_replaced_without_new_keys() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let env = TestEnv::new("leader").await;
     let (org, group, lease) = (unique("org"), unique("grp"), unique("lease"));
     env.create_org(&org, None).await;
@@ -114,6 +119,7 @@ async fn one_leader_reconciles_and_a_killed_leader_is_replaced_without_new_keys(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_leader_that_wakes_after_losing_the_lease_writes_nothing() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let env = TestEnv::new("frozen").await;
     let (_, group) = env.org_and_group().await;
     let lease = unique("lease");
