@@ -53,6 +53,35 @@ async fn crash_during_rotation_at(point: &str) {
     assert!(recovering.exit_status().await.success());
 }
 
+/// A repair (the Secret was deleted) interrupted right after the new Secret was
+/// written: the next operator completes it with the key already written.
+async fn crash_during_repair() {
+    let env = TestEnv::new("crash-repair").await;
+    let (_, group) = env.org_and_group().await;
+    env.create_app("svc", &group).await;
+    let mut first = Process::spawn("crash-repair-issue", &[], &[]);
+    app_with_reason(&env, "svc", "KeyIssued").await;
+    let lost = key_of(&env.secrets().get("svc-payi-key").await.unwrap());
+    first.signal("-TERM");
+    assert!(first.exit_status().await.success());
+
+    let mut crashing = Process::spawn("crash-repair-at", &[], &[("PAYI_CRASH_AT", faults::AFTER_SECRET_WRITE)]);
+    env.secrets().delete("svc-payi-key", &Default::default()).await.unwrap();
+    assert!(!crashing.exit_status().await.success(), "the operator should have aborted");
+    let written = key_of(&env.secrets().get("svc-payi-key").await.expect("the Secret was written before the crash"));
+    assert_ne!(written, lost);
+
+    let mut recovering = Process::spawn("crash-repair-recover", &[], &[]);
+    eventually("the repair to be recorded", || async {
+        let app = env.apps().get("svc").await.ok()?;
+        (app.status?.key_fingerprint? == fingerprint(&written)).then_some(())
+    })
+    .await;
+    assert_eq!(key_of(&env.secrets().get("svc-payi-key").await.unwrap()), written, "a second key was minted");
+    recovering.signal("-TERM");
+    assert!(recovering.exit_status().await.success());
+}
+
 // One test, points in sequence: the child processes watch the whole cluster, so
 // two crash scenarios must not overlap.
 #[tokio::test(flavor = "multi_thread")]
@@ -60,4 +89,5 @@ async fn a_rotation_survives_a_crash_at_every_point() {
     for point in [faults::BEFORE_SECRET_WRITE, faults::AFTER_SECRET_WRITE, faults::AFTER_STATUS_WRITE] {
         crash_during_rotation_at(point).await;
     }
+    crash_during_repair().await;
 }
