@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::{Selector, SelectorExt};
 
 use crate::crd::NamespacePolicy;
@@ -26,7 +27,9 @@ pub fn admits(
     let Some(selector) = &policy.selector else {
         return Err(Refusal(format!("namespace {namespace:?} is not in the Group's namespacePolicy.names")));
     };
-    let parsed = Selector::try_from(selector.clone())
+    // The schema refuses what Kubernetes would refuse; this stays for objects
+    // stored before it did.
+    let parsed = Selector::try_from(LabelSelector::from(selector))
         .map_err(|e| Refusal(format!("the Group's namespacePolicy.selector is invalid: {e}")))?;
     if parsed.matches(labels) {
         Ok(())
@@ -40,7 +43,7 @@ pub fn admits(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+    use crate::crd::{NamespaceSelector, SelectorRequirement};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -49,7 +52,7 @@ mod tests {
     fn by_labels(pairs: &[(&str, &str)]) -> NamespacePolicy {
         NamespacePolicy {
             names: vec![],
-            selector: Some(LabelSelector { match_labels: Some(labels(pairs)), match_expressions: None }),
+            selector: Some(NamespaceSelector { match_labels: Some(labels(pairs)), match_expressions: None }),
         }
     }
 
@@ -68,7 +71,7 @@ mod tests {
 
     #[test]
     fn empty_selector_admits_every_namespace() {
-        let policy = NamespacePolicy { names: vec![], selector: Some(LabelSelector::default()) };
+        let policy = NamespacePolicy { names: vec![], selector: Some(NamespaceSelector::default()) };
         assert_eq!(admits(Some(&policy), "anything", &labels(&[])), Ok(()));
     }
 
@@ -85,9 +88,9 @@ mod tests {
     fn an_invalid_selector_is_a_refusal_not_a_panic() {
         let policy = NamespacePolicy {
             names: vec![],
-            selector: Some(LabelSelector {
+            selector: Some(NamespaceSelector {
                 match_labels: None,
-                match_expressions: Some(vec![LabelSelectorRequirement {
+                match_expressions: Some(vec![SelectorRequirement {
                     key: "tier".into(),
                     operator: "Sometimes".into(),
                     values: None,

@@ -2,13 +2,16 @@
 
 mod application;
 mod common;
+pub mod formats;
 mod group;
 mod organization;
 
 pub use application::{
     Application, ApplicationSpec, ApplicationStatus, KeyRotation, KeySecretTemplate, LiveKey, RotationStatus,
 };
-pub use common::{About, Access, AccessSubject, Counts, NamespacePolicy, ParentRef, SubjectKind};
+pub use common::{
+    About, Access, AccessSubject, Counts, NamespacePolicy, NamespaceSelector, ParentRef, SelectorRequirement, SubjectKind,
+};
 pub use group::{Group, GroupSpec, GroupStatus};
 pub use organization::{Organization, OrganizationSpec, OrganizationStatus};
 
