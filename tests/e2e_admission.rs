@@ -194,7 +194,10 @@ async fn check(env: &TestEnv, release: &str, objects: &[Value], cluster_scoped: 
         roles.create(&PostParams::default(), r).await.expect("the operator's own Role was refused");
     }
     for b in ["payi-svc-owner", "payi-svc-reader"] {
-        bindings.create(&PostParams::default(), &binding(b, "Role", b)).await.expect("the operator's own RoleBinding was refused");
+        bindings
+            .create(&PostParams::default(), &binding(b, "Role", b))
+            .await
+            .expect("the operator's own RoleBinding was refused");
     }
     // Server-side apply, as the operator writes them, is an UPDATE and passes too.
     let mut applied = serde_json::to_value(&owner).unwrap();
@@ -205,45 +208,74 @@ async fn check(env: &TestEnv, release: &str, objects: &[Value], cluster_scoped: 
 
     // Anything broader is refused, on create and on update.
     let broader = [
-        ("list secrets", json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"], "resourceNames": ["k"]}])),
+        (
+            "list secrets",
+            json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"], "resourceNames": ["k"]}]),
+        ),
         ("get every secret", json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}])),
-        ("get every secret, empty names", json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": []}])),
+        (
+            "get every secret, empty names",
+            json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": []}]),
+        ),
         ("every verb", json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"], "resourceNames": ["k"]}])),
         ("every resource", json!([{"apiGroups": [""], "resources": ["*"], "verbs": ["get"], "resourceNames": ["k"]}])),
-        ("every group", json!([{"apiGroups": ["*"], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["k"]}])),
-        ("secrets and configmaps", json!([{"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get"], "resourceNames": ["k"]}])),
-        ("delete applications", json!([{"apiGroups": ["payi.io"], "resources": ["applications"], "verbs": ["get", "delete"], "resourceNames": ["svc"]}])),
+        (
+            "every group",
+            json!([{"apiGroups": ["*"], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["k"]}]),
+        ),
+        (
+            "secrets and configmaps",
+            json!([{"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get"], "resourceNames": ["k"]}]),
+        ),
+        (
+            "delete applications",
+            json!([{"apiGroups": ["payi.io"], "resources": ["applications"], "verbs": ["get", "delete"], "resourceNames": ["svc"]}]),
+        ),
         ("every application", json!([{"apiGroups": ["payi.io"], "resources": ["applications"], "verbs": ["get"]}])),
-        ("a narrow rule and a broad one", json!([
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["k"]},
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"], "resourceNames": ["p"]}
-        ])),
+        (
+            "a narrow rule and a broad one",
+            json!([
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["k"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"], "resourceNames": ["p"]}
+            ]),
+        ),
     ];
     let mut failures = vec![];
     for (what, rules) in &broader {
-        if let Err(e) = denied_with(roles.create(&PostParams::default(), &role("payi-broad", rules.clone())).await, ROLE_DENIED) {
+        if let Err(e) =
+            denied_with(roles.create(&PostParams::default(), &role("payi-broad", rules.clone())).await, ROLE_DENIED)
+        {
             failures.push(format!("create with {what}: {e}"));
         }
         let mut update = serde_json::to_value(&reader).unwrap();
         update["apiVersion"] = json!("rbac.authorization.k8s.io/v1");
         update["kind"] = json!("Role");
         update["rules"] = rules.clone();
-        let patched = roles.patch("payi-svc-reader", &PatchParams::apply("payi-operator").force(), &Patch::Apply(&update)).await;
+        let patched =
+            roles.patch("payi-svc-reader", &PatchParams::apply("payi-operator").force(), &Patch::Apply(&update)).await;
         if let Err(e) = denied_with(patched, ROLE_DENIED) {
             failures.push(format!("update to {what}: {e}"));
         }
     }
-    for (what, role_kind, role_name) in
-        [("a ClusterRole", "ClusterRole", "cluster-admin"), ("a ClusterRole named payi-*", "ClusterRole", "payi-svc-owner"), ("another Role", "Role", "test-escalate")]
-    {
-        if let Err(e) = denied_with(bindings.create(&PostParams::default(), &binding("payi-broad", role_kind, role_name)).await, BINDING_DENIED) {
+    for (what, role_kind, role_name) in [
+        ("a ClusterRole", "ClusterRole", "cluster-admin"),
+        ("a ClusterRole named payi-*", "ClusterRole", "payi-svc-owner"),
+        ("another Role", "Role", "test-escalate"),
+    ] {
+        if let Err(e) = denied_with(
+            bindings.create(&PostParams::default(), &binding("payi-broad", role_kind, role_name)).await,
+            BINDING_DENIED,
+        ) {
             failures.push(format!("RoleBinding to {what}: {e}"));
         }
     }
     assert!(failures.is_empty(), "the policy let the operator through:\n  {}", failures.join("\n  "));
 
     // Everyone else is unaffected: the admin writes the same broad objects.
-    admin_roles.create(&PostParams::default(), &role("broad", broader[0].1.clone())).await.expect("the policy refused the admin");
+    admin_roles
+        .create(&PostParams::default(), &role("broad", broader[0].1.clone()))
+        .await
+        .expect("the policy refused the admin");
     admin_bindings
         .create(&PostParams::default(), &binding("broad", "ClusterRole", "view"))
         .await

@@ -73,8 +73,8 @@ fn load(namespace: &str, org: &str, group: &str, run: &str) -> Vec<Case> {
             let text = std::fs::read_to_string(path).unwrap();
             let expect = parse_expect(&file, &text);
             let text = text.replace("__NS__", namespace).replace("__ORG__", org).replace("__GROUP__", group);
-            let mut object = serde_yaml::from_str::<Value>(&text)
-                .unwrap_or_else(|e| panic!("{file} is no YAML document: {e}"));
+            let mut object =
+                serde_yaml::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{file} is no YAML document: {e}"));
             let name = object["metadata"]["name"].as_str().unwrap_or_else(|| panic!("{file} has no name")).to_string();
             object["metadata"]["name"] = Value::from(format!("{name}-{i:02}{run}"));
             Case { file, expect, object }

@@ -369,7 +369,8 @@ fn admission_policy_binds_the_release_service_account() {
     assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
 
     // A ServiceAccount the chart does not create is the one the policy names.
-    let existing = render("rel", "payi-system", &["--set", "serviceAccount.create=false", "--set", "serviceAccount.name=ops"]);
+    let existing =
+        render("rel", "payi-system", &["--set", "serviceAccount.create=false", "--set", "serviceAccount.name=ops"]);
     let policy = one(&existing, "ValidatingAdmissionPolicy", "rel-payi-operator-access-objects");
     assert_eq!(
         policy["spec"]["matchConditions"][0]["expression"],

@@ -104,12 +104,25 @@ mod tests {
     fn qualified_names_follow_kubernetes() {
         let name63 = "a".repeat(63);
         let prefix253 = format!("{}.io", "a".repeat(250));
-        for good in ["team", "app.kubernetes.io/part-of", "A_b.c-D", "x/y", name63.as_str(), &format!("{prefix253}/n")] {
+        for good in ["team", "app.kubernetes.io/part-of", "A_b.c-D", "x/y", name63.as_str(), &format!("{prefix253}/n")]
+        {
             assert!(qualified(good), "{good}");
         }
         let name64 = "a".repeat(64);
         let prefix254 = format!("{}.io", "a".repeat(251));
-        for bad in ["", "/a", "a/", "a/b/c", "-a", "a-", "Example.com/a", "a b", "ünï", name64.as_str(), &format!("{prefix254}/n")] {
+        for bad in [
+            "",
+            "/a",
+            "a/",
+            "a/b/c",
+            "-a",
+            "a-",
+            "Example.com/a",
+            "a b",
+            "ünï",
+            name64.as_str(),
+            &format!("{prefix254}/n"),
+        ] {
             assert!(!qualified(bad), "{bad}");
         }
     }
@@ -150,7 +163,8 @@ mod tests {
         }
         // CEL would read these (fractions, other units, any order) while the
         // controller reads them differently or not at all; `""` means nothing.
-        for refused in ["", "1.5h", "0.001h", "1.001h", "1d", "1w", "500ms", "30m1h", "1h 30m", "-1h", "+1h", "1H", "1000000h"]
+        for refused in
+            ["", "1.5h", "0.001h", "1.001h", "1d", "1w", "500ms", "30m1h", "1h 30m", "-1h", "+1h", "1H", "1000000h"]
         {
             assert!(!duration_form(refused), "the schema accepts {refused}");
         }

@@ -10,7 +10,8 @@ pub use application::{
     Application, ApplicationSpec, ApplicationStatus, KeyRotation, KeySecretTemplate, LiveKey, RotationStatus,
 };
 pub use common::{
-    About, Access, AccessSubject, Counts, NamespacePolicy, NamespaceSelector, ParentRef, SelectorRequirement, SubjectKind,
+    About, Access, AccessSubject, Counts, NamespacePolicy, NamespaceSelector, ParentRef, SelectorRequirement,
+    SubjectKind,
 };
 pub use group::{Group, GroupSpec, GroupStatus};
 pub use organization::{Organization, OrganizationSpec, OrganizationStatus};
