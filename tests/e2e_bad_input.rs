@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Operator, TestEnv, ready_of};
+use common::{Operator, TestEnv, eventually, ready_of};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{DeleteParams, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -177,14 +177,25 @@ async fn every_corpus_manifest_meets_its_verdict() {
         mismatches.push(format!("{}: expected {:?} within {SETTLE:?}, got {seen}", c.file, c.expect));
     }
 
-    // Clean up: children first, so the parents' finalizers can let go.
+    // Clean up: children first, so the parents' finalizers can let go, and wait
+    // while this process's operator still runs to remove those finalizers.
+    let mut doomed: Vec<(&str, String)> = created.iter().map(|c| (c.kind.as_str(), c.name.clone())).collect();
+    doomed.extend([("Group", group.clone()), ("Organization", org.clone())]);
     for kind in ["Application", "Group", "Organization"] {
-        for c in created.iter().filter(|c| c.kind == kind) {
-            let _ = api_for(&env.client, &env.namespace, kind).delete(&c.name, &DeleteParams::background()).await;
+        for (_, name) in doomed.iter().filter(|(k, _)| *k == kind) {
+            let api = api_for(&env.client, &env.namespace, kind);
+            let _ = api.delete(name, &DeleteParams::background()).await;
         }
+        eventually(&format!("the corpus' {kind}s to be deleted"), || async {
+            for (_, name) in doomed.iter().filter(|(k, _)| *k == kind) {
+                if api_for(&env.client, &env.namespace, kind).get_opt(name).await.ok()?.is_some() {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
     }
-    common::delete(&env.groups(), &group).await;
-    common::delete(&env.orgs(), &org).await;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client.clone());
     common::delete(&namespaces, &env.namespace).await;
 
