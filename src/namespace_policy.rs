@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::{Selector, SelectorExt};
 
-use crate::crd::NamespacePolicy;
+use crate::crd::{NamespacePolicy, NamespaceSelector};
 
 /// Why a namespace is not admitted, in words for a condition message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +27,12 @@ pub fn admits(
     let Some(selector) = &policy.selector else {
         return Err(Refusal(format!("namespace {namespace:?} is not in the Group's namespacePolicy.names")));
     };
-    let parsed = Selector::try_from(selector.clone())
+    // The schema refuses what Kubernetes would refuse; this stays for Groups
+    // stored before it did, so that `NotIn` without values never admits everything.
+    if let Some(problem) = values_problem(selector) {
+        return Err(Refusal(format!("the Group's namespacePolicy.selector is invalid: {problem}")));
+    }
+    let parsed = Selector::try_from(LabelSelector::from(selector))
         .map_err(|e| Refusal(format!("the Group's namespacePolicy.selector is invalid: {e}")))?;
     if parsed.matches(labels) {
         Ok(())
@@ -37,10 +43,25 @@ pub fn admits(
     }
 }
 
+/// The values rules of Kubernetes' label selectors: `In` and `NotIn` need
+/// values, `Exists` and `DoesNotExist` take none.
+fn values_problem(selector: &NamespaceSelector) -> Option<String> {
+    selector.match_expressions.iter().flatten().find_map(|r| {
+        let count = r.values.as_ref().map_or(0, Vec::len);
+        match r.operator.as_str() {
+            "In" | "NotIn" if count == 0 => Some(format!("operator {} on {:?} needs values", r.operator, r.key)),
+            "Exists" | "DoesNotExist" if count > 0 => {
+                Some(format!("operator {} on {:?} takes no values", r.operator, r.key))
+            }
+            _ => None,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+    use crate::crd::{NamespaceSelector, SelectorRequirement};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -49,7 +70,7 @@ mod tests {
     fn by_labels(pairs: &[(&str, &str)]) -> NamespacePolicy {
         NamespacePolicy {
             names: vec![],
-            selector: Some(LabelSelector { match_labels: Some(labels(pairs)), match_expressions: None }),
+            selector: Some(NamespaceSelector { match_labels: Some(labels(pairs)), match_expressions: None }),
         }
     }
 
@@ -68,7 +89,7 @@ mod tests {
 
     #[test]
     fn empty_selector_admits_every_namespace() {
-        let policy = NamespacePolicy { names: vec![], selector: Some(LabelSelector::default()) };
+        let policy = NamespacePolicy { names: vec![], selector: Some(NamespaceSelector::default()) };
         assert_eq!(admits(Some(&policy), "anything", &labels(&[])), Ok(()));
     }
 
@@ -81,13 +102,46 @@ mod tests {
         assert_eq!(admits(Some(&policy), "b", &labels(&[])), Ok(()));
     }
 
+    fn by_expression(operator: &str, values: Option<Vec<&str>>) -> NamespacePolicy {
+        NamespacePolicy {
+            names: vec![],
+            selector: Some(NamespaceSelector {
+                match_labels: None,
+                match_expressions: Some(vec![SelectorRequirement {
+                    key: "tier".into(),
+                    operator: operator.into(),
+                    values: values.map(|v| v.into_iter().map(String::from).collect()),
+                }]),
+            }),
+        }
+    }
+
+    #[test]
+    fn selectors_kubernetes_would_refuse_admit_nothing() {
+        for (operator, values) in [
+            ("NotIn", Some(vec![])),
+            ("NotIn", None),
+            ("In", Some(vec![])),
+            ("Exists", Some(vec!["web"])),
+            ("DoesNotExist", Some(vec!["web"])),
+        ] {
+            let policy = by_expression(operator, values.clone());
+            let refusal = admits(Some(&policy), "a", &labels(&[])).unwrap_err();
+            assert!(refusal.0.contains("invalid"), "{operator} {values:?}: {refusal:?}");
+        }
+        let fine = by_expression("NotIn", Some(vec!["legacy"]));
+        assert_eq!(admits(Some(&fine), "a", &labels(&[("tier", "web")])), Ok(()));
+        let fine = by_expression("Exists", Some(vec![]));
+        assert_eq!(admits(Some(&fine), "a", &labels(&[("tier", "web")])), Ok(()));
+    }
+
     #[test]
     fn an_invalid_selector_is_a_refusal_not_a_panic() {
         let policy = NamespacePolicy {
             names: vec![],
-            selector: Some(LabelSelector {
+            selector: Some(NamespaceSelector {
                 match_labels: None,
-                match_expressions: Some(vec![LabelSelectorRequirement {
+                match_expressions: Some(vec![SelectorRequirement {
                     key: "tier".into(),
                     operator: "Sometimes".into(),
                     values: None,

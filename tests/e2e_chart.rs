@@ -194,7 +194,9 @@ fn defaults_render_the_operator_and_no_service_monitor() {
             "Role",
             "RoleBinding",
             "Service",
-            "ServiceAccount"
+            "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
         ],
         "rendered {:?}",
         summary(&objects)
@@ -210,7 +212,10 @@ fn defaults_render_the_operator_and_no_service_monitor() {
         ] {
             assert!(labels[label].is_string(), "{}/{} lacks label {label}", kind(obj), name(obj));
         }
-        let cluster_scoped = matches!(kind(obj), "ClusterRole" | "ClusterRoleBinding");
+        let cluster_scoped = matches!(
+            kind(obj),
+            "ClusterRole" | "ClusterRoleBinding" | "ValidatingAdmissionPolicy" | "ValidatingAdmissionPolicyBinding"
+        );
         let namespace = obj["metadata"]["namespace"].as_str();
         assert_eq!(namespace, (!cluster_scoped).then_some("payi-system"), "{}/{}", kind(obj), name(obj));
     }
@@ -277,7 +282,11 @@ fn service_monitor_and_replicas_follow_the_values() {
     assert!(of_kind(&single, "ServiceMonitor").is_empty());
 
     // Overrides and switches.
-    let named = render("rel", "payi-system", &["--set", "fullnameOverride=payi", "--set", "rbac.create=false"]);
+    let named = render(
+        "rel",
+        "payi-system",
+        &["--set", "fullnameOverride=payi", "--set", "rbac.create=false", "--set", "admissionPolicy.enabled=false"],
+    );
     let mut kinds: Vec<&str> = named.iter().map(kind).collect();
     kinds.sort();
     assert_eq!(kinds, ["Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]);
@@ -347,6 +356,37 @@ fn roles_grant_exactly_what_is_needed_and_no_wildcards() {
 }
 
 #[test]
+fn admission_policy_binds_the_release_service_account() {
+    let objects = render("rel", "payi-system", &[]);
+    let policy = one(&objects, "ValidatingAdmissionPolicy", "rel-payi-operator-access-objects");
+    assert_eq!(policy["apiVersion"], "admissionregistration.k8s.io/v1");
+    assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+    assert_eq!(
+        policy["spec"]["matchConditions"][0]["expression"],
+        "request.userInfo.username == \"system:serviceaccount:payi-system:rel-payi-operator\""
+    );
+    let rules = &policy["spec"]["matchConstraints"]["resourceRules"][0];
+    assert_eq!(strings(&rules["resources"]), ["roles", "rolebindings"]);
+    assert_eq!(strings(&rules["operations"]), ["CREATE", "UPDATE"]);
+    let binding = one(&objects, "ValidatingAdmissionPolicyBinding", "rel-payi-operator-access-objects");
+    assert_eq!(binding["spec"]["policyName"], "rel-payi-operator-access-objects");
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+
+    // A ServiceAccount the chart does not create is the one the policy names.
+    let existing =
+        render("rel", "payi-system", &["--set", "serviceAccount.create=false", "--set", "serviceAccount.name=ops"]);
+    let policy = one(&existing, "ValidatingAdmissionPolicy", "rel-payi-operator-access-objects");
+    assert_eq!(
+        policy["spec"]["matchConditions"][0]["expression"],
+        "request.userInfo.username == \"system:serviceaccount:payi-system:ops\""
+    );
+
+    let off = render("rel", "payi-system", &["--set", "admissionPolicy.enabled=false"]);
+    assert!(of_kind(&off, "ValidatingAdmissionPolicy").is_empty(), "rendered {:?}", summary(&off));
+    assert!(of_kind(&off, "ValidatingAdmissionPolicyBinding").is_empty(), "rendered {:?}", summary(&off));
+}
+
+#[test]
 fn schema_rejects_bad_values() {
     for (set, complaint) in [
         ("replicaCount=abc", "/replicaCount"),
@@ -354,6 +394,7 @@ fn schema_rejects_bad_values() {
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("serviceMonitor.interval=soon", "/serviceMonitor/interval"),
         ("notAValue=1", "notAValue"),
+        ("admissionPolicy.enabled=maybe", "/admissionPolicy/enabled"),
     ] {
         let out = run_helm(&["template", "rel", CHART, "--set", set]);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -5,6 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::common::{About, Access, ParentRef};
+use super::formats;
 
 /// Desired state of an Application.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -58,31 +59,55 @@ pub struct KeyRotation {
     pub requested_at: Option<String>,
     /// Rotate automatically this often, as a duration such as `720h`. At least `1h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new(
-        "self.matches('^([0-9]+(\\\\.[0-9]+)?(s|m|h))+$') && duration(self) >= duration('1h')"
-    ).message("every must be a duration of at least 1h, written like 720h or 1h30m"))]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(formats::duration_between(Some("1h"), None))
+        .message("every must be a duration of at least 1h in whole hours, minutes and seconds, written like 720h or 1h30m"))]
     pub every: Option<String>,
     /// How long the previous key keeps working after a rotation, e.g. `24h` (the default) or `0s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new(
-        "self.matches('^([0-9]+(\\\\.[0-9]+)?(s|m|h))+$') && duration(self) <= duration('2160h')"
-    ).message("gracePeriod must be a duration from 0s to 2160h, written like 24h or 90m"))]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(formats::duration_between(None, Some("2160h")))
+        .message("gracePeriod must be a duration from 0s to 2160h in whole hours, minutes and seconds, written like 24h or 90m"))]
     pub grace_period: Option<String>,
 }
 
 /// Name and metadata of the Secret that holds an Application's key.
+///
+/// Labels and annotations are checked as Kubernetes checks a Secret's, so a bad
+/// one is refused when the Application is applied, not when the operator writes
+/// the Secret. The operator's own keys are refused: it reads `payi.io/`
+/// annotations back to recover from a crash mid-rotation, and selects its
+/// Secrets by `app.kubernetes.io/managed-by`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 pub struct KeySecretTemplate {
     /// Secret name. Absent: `<application>-payi-key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("size(self) <= 253 && self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')")
-        .message("must be a valid Secret name: lowercase letters, digits, '-' and '.', at most 253 characters"))]
+    #[x_kube(validation = Rule::new(formats::dns_subdomain("self", 253))
+        .message("must be a valid Secret name: lowercase letters, digits, '-' and '.', at most 253 characters, starting and ending with a letter or digit"))]
     pub name: Option<String>,
     /// Labels added to the Secret (e.g. for Reloader or policy engines).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[x_kube(
+        validation = Rule::new(format!("self.all(k, size(k) <= 317 && {})", formats::qualified_name("k")))
+            .message("keySecret.labels keys must be label keys: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"),
+        validation = Rule::new(format!("self.all(k, {})", formats::label_value("self[k]")))
+            .message("keySecret.labels values must be label values: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"),
+        validation = Rule::new("self.all(k, !k.startsWith('payi.io/') && k != 'app.kubernetes.io/managed-by')")
+            .message("keySecret.labels may not set the operator's own labels (payi.io/... and app.kubernetes.io/managed-by)")
+    )]
     pub labels: BTreeMap<String, String>,
-    /// Annotations added to the Secret.
+    /// Annotations added to the Secret. At most 64 KiB in total, keys included.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 65536}))]
+    #[x_kube(
+        validation = Rule::new(format!("self.all(k, size(k) <= 317 && {})", formats::qualified_name("k")))
+            .message("keySecret.annotations keys must be annotation keys: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"),
+        validation = Rule::new("self.all(k, !k.startsWith('payi.io/'))")
+            .message("keySecret.annotations may not set the operator's own annotations (payi.io/...)"),
+        validation = Rule::new("self.map(k, size(k) + size(self[k])).sum() <= 65536")
+            .message("keySecret.annotations may hold at most 64 KiB in total, keys and values together")
+    )]
     pub annotations: BTreeMap<String, String>,
 }
 

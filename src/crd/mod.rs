@@ -2,13 +2,17 @@
 
 mod application;
 mod common;
+pub mod formats;
 mod group;
 mod organization;
 
 pub use application::{
     Application, ApplicationSpec, ApplicationStatus, KeyRotation, KeySecretTemplate, LiveKey, RotationStatus,
 };
-pub use common::{About, Access, AccessSubject, Counts, NamespacePolicy, ParentRef, SubjectKind};
+pub use common::{
+    About, Access, AccessSubject, Counts, NamespacePolicy, NamespaceSelector, ParentRef, SelectorRequirement,
+    SubjectKind,
+};
 pub use group::{Group, GroupSpec, GroupStatus};
 pub use organization::{Organization, OrganizationSpec, OrganizationStatus};
 
@@ -73,6 +77,35 @@ mod tests {
     fn generated_schemas_carry_no_defaults() {
         let yaml = to_yaml(&all()).unwrap();
         assert!(!yaml.contains("default:"), "a default: slipped into the CRDs");
+    }
+
+    fn rules_of(schema: &JSONSchemaProps) -> Vec<String> {
+        schema.x_kubernetes_validations.iter().flatten().map(|v| v.rule.clone()).collect()
+    }
+
+    fn spec_of(crd: &CustomResourceDefinition) -> JSONSchemaProps {
+        let schema = crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap();
+        schema.properties.as_ref().unwrap()["spec"].clone()
+    }
+
+    /// The subject rules guard every RoleBinding the operator writes: they must be
+    /// on owners and readers of all three kinds, not only where a test looks.
+    #[test]
+    fn every_subject_list_refuses_system_identities_and_bad_service_accounts() {
+        for crd in all() {
+            let spec = spec_of(&crd);
+            for list in ["owners", "readers"] {
+                let field = &spec.properties.as_ref().unwrap()[list];
+                assert_eq!(field.max_items, Some(100), "{} {list}", crd.spec.names.kind);
+                let Some(JSONSchemaPropsOrArray::Schema(items)) = &field.items else { panic!("{list} has no items") };
+                let rules = rules_of(items).join("\n");
+                for needle in ["startsWith('system:')", formats::DNS_SUBDOMAIN, "has(self.__namespace__)"] {
+                    assert!(rules.contains(needle), "{} {list} lacks {needle}: {rules}", crd.spec.names.kind);
+                }
+                let namespace = &items.properties.as_ref().unwrap()["namespace"];
+                assert!(rules_of(namespace).join("").contains(formats::DNS_LABEL), "{} {list}", crd.spec.names.kind);
+            }
+        }
     }
 
     #[test]

@@ -33,8 +33,14 @@ pub struct OrganizationSpec {
     /// Published to every key Secret as `PAYI_BASE_URL`.
     #[serde(rename = "baseURL", default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
-    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''")
-        .message("baseURL must be an absolute http or https URL, e.g. https://api.pay-i.com"))]
+    #[x_kube(
+        validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''")
+            .message("baseURL must be an absolute http or https URL, e.g. https://api.pay-i.com"),
+        // Go's URL parser, behind isURL(), accepts user:password@host; the URL is
+        // copied into every key Secret of the Organization, readable by all owners.
+        validation = Rule::new("!self.matches('^[^/?#]*//[^/?#]*@')")
+            .message("baseURL must not contain a user name or password (user:password@): it is copied into every key Secret")
+    )]
     pub base_url: Option<String>,
     /// Who may use this level's keys (`owners`) or only look (`readers`).
     #[serde(default, flatten)]
