@@ -62,7 +62,7 @@ pub fn desired(app: &Application, grants: &Grants, secret_is_ours: bool) -> Vec<
     let reader_rules = vec![rule("payi.io", "applications", &["get"], &name)];
     [("owner", &grants.owners, owner_rules), ("reader", &grants.readers, reader_rules)]
         .into_iter()
-        .filter(|(_, subjects, _)| !subjects.is_empty())
+        .filter(|(_, subjects, _)| subjects.iter().any(bindable))
         .map(|(level, subjects, rules)| {
             let meta = ObjectMeta {
                 name: Some(role_name(&name, level)),
@@ -81,7 +81,7 @@ pub fn desired(app: &Application, grants: &Grants, secret_is_ours: bool) -> Vec<
                 binding: RoleBinding {
                     metadata: meta,
                     role_ref,
-                    subjects: Some(subjects.iter().map(subject).collect()),
+                    subjects: Some(subjects.iter().filter(|s| bindable(s)).map(subject).collect()),
                 },
             }
         })
@@ -96,6 +96,12 @@ fn rule(group: &str, resource: &str, verbs: &[&str], name: &str) -> PolicyRule {
         verbs: verbs.iter().map(|v| v.to_string()).collect(),
         ..PolicyRule::default()
     }
+}
+
+/// Whether a subject may be bound at all. The schema refuses the others, but an
+/// object stored before that rule existed may still name them: they are skipped.
+fn bindable(s: &AccessSubject) -> bool {
+    !(matches!(s.kind, SubjectKind::User | SubjectKind::Group) && s.name.starts_with("system:"))
 }
 
 fn subject(s: &AccessSubject) -> Subject {
@@ -240,6 +246,18 @@ mod tests {
         let reader = &grants[1];
         assert!(reader.role.rules.as_ref().unwrap().iter().all(|r| r.resources != Some(vec!["secrets".into()])));
         assert_eq!(reader.binding.subjects.as_ref().unwrap()[0].name, "bob");
+    }
+
+    #[test]
+    fn system_identities_stored_before_the_schema_refused_them_are_never_bound() {
+        let everyone = Grants {
+            owners: BTreeSet::from([who(SubjectKind::Group, "system:authenticated"), who(SubjectKind::User, "alice")]),
+            readers: BTreeSet::from([who(SubjectKind::User, "system:anonymous")]),
+        };
+        let grants = desired(&owned_app(), &everyone, true);
+        assert_eq!(grants.len(), 1, "no reader binding for nobody bindable");
+        let names: Vec<_> = grants[0].binding.subjects.iter().flatten().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["alice"]);
     }
 
     #[test]
