@@ -128,6 +128,8 @@ pub async fn install_crds(client: &Client) {
 pub struct TestEnv {
     pub client: Client,
     pub namespace: String,
+    /// Cluster-scoped objects made through this env's helpers, deleted on drop.
+    created: Mutex<Vec<(&'static str, String)>>,
 }
 
 impl TestEnv {
@@ -136,7 +138,7 @@ impl TestEnv {
         install_crds(&client).await;
         let namespace = unique(prefix);
         create_namespace(&client, &namespace, &[]).await;
-        Self { client, namespace }
+        Self { client, namespace, created: Mutex::default() }
     }
 
     pub fn apps(&self) -> Api<Application> {
@@ -171,6 +173,7 @@ impl TestEnv {
             "spec": {"organizationRef": {"name": org}, "namespacePolicy": {"names": [self.namespace]}}
         }))
         .unwrap();
+        self.created.lock().unwrap().push(("group", name.to_string()));
         self.groups().create(&PostParams::default(), &group).await.unwrap()
     }
 
@@ -184,6 +187,7 @@ impl TestEnv {
             "metadata": {"name": name}, "spec": spec
         }))
         .unwrap();
+        self.created.lock().unwrap().push(("organization", name.to_string()));
         self.orgs().create(&PostParams::default(), &org).await.unwrap()
     }
 
@@ -463,5 +467,39 @@ impl TestEnv {
     pub async fn cleanup(&self) {
         let api: Api<Namespace> = Api::all(self.client.clone());
         let _ = api.delete(&self.namespace, &DeleteParams::background()).await;
+    }
+}
+
+/// Tests delete what they create, so a reused control plane does not pile up
+/// objects: the namespace (and with it every Application, Secret and access
+/// object in it) and the Organizations and Groups made through the helpers.
+/// Best effort, on a thread and client of its own, since `drop` cannot await.
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let namespace = self.namespace.clone();
+        let created = std::mem::take(&mut *self.created.lock().unwrap_or_else(|p| p.into_inner()));
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Runtime::new() else { return };
+            runtime.block_on(async move {
+                let Ok(kubeconfig) = Kubeconfig::read_from(kubeconfig_path()) else { return };
+                let Ok(config) = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await else {
+                    return;
+                };
+                let Ok(client) = Client::try_from(config) else { return };
+                let _ = Api::<Namespace>::all(client.clone()).delete(&namespace, &DeleteParams::background()).await;
+                for (kind, name) in created {
+                    let _ = match kind {
+                        "group" => {
+                            Api::<Group>::all(client.clone()).delete(&name, &DeleteParams::background()).await.map(drop)
+                        }
+                        _ => Api::<Organization>::all(client.clone())
+                            .delete(&name, &DeleteParams::background())
+                            .await
+                            .map(drop),
+                    };
+                }
+            });
+        });
+        let _ = cleanup.join();
     }
 }
