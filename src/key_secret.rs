@@ -34,6 +34,11 @@ pub const PREVIOUS_EXPIRES_ANNOTATION: &str = "payi.io/previous-key-expires-at";
 /// Which labels and annotations came from `spec.keySecret`, so that the ones
 /// removed from the spec are removed from the Secret and nobody else's are.
 pub const TEMPLATE_ANNOTATION: &str = "payi.io/template-keys";
+/// A digest of everything the operator wrote into the Secret, with keys by
+/// fingerprint. With the resourceVersion recorded in status, it lets a reconcile
+/// know from the watched metadata alone that the Secret is as wanted, without
+/// reading it (a restart over 10,000 converged Applications reads no Secret).
+pub const CONTENT_ANNOTATION: &str = "payi.io/content";
 
 /// Label selector for the Secrets this operator manages; nothing else is watched.
 pub fn managed_selector() -> String {
@@ -101,9 +106,17 @@ struct TemplateKeys {
     annotations: BTreeSet<String>,
 }
 
-/// The Secret as this operator wants it: key, optional base URL, the template's
-/// labels and annotations, and a controller reference so deletion cascades.
-pub fn desired(app: &Application, ring: &Keyring, base_url: Option<&str>) -> Secret {
+/// What the Secret should carry apart from key material: labels, annotations,
+/// and the data fields with keys by fingerprint.
+pub struct Shape {
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    digest: String,
+}
+
+/// The [`Shape`] for an Application whose current key has fingerprint `current`
+/// and whose previous key (if any) has `previous` = (fingerprint, expiry).
+pub fn shape(app: &Application, current: &str, previous: Option<(&str, &Time)>, base_url: Option<&str>) -> Shape {
     let template = app.spec.key_secret.clone().unwrap_or_default();
     let keys = TemplateKeys {
         labels: template.labels.keys().cloned().collect(),
@@ -111,15 +124,42 @@ pub fn desired(app: &Application, ring: &Keyring, base_url: Option<&str>) -> Sec
     };
     let mut labels = template.labels;
     labels.extend(managed_labels(app));
-    let bytes = |v: &str| ByteString(v.as_bytes().to_vec());
-    let mut data = BTreeMap::from([(API_KEY_FIELD.to_string(), bytes(&ring.current))]);
     let mut annotations = template.annotations;
     if keys != TemplateKeys::default() {
         annotations.insert(TEMPLATE_ANNOTATION.into(), serde_json::to_string(&keys).unwrap_or_default());
     }
-    if let Some((previous, expires)) = &ring.previous {
-        data.insert(PREVIOUS_KEY_FIELD.into(), bytes(previous));
+    let mut fields = BTreeMap::from([(API_KEY_FIELD, current.to_string())]);
+    if let Some((fingerprint, expires)) = previous {
+        fields.insert(PREVIOUS_KEY_FIELD, fingerprint.to_string());
         annotations.insert(PREVIOUS_EXPIRES_ANNOTATION.into(), expires.0.to_string());
+    }
+    if let Some(url) = base_url {
+        fields.insert(BASE_URL_FIELD, url.to_string());
+    }
+    let canonical = serde_json::to_string(&(&labels, &annotations, &fields)).unwrap_or_default();
+    let digest = crate::key::fingerprint(&canonical);
+    annotations.insert(CONTENT_ANNOTATION.into(), digest.clone());
+    Shape { labels, annotations, digest }
+}
+
+impl Shape {
+    /// Whether a Secret whose [`CONTENT_ANNOTATION`] is `written` carries this shape.
+    pub fn matches(&self, written: Option<&str>) -> bool {
+        written == Some(self.digest.as_str())
+    }
+}
+
+/// The Secret as this operator wants it: key, optional base URL, the template's
+/// labels and annotations, and a controller reference so deletion cascades.
+pub fn desired(app: &Application, ring: &Keyring, base_url: Option<&str>) -> Secret {
+    let previous = ring.previous.as_ref().map(|(key, expires)| (crate::key::fingerprint(key), expires));
+    let current = crate::key::fingerprint(&ring.current);
+    let Shape { labels, mut annotations, .. } =
+        shape(app, &current, previous.as_ref().map(|(f, e)| (f.as_str(), *e)), base_url);
+    let bytes = |v: &str| ByteString(v.as_bytes().to_vec());
+    let mut data = BTreeMap::from([(API_KEY_FIELD.to_string(), bytes(&ring.current))]);
+    if let Some((previous, _)) = &ring.previous {
+        data.insert(PREVIOUS_KEY_FIELD.into(), bytes(previous));
     }
     if let Some(id) = &ring.rotation_id {
         annotations.insert(ROTATION_ID_ANNOTATION.into(), id.clone());
@@ -224,6 +264,18 @@ mod tests {
         assert!(!next.data.as_ref().unwrap().contains_key(BASE_URL_FIELD));
         assert_eq!(next.metadata.resource_version.as_deref(), Some("7"), "the write is conditional");
         assert!(in_sync(&next, &after), "converges in one write");
+    }
+
+    #[test]
+    fn the_content_digest_follows_everything_but_key_values_and_matches_from_fingerprints() {
+        let a = app(&[("reload", "true")]);
+        let written = desired(&a, &ring(), Some("https://a"));
+        let digest = written.metadata.annotations.as_ref().unwrap().get(CONTENT_ANNOTATION).cloned();
+        let from_status = shape(&a, &crate::key::fingerprint("k"), None, Some("https://a"));
+        assert!(from_status.matches(digest.as_deref()));
+        assert!(!shape(&a, &crate::key::fingerprint("k"), None, None).matches(digest.as_deref()), "base URL");
+        assert!(!shape(&a, &crate::key::fingerprint("other"), None, Some("https://a")).matches(digest.as_deref()));
+        assert!(!shape(&app(&[]), &crate::key::fingerprint("k"), None, Some("https://a")).matches(digest.as_deref()));
     }
 
     #[test]

@@ -199,12 +199,10 @@ async fn check(env: &TestEnv, release: &str, objects: &[Value], cluster_scoped: 
             .await
             .expect("the operator's own RoleBinding was refused");
     }
-    // Server-side apply, as the operator writes them, is an UPDATE and passes too.
-    let mut applied = serde_json::to_value(&owner).unwrap();
-    applied["apiVersion"] = json!("rbac.authorization.k8s.io/v1");
-    applied["kind"] = json!("Role");
-    applied["rules"][0]["resourceNames"] = json!(["svc-payi-key", "svc-other-key"]);
-    roles.patch("payi-svc-owner", &PatchParams::apply("payi-operator").force(), &Patch::Apply(&applied)).await.unwrap();
+    // A PUT with the resourceVersion read, as the operator changes them, is an UPDATE and passes too.
+    let mut changed = roles.get("payi-svc-owner").await.unwrap();
+    changed.rules.as_mut().unwrap()[0].resource_names = Some(vec!["svc-payi-key".into(), "svc-other-key".into()]);
+    roles.replace("payi-svc-owner", &PostParams::default(), &changed).await.unwrap();
 
     // Anything broader is refused, on create and on update.
     let broader = [
@@ -247,13 +245,10 @@ async fn check(env: &TestEnv, release: &str, objects: &[Value], cluster_scoped: 
         {
             failures.push(format!("create with {what}: {e}"));
         }
-        let mut update = serde_json::to_value(&reader).unwrap();
-        update["apiVersion"] = json!("rbac.authorization.k8s.io/v1");
-        update["kind"] = json!("Role");
-        update["rules"] = rules.clone();
-        let patched =
-            roles.patch("payi-svc-reader", &PatchParams::apply("payi-operator").force(), &Patch::Apply(&update)).await;
-        if let Err(e) = denied_with(patched, ROLE_DENIED) {
+        let mut update = roles.get("payi-svc-reader").await.unwrap();
+        update.rules = serde_json::from_value(rules.clone()).unwrap();
+        let replaced = roles.replace("payi-svc-reader", &PostParams::default(), &update).await;
+        if let Err(e) = denied_with(replaced, ROLE_DENIED) {
             failures.push(format!("update to {what}: {e}"));
         }
     }

@@ -16,7 +16,7 @@ use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
-use super::context::{Context, Note};
+use super::context::{Context, Note, SecretSummary};
 use super::grants::{self, Refused};
 use super::parent::CHILDREN_FINALIZER;
 use super::{now, object_key, status};
@@ -38,8 +38,12 @@ pub struct Inputs {
     pub group: Option<Arc<Group>>,
     pub organization: Option<Arc<Organization>>,
     pub namespace_labels: BTreeMap<String, String>,
-    /// The Secret named by `spec.keySecret.name`, whoever owns it.
+    /// The Secret named by `spec.keySecret.name`, whoever owns it, as read now.
+    /// `None` is "not found" unless `secret_unchanged`.
     pub secret: Option<Secret>,
+    /// The Secret was not read because the watched metadata proves it is exactly
+    /// what status records ([`known_unchanged`]).
+    pub secret_unchanged: bool,
     /// What the API server refused earlier in this reconcile.
     pub refused: Refusals,
 }
@@ -87,6 +91,11 @@ impl Plan {
 pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     ctx.stores.wait_until_ready().await;
     let key = object_key(app.as_ref());
+    let namespace = app.namespace().unwrap_or_default();
+    if app.metadata.deletion_timestamp.is_some() || ctx.stores.namespace_terminating(&namespace) {
+        // Going away: the garbage collector removes the Secret and access objects with it.
+        return Ok(Action::await_change());
+    }
     let mut inputs = gather(app, &ctx).await?;
     if planned_move(&inputs, &now()).is_some_and(|m| m.changes_key()) {
         // This replaces the key workloads use: confirm it against a fresh read of
@@ -95,9 +104,17 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     }
     let mut fresh = FreshKey::default();
     let plan = carry_out(&mut inputs, &mut fresh, &ctx).await?;
-    let api: Api<Application> = Api::namespaced(ctx.client.clone(), &inputs.app.namespace().unwrap_or_default());
-    ctx.may_write()?;
-    status::write_status(&api, inputs.app.as_ref(), inputs.app.status.as_ref(), &plan.status).await?;
+    if waits_quietly(&inputs.app, &plan, &ctx) {
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    let app = inputs.app.as_ref();
+    let uid = app.uid().unwrap_or_default();
+    if !ctx.written.is_pending(&uid, app.resource_version().as_deref(), &plan.status) {
+        let api: Api<Application> = Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
+        ctx.may_write()?;
+        let version = status::write_status(&api, app, app.status.as_ref(), &plan.status).await?;
+        ctx.written.remember(&uid, &plan.status, version.as_deref());
+    }
     if plan.changes_key() {
         faults::crash_point(faults::AFTER_STATUS_WRITE);
     }
@@ -109,6 +126,18 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     }
     ctx.backoff().succeeded(&key);
     Ok(plan.requeue_after.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// A parent gets its deletion guard within a second of appearing; an Application
+/// waiting for that is not worth a status write and an Event, unless the wait
+/// lasts: the first 30 s of this replica, and of the Application, pass quietly.
+fn waits_quietly(app: &Application, plan: &Plan, ctx: &Context) -> bool {
+    const QUIET: Duration = Duration::from_secs(30);
+    let waiting = conditions::find(&plan.status.conditions, conditions::READY)
+        .is_some_and(|c| c.reason == reason::WAITING_FOR_PARENT);
+    let created = app.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let young = created.is_none_or(|t| now().0.duration_since(t).as_secs() < QUIET.as_secs() as i64);
+    waiting && (young || ctx.started.elapsed() < QUIET)
 }
 
 /// Decides and writes access objects and the Secret until nothing is refused
@@ -125,6 +154,7 @@ async fn carry_out(inputs: &mut Inputs, fresh: &mut FreshKey, ctx: &Context) -> 
             inputs.refused.access = Some(refused);
             continue;
         }
+        let mut plan = plan;
         let Some(write) = plan.secret.as_ref() else {
             return Ok(plan);
         };
@@ -132,10 +162,11 @@ async fn carry_out(inputs: &mut Inputs, fresh: &mut FreshKey, ctx: &Context) -> 
             faults::crash_point(faults::BEFORE_SECRET_WRITE);
         }
         match write_secret(&namespace, write, ctx).await? {
-            Written::Done => {
+            Written::Done(version) => {
                 if plan.changes_key() {
                     faults::crash_point(faults::AFTER_SECRET_WRITE);
                 }
+                plan.status.key_secret_version = version;
                 return Ok(plan);
             }
             Written::Refused(message) => inputs.refused.secret = Some(message),
@@ -164,9 +195,35 @@ async fn gather(app: Arc<Application>, ctx: &Context) -> Result<Inputs> {
     let namespace = app.namespace().ok_or(Error::MissingField("Application", "metadata.namespace"))?;
     let group = ctx.stores.group(&app.spec.group_ref.name);
     let organization = group.as_ref().and_then(|g| ctx.stores.organization(&g.spec.organization_ref.name));
-    let secret = read_secret(&app, ctx).await?;
+    let watched = ctx.stores.secrets.get(&namespace, &app.key_secret_name());
+    let base_url = organization.as_ref().and_then(|o| o.spec.base_url.as_deref());
+    let secret_unchanged = watched.is_some_and(|w| known_unchanged(&app, &w, base_url, &now()));
+    let secret = if secret_unchanged { None } else { read_secret(&app, ctx).await? };
     let namespace_labels = ctx.stores.namespace_labels(&namespace);
-    Ok(Inputs { app, group, organization, namespace_labels, secret, refused: Refusals::default() })
+    Ok(Inputs { app, group, organization, namespace_labels, secret, secret_unchanged, refused: Refusals::default() })
+}
+
+/// Whether the watched metadata of the key Secret proves it holds exactly what
+/// status records and what the spec asks for now, so it need not be read: ours,
+/// unchanged since we last wrote or read it, the same content digest, and no key
+/// change due (a rotation needs the old key's value, an expiry a write).
+pub fn known_unchanged(app: &Application, watched: &SecretSummary, base_url: Option<&str>, now: &Time) -> bool {
+    let Some(status) = app.status.as_ref() else { return false };
+    let (Some(version), Some(current)) = (&status.key_secret_version, &status.key_fingerprint) else {
+        return false;
+    };
+    let ours = watched.controller.is_some() && watched.controller == app.uid();
+    let same_secret = status.key_secret_name.as_deref() == Some(app.key_secret_name().as_str());
+    let rotation = status.rotation.clone().unwrap_or_default();
+    let expiring = status.keys.iter().filter_map(|k| k.expires_at.as_ref()).any(|at| at.0 <= now.0);
+    let previous = status.keys.iter().find(|k| k.secret_key == key_secret::PREVIOUS_KEY_FIELD);
+    let previous = previous.and_then(|k| Some((k.fingerprint.as_str(), k.expires_at.as_ref()?)));
+    let shape = key_secret::shape(app, current, previous, base_url);
+    ours && same_secret
+        && &watched.resource_version == version
+        && keyring::pending(app, &rotation, now).is_none()
+        && !expiring
+        && shape.matches(watched.content.as_deref())
 }
 
 async fn read_secret(app: &Application, ctx: &Context) -> Result<Option<Secret>> {
@@ -191,10 +248,13 @@ pub fn planned_move(inputs: &Inputs, now: &Time) -> Option<Move> {
     if parents.problem.is_some() || inputs.refused.secret.is_some() {
         return None;
     }
+    if inputs.secret_unchanged {
+        return Some(Move::Keep);
+    }
     let existing = match secret_state(app, inputs.secret.as_ref()) {
         SecretState::Foreign => return None,
         SecretState::Owned(secret) => Some(secret),
-        SecretState::Missing => None,
+        SecretState::Missing | SecretState::Unchanged => None,
     };
     let found = existing.map(Found::in_secret).unwrap_or_default();
     let status = app.status.clone().unwrap_or_default();
@@ -211,20 +271,26 @@ pub fn decide(
     let app = inputs.app.as_ref();
     let previous = app.status.clone().unwrap_or_default();
     let parents = resolve_parents(inputs);
-    let state = secret_state(app, inputs.secret.as_ref());
+    let state = match inputs.secret_unchanged {
+        true => SecretState::Unchanged,
+        false => secret_state(app, inputs.secret.as_ref()),
+    };
     let (outcome, keys) = match (&parents.problem, &state, &inputs.refused.secret) {
         (Some(problem), _, _) => (problem.clone(), None),
         (None, SecretState::Foreign, _) => (foreign_secret(app), None),
         (None, _, Some(refusal)) => (Outcome::not_ready(reason::SECRET_REJECTED, refusal.clone()), None),
         (None, _, None) => {
-            let keys = plan_key(app, &state, parents.base_url.as_deref(), &previous, now, mint)?;
+            let keys = match state {
+                SecretState::Unchanged => unchanged_key(&previous),
+                _ => plan_key(app, &state, parents.base_url.as_deref(), &previous, now, mint)?,
+            };
             let message = format!("API key is in Secret {}", app.key_secret_name());
             (Outcome::ready(reason::KEY_ISSUED, message), Some(keys))
         }
     };
     // Owners may read the Secret only while it is this Application's, or is being created by it now.
     let secret_is_ours = match state {
-        SecretState::Owned(_) => true,
+        SecretState::Owned(_) | SecretState::Unchanged => true,
         SecretState::Missing => keys.as_ref().is_some_and(|k| k.write.is_some()),
         SecretState::Foreign => false,
     };
@@ -258,6 +324,10 @@ pub fn decide(
     notes.extend(keys.notes);
     let requeue_after = keyring::next_deadline(&keys.recorded, now);
     status.key_secret_name = Some(app.key_secret_name());
+    // The version read now, when nothing is written; a write records its own (see `carry_out`).
+    if let (SecretState::Owned(secret), None) = (&state, &keys.write) {
+        status.key_secret_version = secret.resource_version();
+    }
     keys.recorded.write_into(&mut status);
     Ok(Plan { secret: keys.write, access, status, notes, key_move: Some(keys.chosen), requeue_after })
 }
@@ -339,6 +409,8 @@ enum SecretState<'a> {
     Foreign,
     /// Ours: controlled by this Application.
     Owned(&'a Secret),
+    /// Ours and exactly as status records it, known from its watched metadata.
+    Unchanged,
 }
 
 fn secret_state<'a>(app: &Application, secret: Option<&'a Secret>) -> SecretState<'a> {
@@ -364,6 +436,11 @@ struct KeyPlan {
     write: Option<SecretWrite>,
     notes: Vec<Note>,
     recorded: KeyStatus,
+}
+
+/// The key plan for a Secret known to be as status records: nothing to do.
+fn unchanged_key(status: &ApplicationStatus) -> KeyPlan {
+    KeyPlan { chosen: Move::Keep, write: None, notes: vec![], recorded: KeyStatus::of(status) }
 }
 
 fn plan_key(
@@ -418,7 +495,8 @@ fn count_key_events(plan: &Plan, ctx: &Context) {
 }
 
 enum Written {
-    Done,
+    /// Written; the Secret's new resourceVersion.
+    Done(Option<String>),
     /// The API server refused the object itself (validation, admission, quota).
     Refused(String),
     /// A create found a Secret of that name, made by someone since we looked.
@@ -435,13 +513,13 @@ async fn write_secret(namespace: &str, write: &SecretWrite, ctx: &Context) -> Re
     let result = if write.create {
         // POST fails on an existing Secret, so a Secret created by someone else
         // since we looked is never overwritten.
-        api.create(&params, &write.secret).await.map(drop)
+        api.create(&params, &write.secret).await
     } else {
         // PUT carries the resourceVersion we read: a concurrent change fails it.
-        api.replace(&name, &params, &write.secret).await.map(drop)
+        api.replace(&name, &params, &write.secret).await
     };
     match result {
-        Ok(()) => Ok(Written::Done),
+        Ok(written) => Ok(Written::Done(written.resource_version())),
         Err(kube::Error::Api(status)) if write.create && status.code == 409 => Ok(Written::AppearedMeanwhile),
         Err(kube::Error::Api(status)) if grants::is_refusal(&status) => {
             Ok(Written::Refused(format!("the API server refused Secret {name}: {}", status.message)))

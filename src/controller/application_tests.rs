@@ -57,6 +57,7 @@ fn inputs(app: Application, secret: Option<Secret>) -> Inputs {
         organization: Some(org(None)),
         namespace_labels: BTreeMap::new(),
         secret,
+        secret_unchanged: false,
         refused: Refusals::default(),
     }
 }
@@ -564,4 +565,35 @@ fn a_removed_base_url_and_template_label_leave_the_secret_in_one_write() {
     let again = decide_with(&inputs(a, Some(written)), &mut keys);
     assert!(again.secret.is_none(), "and then nothing more");
     assert_eq!(keys.0, 1);
+}
+
+// --- reading the Secret only when its metadata says it may have changed ----
+
+#[test]
+fn a_secret_known_unchanged_from_its_metadata_is_not_read_and_nothing_is_written() {
+    use crate::key_secret::CONTENT_ANNOTATION;
+    let mut keys = Keys(0);
+    let (mut a, secret) = applied(&app(), decide_with(&inputs(app(), None), &mut keys));
+    a.status.as_mut().unwrap().key_secret_version = Some("7".into());
+    let content = secret.metadata.annotations.as_ref().and_then(|m| m.get(CONTENT_ANNOTATION).cloned());
+    let watched = SecretSummary { resource_version: "7".into(), controller: Some(UID.into()), content };
+    assert!(known_unchanged(&a, &watched, None, &at(100)));
+
+    let moved = SecretSummary { resource_version: "8".into(), ..watched.clone() };
+    assert!(!known_unchanged(&a, &moved, None, &at(100)), "changed since we wrote it");
+    let foreign = SecretSummary { controller: Some("someone".into()), ..watched.clone() };
+    assert!(!known_unchanged(&a, &foreign, None, &at(100)));
+    assert!(!known_unchanged(&a, &watched, Some("https://gw"), &at(100)), "the base URL was added");
+    let mut requested = a.clone();
+    request(&mut requested, "rotate-now");
+    assert!(!known_unchanged(&requested, &watched, None, &at(100)), "a rotation needs the old key's value");
+
+    let mut i = inputs(a.clone(), None);
+    i.secret_unchanged = true;
+    let plan = decide_with(&i, &mut keys);
+    assert_eq!(keys.0, 1, "no key minted");
+    assert!(plan.secret.is_none());
+    assert_eq!(ready(&plan).1, "KeyIssued");
+    assert_eq!(Some(&plan.status), a.status.as_ref(), "a converged Application writes nothing");
+    assert!(grants_secret(&plan) || plan.access.is_empty());
 }

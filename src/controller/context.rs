@@ -32,7 +32,42 @@ pub struct Stores {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub roles: Store<Role>,
     pub bindings: Store<RoleBinding>,
+    pub secrets: SecretIndex,
     pub(super) synced: watch::Receiver<bool>,
+}
+
+/// What the operator needs to know about a key Secret without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSummary {
+    pub resource_version: String,
+    /// UID of the controller owner, if any.
+    pub controller: Option<String>,
+    /// The `payi.io/content` annotation.
+    pub content: Option<String>,
+}
+
+impl SecretSummary {
+    pub fn of(meta: &PartialObjectMeta<k8s_openapi::api::core::v1::Secret>) -> Option<((String, String), Self)> {
+        let key = (meta.namespace()?, meta.name_any());
+        let controller = meta.owner_references().iter().find(|r| r.controller == Some(true)).map(|r| r.uid.clone());
+        let content = meta.annotations().get(key_secret::CONTENT_ANNOTATION).cloned();
+        Some((key, Self { resource_version: meta.resource_version()?, controller, content }))
+    }
+}
+
+/// Watched key Secrets by (namespace, name): about 200 bytes each, no data.
+#[derive(Clone, Default)]
+pub struct SecretIndex(Arc<std::sync::RwLock<HashMap<(String, String), SecretSummary>>>);
+
+impl SecretIndex {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<SecretSummary> {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        map.get(&(namespace.to_string(), name.to_string())).cloned()
+    }
+
+    pub(super) fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<(String, String), SecretSummary>> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Stores {
@@ -92,6 +127,11 @@ impl Stores {
             .collect()
     }
 
+    /// Whether `namespace` is being deleted: nothing new can be created in it.
+    pub fn namespace_terminating(&self, name: &str) -> bool {
+        self.namespaces.get(&ObjectRef::new(name)).is_some_and(|ns| ns.metadata.deletion_timestamp.is_some())
+    }
+
     /// Applications in `namespace`.
     pub fn applications_in(&self, namespace: &str) -> Vec<Arc<Application>> {
         self.applications.state().into_iter().filter(|a| a.namespace().as_deref() == Some(namespace)).collect()
@@ -148,13 +188,26 @@ pub struct Context {
     recorder: Recorder,
     backoff: FailureBackoff,
     leadership: Leadership,
+    /// Application statuses written but maybe not yet in the cache.
+    pub written: super::status::Written<crate::crd::ApplicationStatus>,
+    /// When this replica started its controllers.
+    pub started: std::time::Instant,
 }
 
 impl Context {
     pub fn new(client: Client, stores: Stores, metrics: Arc<Metrics>, leadership: Leadership) -> Self {
         let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { recorder, client, stores, metrics, backoff: FailureBackoff::default(), leadership }
+        Self {
+            recorder,
+            client,
+            stores,
+            metrics,
+            backoff: FailureBackoff::default(),
+            leadership,
+            written: Default::default(),
+            started: std::time::Instant::now(),
+        }
     }
 
     /// Call before every write: a replica that is no longer sure it leads (its

@@ -23,7 +23,7 @@ use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
-use super::context::Stores;
+use super::context::{SecretIndex, SecretSummary, Stores};
 use crate::crd::{Application, Group, Organization};
 use crate::health::{FAILING_FOR, Health};
 use crate::key_secret;
@@ -106,6 +106,53 @@ pub struct Outboxes {
     pub organizations: Outbox<Organization>,
 }
 
+/// Where a watch's events go: a reflector store, or a smaller index.
+trait Sink<K>: Send {
+    fn apply(&mut self, event: &Event<K>);
+}
+
+impl<K> Sink<K> for reflector::store::Writer<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    fn apply(&mut self, event: &Event<K>) {
+        self.apply_watcher_event(event);
+    }
+}
+
+/// Fills a [`SecretIndex`]: a re-list builds a fresh map and swaps it in when
+/// complete, so Secrets deleted while the watch was down disappear too.
+struct SecretIndexWriter {
+    index: SecretIndex,
+    building: Option<std::collections::HashMap<(String, String), SecretSummary>>,
+}
+
+impl Sink<PartialObjectMeta<Secret>> for SecretIndexWriter {
+    fn apply(&mut self, event: &Event<PartialObjectMeta<Secret>>) {
+        match event {
+            Event::Init => self.building = Some(Default::default()),
+            Event::InitApply(obj) => {
+                if let (Some(building), Some((key, summary))) = (self.building.as_mut(), SecretSummary::of(obj)) {
+                    building.insert(key, summary);
+                }
+            }
+            Event::InitDone => {
+                if let Some(built) = self.building.take() {
+                    *self.index.write() = built;
+                }
+            }
+            Event::Apply(obj) => {
+                if let Some((key, summary)) = SecretSummary::of(obj) {
+                    self.index.write().insert(key, summary);
+                }
+            }
+            Event::Delete(obj) => {
+                self.index.write().remove(&(obj.namespace().unwrap_or_default(), obj.name_any()));
+            }
+        }
+    }
+}
+
 /// Strips what no decision reads and what makes cached objects large.
 fn slim<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
@@ -123,6 +170,8 @@ pub fn start(client: &Client, health: Arc<Health>) -> (Stores, Triggers, Outboxe
     let (ns_store, ns_writer) = reflector::store();
     let (roles_store, roles_writer) = reflector::store();
     let (bindings_store, bindings_writer) = reflector::store();
+    let secrets = SecretIndex::default();
+    let secrets_writer = SecretIndexWriter { index: secrets.clone(), building: None };
     let (synced_tx, synced) = watch::channel(false);
     let stores = Stores {
         organizations: orgs_store,
@@ -131,6 +180,7 @@ pub fn start(client: &Client, health: Arc<Health>) -> (Stores, Triggers, Outboxe
         namespaces: ns_store,
         roles: roles_store,
         bindings: bindings_store,
+        secrets,
         synced,
     };
     let (apps_in, apps_out) = channel();
@@ -178,11 +228,11 @@ pub fn start(client: &Client, health: Arc<Health>) -> (Stores, Triggers, Outboxe
                 Watched::namespace,
             )
             .boxed(),
-            // Key Secrets are only a trigger: they are read when reconciled, never cached.
+            // Key Secrets: metadata only, kept as a small index (resourceVersion, owner, content digest).
             run(
                 "secrets",
                 watcher(Api::<PartialObjectMeta<Secret>>::all(api(client)), ours.clone()),
-                None,
+                Some(secrets_writer),
                 h.clone(),
                 Watched::owned::<PartialObjectMeta<Secret>>,
             )
@@ -289,15 +339,16 @@ fn refs<K: Resource<DynamicType = ()>>(objs: Vec<Arc<K>>) -> Vec<ObjectRef<K>> {
 }
 
 /// Drives one watch: fills its cache, maps its events to triggers, reports its health.
-async fn run<K, S>(
+async fn run<K, S, W>(
     name: &'static str,
     stream: S,
-    mut writer: Option<reflector::store::Writer<K>>,
+    mut writer: Option<W>,
     watched: Arc<Watched>,
     on_change: fn(&Watched, &K),
 ) where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
     S: Stream<Item = watcher::Result<Event<K>>> + Send,
+    W: Sink<K>,
 {
     watched.health.expect(name);
     let stream = stream.modify(slim).backoff(WatchBackoff(WATCH_BACKOFF_MIN));
@@ -324,7 +375,7 @@ async fn run<K, S>(
             Ok(event) => {
                 watched.health.working(name);
                 if let Some(writer) = writer.as_mut() {
-                    writer.apply_watcher_event(&event);
+                    writer.apply(&event);
                 }
                 match &event {
                     Event::Apply(obj) | Event::Delete(obj) | Event::InitApply(obj) => on_change(&watched, obj),

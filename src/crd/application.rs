@@ -127,6 +127,10 @@ pub struct ApplicationStatus {
     /// The Secret holding the key, in the Application's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_secret_name: Option<String>,
+    /// The key Secret's resourceVersion when this operator last wrote or read it: while the
+    /// watched Secret still has it, the Secret is known unchanged and need not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_secret_version: Option<String>,
     /// `sha256:` and the first 16 hex digits of the key's SHA-256: identifies the key, never reveals it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_fingerprint: Option<String>,

@@ -498,6 +498,15 @@ impl Drop for TestEnv {
                             .map(drop),
                     };
                 }
+                // Wait (bounded) until the namespace is gone, so the next test binary's operator
+                // does not start with thousands of objects being deleted.
+                let namespaces = Api::<Namespace>::all(client.clone());
+                for _ in 0..600 {
+                    if matches!(namespaces.get_opt(&namespace).await, Ok(None) | Err(_)) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             });
         });
         let _ = cleanup.join();
