@@ -15,5 +15,6 @@ pub mod metrics;
 pub mod namespace_policy;
 pub mod rollup;
 pub mod rotation;
+pub mod verifier;
 
 pub use error::{Error, Result};

@@ -26,7 +26,7 @@ use serde_json::json;
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-fn kubeconfig_path() -> PathBuf {
+pub fn kubeconfig_path() -> PathBuf {
     if let Ok(path) = std::env::var("KUBECONFIG") {
         return PathBuf::from(path);
     }
