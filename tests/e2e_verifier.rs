@@ -12,104 +12,22 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::verifier::{Reply, Verifier, free_port, log_dir, repo, request};
 use common::{Operator, TestEnv, app_with_reason, eventually, key_of, unique};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::config::Kubeconfig;
 use payi_operator::crd::Application;
 use payi_operator::key::ApiKey;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The longest a key may keep working after it should stop.
 const REFUSAL_LIMIT: Duration = Duration::from_secs(2);
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    format!("127.0.0.1:{port}")
-}
-
-fn log_dir() -> PathBuf {
-    let dir = repo().join("target/test-logs");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The verifier's kubeconfig: the admin one, impersonating the chart's verifier
-/// ServiceAccount when `PAYI_TEST_VERIFIER_AS` names it (`make test` sets it), so
-/// the test proves the chart's read-only role is enough.
-fn verifier_kubeconfig() -> PathBuf {
-    let admin = common::kubeconfig_path();
-    let Some(user) = std::env::var("PAYI_TEST_VERIFIER_AS").ok().filter(|u| !u.is_empty()) else {
-        return admin;
-    };
-    let mut config = Kubeconfig::read_from(&admin).expect("reading the admin kubeconfig");
-    for auth in config.auth_infos.iter_mut().filter_map(|a| a.auth_info.as_mut()) {
-        auth.impersonate = Some(user.clone());
-    }
-    let path = log_dir().join(format!("verifier-{}.kubeconfig", std::process::id()));
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
-    path
-}
-
-/// `payi-operator verifier` as a child process, killed when dropped.
-struct Verifier {
-    child: Child,
-    http: String,
-    grpc: String,
-    metrics: String,
-    log: PathBuf,
-}
-
-impl Verifier {
-    async fn start(name: &str, extra: &[&str]) -> Self {
-        let (http, grpc, metrics) = (free_port(), free_port(), free_port());
-        let log = log_dir().join(format!("verifier-{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_payi-operator"))
-            .args(["verifier", "--http-addr", &http, "--grpc-addr", &grpc, "--metrics-addr", &metrics])
-            .args(extra)
-            .env("KUBECONFIG", verifier_kubeconfig())
-            .env("RUST_LOG", "debug,kube=info,hyper=info,tower=info,rustls=info,h2=info")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("starting payi-operator verifier");
-        let verifier = Self { child, http, grpc, metrics, log };
-        let addr = verifier.metrics.clone();
-        eventually("the verifier's /readyz to answer 200", || async {
-            (request(&addr, "/readyz", &[]).await?.status == 200).then_some(())
-        })
-        .await;
-        verifier
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn metrics(&self) -> String {
-        request(&self.metrics, "/metrics", &[]).await.expect("scraping the verifier").body
-    }
-}
-
-impl Drop for Verifier {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// nginx running `examples/gateway/nginx.conf`, stopped when dropped.
 struct Nginx {
@@ -207,28 +125,6 @@ impl Upstream {
     fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
-}
-
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-/// A plain HTTP/1.1 GET, so the test depends on no HTTP client crate.
-async fn request(addr: &str, path: &str, headers: &[(&str, &str)]) -> Option<Reply> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let mut text = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        text.push_str(&format!("{name}: {value}\r\n"));
-    }
-    text.push_str("\r\n");
-    stream.write_all(text.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response)).await.ok()?.ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    Some(Reply { status, head: head.to_ascii_lowercase(), body: body.to_string() })
 }
 
 async fn through_nginx(nginx: &Nginx, key: &str) -> Reply {
@@ -335,8 +231,12 @@ async fn nginx_auth_request_lets_live_keys_through_with_attribution_and_refuses_
         let left = at.as_millisecond() - k8s_openapi::jiff::Timestamp::now().as_millisecond();
         Duration::from_millis(left.max(0) as u64)
     };
-    if until_expiry(expires) > Duration::from_millis(500) {
+    let left = until_expiry(expires);
+    if left > Duration::from_millis(500) {
         assert_eq!(through_nginx(&nginx, &key).await.status, 200, "the previous key during its grace period");
+        println!("previous key accepted with {left:?} of its grace period left");
+    } else {
+        println!("too little of the grace period left ({left:?}) to check the previous key is accepted");
     }
     tokio::time::sleep(until_expiry(expires)).await;
     let late = refused_after(&nginx, &key, Instant::now()).await;

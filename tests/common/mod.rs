@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod verifier;
 
 use std::collections::BTreeMap;
 use std::future::Future;
