@@ -1,5 +1,5 @@
 # Entry points for people and CI. The scripts under hack/ do the work.
-.PHONY: test run crds lint build bench testenv-up testenv-down
+.PHONY: test run crds lint build bench bench-verifier testenv-up testenv-down
 
 ## Everything CI runs: format, lints, unit and end-to-end tests on a local control plane.
 test:
@@ -17,6 +17,10 @@ crds:
 ## Scale benchmark on the local control plane (PAYI_BENCH_APPS, default 10000); see docs/benchmark.md.
 bench:
 	KUBECONFIG="$$(hack/testenv.sh up)" cargo bench --bench scale
+
+## The gateway verifier: index memory per key, and wrk against it and a static nginx; see docs/benchmark.md.
+bench-verifier:
+	cargo bench --bench verifier_index --bench verifier_http
 
 lint:
 	cargo fmt --check

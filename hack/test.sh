@@ -27,6 +27,12 @@ echo "==> helm (built once, cached)"
 helm="$(hack/tools/build.sh)"
 export PAYI_HELM="$helm"
 
+# The chart's recording rules, exactly the file its PrometheusRule renders.
+echo "==> promtool check rules, promtool test rules (promtool built once, cached)"
+promtool="$(hack/tools/promtool.sh)"
+"$promtool" check rules charts/payi-operator/files/verifier-rules.yaml
+"$promtool" test rules tests/promtool/verifier-rules.test.yaml
+
 # Install the chart (everything but the CRDs, which the tests apply from crds/)
 # into payi-system, and run the operator under test as the chart's
 # ServiceAccount: the end-to-end tests then prove its RBAC is sufficient.
@@ -37,6 +43,8 @@ kubectl="$(dirname "$KUBECONFIG")/kubectl"
   | "$kubectl" apply --server-side --field-manager=payi-tests --force-conflicts -f - >/dev/null
 export PAYI_TEST_OPERATOR_AS=system:serviceaccount:payi-system:payi-operator
 export PAYI_TEST_LEASE_NAMESPACE=payi-system
+# The verifier under test (tests/e2e_verifier.rs) runs as the chart's verifier ServiceAccount.
+export PAYI_TEST_VERIFIER_AS=system:serviceaccount:payi-system:payi-operator-verifier
 
 echo "==> cargo test (unit and end-to-end; operator runs as $PAYI_TEST_OPERATOR_AS)"
 # fault-injection compiles the PAYI_CRASH_AT crash points into the binary the crash tests run.

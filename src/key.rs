@@ -65,9 +65,23 @@ impl fmt::Debug for ApiKey {
 
 /// `sha256:<first 16 hex digits>` of any key material, safe to show in status.
 pub fn fingerprint(key: &str) -> String {
+    let full = digest(key);
+    full[..DIGEST_PREFIX.len() + FINGERPRINT_HEX_DIGITS].to_string()
+}
+
+/// Prefix of a [`digest`] and a [`fingerprint`].
+pub const DIGEST_PREFIX: &str = "sha256:";
+
+/// `sha256:<64 lowercase hex digits>` of a key: what gateways compare a presented key
+/// with. Publishing it reveals nothing usable, since the key has 256 random bits.
+pub fn digest(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{}", &hex[..FINGERPRINT_HEX_DIGITS])
+    let mut out = String::with_capacity(DIGEST_PREFIX.len() + 64);
+    out.push_str(DIGEST_PREFIX);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 /// Whether a string has the shape and checksum of a key this operator mints.
@@ -126,5 +140,12 @@ mod tests {
         // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223...
         assert_eq!(fingerprint("abc"), "sha256:ba7816bf8f01cfea");
         assert_eq!(fingerprint("abc").len(), "sha256:".len() + FINGERPRINT_HEX_DIGITS);
+    }
+
+    #[test]
+    fn digest_is_the_full_sha256_and_starts_with_the_fingerprint() {
+        assert_eq!(digest("abc"), "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        let key = ApiKey::mint().unwrap();
+        assert!(digest(key.expose()).starts_with(&key.fingerprint()));
     }
 }

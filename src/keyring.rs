@@ -261,6 +261,7 @@ fn record(
     let mut keys = vec![LiveKey {
         secret_key: API_KEY_FIELD.into(),
         fingerprint: fingerprint.clone(),
+        digest: key::digest(&ring.current),
         created_at: created.clone(),
         expires_at: None,
     }];
@@ -268,6 +269,7 @@ fn record(
         keys.push(LiveKey {
             secret_key: PREVIOUS_KEY_FIELD.into(),
             fingerprint: key::fingerprint(value),
+            digest: key::digest(value),
             created_at: previous_since.unwrap_or_else(|| created.clone()),
             expires_at: Some(expires.clone()),
         });

@@ -16,5 +16,6 @@ pub mod leader;
 pub mod metrics;
 pub mod namespace_policy;
 pub mod rollup;
+pub mod verifier;
 
 pub use error::{Error, Result};

@@ -9,7 +9,7 @@ use futures::future::Shared;
 use payi_operator::health::Health;
 use payi_operator::leader::{Election, Leadership, LeaseSettings};
 use payi_operator::metrics::Metrics;
-use payi_operator::{controller, crd, http};
+use payi_operator::{controller, crd, http, verifier};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
@@ -28,6 +28,15 @@ struct Cli {
 enum Command {
     /// Run the controllers against the cluster in KUBECONFIG or the in-cluster config.
     Run(RunArgs),
+    /// Answer AI gateways whether a key is live and whose it is (HTTP forward-auth
+    /// and Envoy ext_authz gRPC); reads Applications, Groups and Organizations only.
+    Verifier {
+        #[command(flatten)]
+        settings: verifier::Settings,
+        /// Log format.
+        #[arg(long, env = "PAYI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
     Crd {
         /// Directory to write `<plural>.payi.io.yaml` files into, instead of stdout.
@@ -80,6 +89,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Crd { out_dir } => print_crds(out_dir),
         Command::Run(args) => run(args).await,
+        Command::Verifier { settings, log_format } => run_verifier(settings, log_format).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -107,6 +117,14 @@ fn print_crds(out_dir: Option<PathBuf>) -> Result<(), BoxError> {
 }
 
 type Stop = Shared<futures::future::BoxFuture<'static, ()>>;
+
+async fn run_verifier(settings: verifier::Settings, log_format: LogFormat) -> Result<(), BoxError> {
+    init_tracing(log_format);
+    let client = kube::Client::try_default().await?;
+    let shutdown: Stop = shutdown_signal().boxed().shared();
+    verifier::run(client, settings, shutdown).await?;
+    Ok(())
+}
 
 async fn run(args: RunArgs) -> Result<(), BoxError> {
     init_tracing(args.log_format);

@@ -188,12 +188,17 @@ fn defaults_render_the_operator_and_no_service_monitor() {
             "ClusterRole",
             "ClusterRole",
             "ClusterRole",
+            "ClusterRole",
             "ClusterRoleBinding",
+            "ClusterRoleBinding",
+            "Deployment",
             "Deployment",
             "PodDisruptionBudget",
             "Role",
             "RoleBinding",
             "Service",
+            "Service",
+            "ServiceAccount",
             "ServiceAccount",
             "ValidatingAdmissionPolicy",
             "ValidatingAdmissionPolicyBinding"
@@ -262,13 +267,122 @@ fn defaults_render_the_operator_and_no_service_monitor() {
         json!([{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}])
     );
     assert_eq!(one(&objects, "PodDisruptionBudget", "rel-payi-operator")["spec"]["minAvailable"], 1);
+    check_default_verifier(&objects);
+}
+
+/// The verifier: its own ServiceAccount, no leader election, pods no operator selector matches.
+fn check_default_verifier(objects: &[Value]) {
+    let deployment = one(objects, "Deployment", "rel-payi-operator-verifier");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "rel-payi-operator-verifier");
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "ghcr.io/payi/payi-operator:0.1.0");
+    let args = strings(&container["args"]);
+    assert_eq!(
+        args,
+        [
+            "verifier",
+            "--http-addr=0.0.0.0:8000",
+            "--grpc-addr=0.0.0.0:9000",
+            "--metrics-addr=0.0.0.0:8080",
+            "--log-format=json"
+        ]
+    );
+    assert!(container.get("env").is_none(), "the verifier needs no POD_NAME/POD_NAMESPACE: it elects no leader");
+    let ports: Vec<(&str, i64)> = container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["containerPort"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(ports, [("http", 8000), ("grpc", 9000), ("metrics", 8080)]);
+    assert_eq!(container["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "metrics"}));
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+
+    let selector = &deployment["spec"]["selector"]["matchLabels"];
+    let operator_selector = &one(objects, "Deployment", "rel-payi-operator")["spec"]["selector"]["matchLabels"];
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let matches = |selector: &Value| selector.as_object().unwrap().iter().all(|(k, v)| pod_labels.get(k) == Some(v));
+    assert!(matches(selector));
+    assert!(!matches(operator_selector), "the operator's selector {operator_selector} matches verifier pods");
+
+    let service = one(objects, "Service", "rel-payi-operator-verifier");
+    assert_eq!(service["spec"]["selector"], *selector);
+    let ports: Vec<(&str, i64, &str)> = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["port"].as_i64().unwrap(), p["targetPort"].as_str().unwrap()))
+        .collect();
+    assert_eq!(ports, [("http", 8000, "http"), ("grpc", 9000, "grpc"), ("metrics", 8080, "metrics")]);
+    one(objects, "ServiceAccount", "rel-payi-operator-verifier");
+}
+
+#[test]
+fn verifier_options_rules_and_dashboard_follow_the_values() {
+    let objects = render(
+        "rel",
+        "payi-system",
+        &[
+            "--set",
+            "verifier.keyHeader=x-api-key",
+            "--set",
+            "verifier.stripKeyHeader=true",
+            "--set",
+            "verifier.replicaCount=5",
+            "--set",
+            "verifier.prometheusRule.enabled=true",
+            "--set",
+            "verifier.grafanaDashboard.enabled=true",
+            "--set",
+            "verifier.grafanaDashboard.namespace=monitoring",
+        ],
+    );
+    let deployment = one(&objects, "Deployment", "rel-payi-operator-verifier");
+    assert_eq!(deployment["spec"]["replicas"], 5);
+    let args = strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert!(args.ends_with(&["--key-header=x-api-key".to_string(), "--strip-key-header".to_string()]), "{args:?}");
+
+    // The PrometheusRule carries files/verifier-rules.yaml verbatim, the file promtool checks.
+    let rule = one(&objects, "PrometheusRule", "rel-payi-operator-verifier");
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    let file: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo().join(CHART).join("files/verifier-rules.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(rule["spec"], file);
+    let records: Vec<&str> =
+        file["groups"][0]["rules"].as_array().unwrap().iter().filter_map(|r| r["record"].as_str()).collect();
+    for level in ["application", "group", "organization"] {
+        assert!(records.contains(&format!("{level}_decision:payi_gateway_requests:rate5m").as_str()), "{records:?}");
+    }
+
+    let dashboard = one(&objects, "ConfigMap", "rel-payi-operator-verifier-dashboard");
+    assert_eq!(dashboard["metadata"]["namespace"], "monitoring");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: Value =
+        serde_json::from_str(dashboard["data"]["payi-gateway.json"].as_str().unwrap()).expect("the dashboard is JSON");
+    let variables: Vec<&str> =
+        json["templating"]["list"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(variables, ["datasource", "organization", "group", "application"]);
+    // Each level's variable is narrowed by the levels above it.
+    let query = |i: usize| json["templating"]["list"][i]["definition"].as_str().unwrap().to_string();
+    assert!(query(2).contains("$organization"));
+    assert!(query(3).contains("$organization") && query(3).contains("$group"));
+
+    // Off: none of the verifier's objects.
+    let off = render("rel", "payi-system", &["--set", "verifier.enabled=false"]);
+    assert!(off.iter().all(|o| !name(o).contains("verifier")), "rendered {:?}", summary(&off));
 }
 
 #[test]
 fn service_monitor_and_replicas_follow_the_values() {
     let objects = render("rel", "payi-system", &["--set", "serviceMonitor.enabled=true", "--set", "replicaCount=3"]);
     let monitors = of_kind(&objects, "ServiceMonitor");
-    assert_eq!(monitors.len(), 1, "rendered {:?}", summary(&objects));
+    assert_eq!(monitors.len(), 2, "rendered {:?}", summary(&objects));
+    let verifier_monitor = one(&objects, "ServiceMonitor", "rel-payi-operator-verifier");
+    assert_eq!(verifier_monitor["spec"]["endpoints"][0]["port"], "metrics");
+    let monitors = [one(&objects, "ServiceMonitor", "rel-payi-operator")];
     assert_eq!(monitors[0]["apiVersion"], "monitoring.coreos.com/v1");
     assert_eq!(monitors[0]["spec"]["endpoints"][0]["port"], "http");
     assert_eq!(monitors[0]["spec"]["endpoints"][0]["path"], "/metrics");
@@ -289,8 +403,11 @@ fn service_monitor_and_replicas_follow_the_values() {
     );
     let mut kinds: Vec<&str> = named.iter().map(kind).collect();
     kinds.sort();
-    assert_eq!(kinds, ["Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]);
-    assert!(named.iter().all(|o| name(o) == "payi"), "rendered {:?}", summary(&named));
+    assert_eq!(
+        kinds,
+        ["Deployment", "Deployment", "PodDisruptionBudget", "Service", "Service", "ServiceAccount", "ServiceAccount"]
+    );
+    assert!(named.iter().all(|o| ["payi", "payi-verifier"].contains(&name(o))), "rendered {:?}", summary(&named));
 }
 
 #[test]
@@ -298,7 +415,7 @@ fn roles_grant_exactly_what_is_needed_and_no_wildcards() {
     for extra in [&[][..], &["--set", "serviceMonitor.enabled=true", "--set", "replicaCount=3"][..]] {
         let objects = render("rel", "payi-system", extra);
         let roles: Vec<&Value> = objects.iter().filter(|o| matches!(kind(o), "Role" | "ClusterRole")).collect();
-        assert_eq!(roles.len(), 4, "rendered {:?}", summary(&objects));
+        assert_eq!(roles.len(), 5, "rendered {:?}", summary(&objects));
         for role in &roles {
             for rule in role["rules"].as_array().expect("rules") {
                 for field in ["verbs", "resources", "apiGroups"] {
@@ -352,6 +469,20 @@ fn roles_grant_exactly_what_is_needed_and_no_wildcards() {
             expand(&[("payi.io", &["applications"], &["create", "update", "patch", "delete", "deletecollection"])])
         );
         assert!(aggregate(one(&objects, "ClusterRole", "rel-payi-operator")).is_empty());
+
+        // The verifier reads the three kinds and nothing else.
+        let verifier = one(&objects, "ClusterRole", "rel-payi-operator-verifier");
+        assert!(aggregate(verifier).is_empty());
+        assert_eq!(
+            grants(verifier),
+            expand(&[("payi.io", &["organizations", "groups", "applications"], &["get", "list", "watch"])])
+        );
+        let binding = one(&objects, "ClusterRoleBinding", "rel-payi-operator-verifier");
+        assert_eq!(binding["roleRef"]["name"], "rel-payi-operator-verifier");
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "rel-payi-operator-verifier", "namespace": "payi-system"}])
+        );
     }
 }
 
@@ -395,6 +526,9 @@ fn schema_rejects_bad_values() {
         ("serviceMonitor.interval=soon", "/serviceMonitor/interval"),
         ("notAValue=1", "notAValue"),
         ("admissionPolicy.enabled=maybe", "/admissionPolicy/enabled"),
+        ("verifier.replicaCount=0", "/verifier/replicaCount"),
+        ("verifier.keyHeader=x_api_key", "/verifier/keyHeader"),
+        ("verifier.service.grpcPort=70000", "/verifier/service/grpcPort"),
     ] {
         let out = run_helm(&["template", "rel", CHART, "--set", set]);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -436,6 +570,21 @@ async fn can(client: &Client, user: &str, verb: &str, resource: &str, group: &st
     answer.status.expect("SubjectAccessReview status").allowed
 }
 
+/// Whether `user` may `verb` the status subresource of Applications in `namespace`.
+async fn can_status(client: &Client, user: &str, verb: &str, namespace: &str) -> bool {
+    let review: SubjectAccessReview = serde_json::from_value(json!({
+        "spec": {
+            "user": user,
+            "resourceAttributes": {"verb": verb, "group": "payi.io", "resource": "applications",
+                                   "subresource": "status", "namespace": namespace},
+        }
+    }))
+    .unwrap();
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    let answer = api.create(&PostParams::default(), &review).await.expect("SubjectAccessReview");
+    answer.status.expect("SubjectAccessReview status").allowed
+}
+
 async fn bind(client: &Client, namespace: &str, binding: &str, user: &str, cluster_role: &str) {
     let rb: RoleBinding = serde_json::from_value(json!({
         "metadata": {"name": binding},
@@ -454,7 +603,7 @@ async fn rendered_chart_applies_and_extends_the_built_in_roles() {
     // The harness installs the CRDs and creates the release namespace.
     let env = common::TestEnv::new("chart").await;
     let release = common::unique("chart");
-    let objects = render(&release, &env.namespace, &[]);
+    let objects = render(&release, &env.namespace, &["--set", "verifier.grafanaDashboard.enabled=true"]);
     assert!(!objects.is_empty());
 
     // Cluster-scoped objects outlive the namespace; remember them for the clean-up,
@@ -568,8 +717,51 @@ async fn apply_and_check(env: &common::TestEnv, objects: &[Value], cluster_scope
             );
         }
     }
+    // Gateways trust the key digests in Application status, so no role of the chart
+    // meant for people or for the verifier may write it: asked of the authorizer,
+    // then tried for real through impersonation.
+    let admin = common::unique("admin");
+    bind(client, ns, "admins", &admin, "admin").await;
+    common::eventually("the chart's rules to be aggregated into admin", || async {
+        can(client, &admin, "create", "applications", "payi.io", Some(ns)).await.then_some(())
+    })
+    .await;
+    let verifier_sa = objects
+        .iter()
+        .find(|o| kind(o) == "ServiceAccount" && name(o).ends_with("-verifier"))
+        .map(|o| format!("system:serviceaccount:{ns}:{}", name(o)))
+        .expect("the verifier's ServiceAccount");
+    for verb in ["get", "list", "watch"] {
+        for resource in ["organizations", "groups", "applications"] {
+            assert!(
+                can(client, &verifier_sa, verb, resource, "payi.io", None).await,
+                "verifier cannot {verb} {resource}"
+            );
+        }
+    }
+    assert!(!can(client, &verifier_sa, "get", "secrets", "", Some(ns)).await, "the verifier can read Secrets");
+    assert!(!can(client, &verifier_sa, "patch", "applications", "payi.io", Some(ns)).await);
+    let app: payi_operator::crd::Application = serde_json::from_value(json!({
+        "apiVersion": "payi.io/v1alpha1", "kind": "Application", "metadata": {"name": "status-probe"},
+        "spec": {"groupRef": {"name": "none"}}
+    }))
+    .unwrap();
+    env.apps().create(&PostParams::default(), &app).await.unwrap();
+    let forged = json!({"status": {"keys": [{"secretKey": "PAYI_API_KEY", "fingerprint": "sha256:0000000000000000",
+        "digest": format!("sha256:{}", "0".repeat(64)), "createdAt": "2026-01-01T00:00:00Z"}]}});
+    for user in [&viewer, &editor, &reader, &admin, &verifier_sa] {
+        for verb in ["update", "patch"] {
+            assert!(!can_status(client, user, verb, ns).await, "{user} may {verb} applications/status");
+        }
+        let as_user = common::client_as(user).await;
+        let apps: Api<payi_operator::crd::Application> = Api::namespaced(as_user, ns);
+        let attempt = apps.patch_status("status-probe", &PatchParams::default(), &Patch::Merge(&forged)).await;
+        assert!(common::forbidden(attempt), "{user} wrote applications/status");
+    }
+
     // The operator's own ServiceAccount holds exactly its ClusterRole.
-    let operator = format!("system:serviceaccount:{ns}:{}", name(of_kind(objects, "ServiceAccount")[0]));
+    let operator_sa = of_kind(objects, "ServiceAccount").into_iter().find(|o| !name(o).ends_with("-verifier"));
+    let operator = format!("system:serviceaccount:{ns}:{}", name(operator_sa.expect("the operator's ServiceAccount")));
     assert!(can(client, &operator, "create", "secrets", "", Some("default")).await);
     assert!(!can(client, &operator, "delete", "secrets", "", Some("default")).await);
     assert!(can(client, &operator, "update", "leases", "coordination.k8s.io", Some(ns)).await);

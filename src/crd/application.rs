@@ -156,6 +156,11 @@ pub struct LiveKey {
     /// The Secret data key holding it: `PAYI_API_KEY` or `PAYI_API_KEY_PREVIOUS`.
     pub secret_key: String,
     pub fingerprint: String,
+    /// `sha256:` and all 64 lowercase hex digits of the key's SHA-256, for gateways
+    /// that verify keys by digest (see docs/gateway.md). Empty only in status written
+    /// before the operator published digests, until its next reconcile fills it in.
+    #[serde(default)]
+    pub digest: String,
     pub created_at: Time,
     /// When it is removed from the Secret; absent for the current key.
     #[serde(default, skip_serializing_if = "Option::is_none")]

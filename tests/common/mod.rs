@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod verifier;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -26,7 +27,7 @@ use serde_json::json;
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-fn kubeconfig_path() -> PathBuf {
+pub fn kubeconfig_path() -> PathBuf {
     if let Ok(path) = std::env::var("KUBECONFIG") {
         return PathBuf::from(path);
     }

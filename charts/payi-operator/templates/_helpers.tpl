@@ -61,3 +61,35 @@ helm.sh/chart: {{ include "payi-operator.chart" . }}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
 {{- end }}
+
+{{/* The verifier's objects: <fullname>-verifier. */}}
+{{- define "payi-operator.verifier.fullname" -}}
+{{- printf "%s-verifier" (include "payi-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The labels that select the verifier pods. Their app.kubernetes.io/name differs from
+the operator's, so the operator's Deployment, Service and PodDisruptionBudget never
+select a verifier pod.
+*/}}
+{{- define "payi-operator.verifier.selectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-verifier" (include "payi-operator.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: verifier
+{{- end }}
+
+{{- define "payi-operator.verifier.labels" -}}
+{{ include "payi-operator.verifier.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ include "payi-operator.chart" . }}
+{{- end }}
+
+{{/* The ServiceAccount the verifier runs as. */}}
+{{- define "payi-operator.verifier.serviceAccountName" -}}
+{{- if .Values.verifier.serviceAccount.create }}
+{{- default (include "payi-operator.verifier.fullname" .) .Values.verifier.serviceAccount.name }}
+{{- else }}
+{{- required "verifier.serviceAccount.name is required when verifier.serviceAccount.create is false" .Values.verifier.serviceAccount.name }}
+{{- end }}
+{{- end }}

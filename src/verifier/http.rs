@@ -1,0 +1,103 @@
+//! HTTP forward-auth (nginx `auth_request`, Envoy HTTP ext_authz, Traefik
+//! ForwardAuth) on its own port, and the verifier's `/healthz`, `/readyz` and
+//! `/metrics` on another.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+
+use super::Verifier;
+use super::index::Attribution;
+use super::watch::Synced;
+
+pub const ORGANIZATION_HEADER: &str = "x-payi-organization";
+pub const GROUP_HEADER: &str = "x-payi-group";
+pub const APPLICATION_HEADER: &str = "x-payi-application";
+pub const NAMESPACE_HEADER: &str = "x-payi-namespace";
+/// What a refused client is told to send.
+pub const CHALLENGE: &str = r#"Bearer realm="payi""#;
+
+/// The four attribution headers and their values.
+pub fn attribution_headers(a: &Attribution) -> [(&'static str, &str); 4] {
+    [
+        (ORGANIZATION_HEADER, &a.organization),
+        (GROUP_HEADER, &a.group),
+        (APPLICATION_HEADER, &a.application),
+        (NAMESPACE_HEADER, &a.namespace),
+    ]
+}
+
+/// Any method, any path: the gateway forwards the original request's headers.
+pub fn forward_auth_router(verifier: Arc<Verifier>) -> Router {
+    Router::new().fallback(forward_auth).with_state(verifier)
+}
+
+async fn forward_auth(State(verifier): State<Arc<Verifier>>, headers: HeaderMap) -> Response {
+    let presented = verifier.presented_key(|name| headers.get(name).and_then(|v| v.to_str().ok()));
+    let verdict = verifier.check("http", presented.map(|(key, _)| key));
+    match verdict.attribution.filter(|_| verdict.decision.is_allowed()) {
+        Some(attribution) => {
+            let mut response = StatusCode::OK.into_response();
+            for (name, value) in attribution_headers(&attribution) {
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    response.headers_mut().insert(HeaderName::from_static(name), value);
+                }
+            }
+            response
+        }
+        None => (
+            StatusCode::UNAUTHORIZED,
+            [
+                (header::WWW_AUTHENTICATE, CHALLENGE),
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            verdict.decision.reason(),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Clone)]
+struct OpsState {
+    registry: Arc<Registry>,
+    synced: Arc<Synced>,
+}
+
+/// `/healthz`, `/readyz` (503 until the three kinds have been listed) and `/metrics`.
+pub fn ops_router(registry: Arc<Registry>, synced: Arc<Synced>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(OpsState { registry, synced })
+}
+
+async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
+    if state.synced.all() {
+        (StatusCode::OK, "ready: Organizations, Groups and Applications listed")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "listing Organizations, Groups and Applications")
+    }
+}
+
+async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            body,
+        ),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("encoding metrics failed: {error}"),
+        ),
+    }
+}

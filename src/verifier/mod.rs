@@ -1,0 +1,196 @@
+//! The gateway key verifier (`payi-operator verifier`): answers "is this key live,
+//! and whose is it?" for AI gateways, from an in-memory index of the key digests
+//! the operator publishes in Application status. It reads no Secrets and needs
+//! no leader: every replica watches and answers on its own.
+//!
+//! - `index`: the pure index and its rules.
+//! - `watch`: watches of the three kinds feeding it.
+//! - `http`: forward-auth, and `/healthz`, `/readyz`, `/metrics`.
+//! - `grpc`: Envoy's `envoy.service.auth.v3.Authorization/Check`.
+//! - `metrics`: request counters per Application and decision.
+
+pub mod grpc;
+pub mod http;
+pub mod index;
+pub mod metrics;
+pub mod watch;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::registry::Registry;
+
+use index::{Index, Verdict};
+
+/// Command-line settings of `payi-operator verifier`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Address of the HTTP forward-auth endpoint (any path).
+    #[arg(long, env = "PAYI_VERIFIER_HTTP_ADDR", default_value = "0.0.0.0:8000")]
+    pub http_addr: SocketAddr,
+    /// Address of the Envoy ext_authz v3 gRPC endpoint.
+    #[arg(long, env = "PAYI_VERIFIER_GRPC_ADDR", default_value = "0.0.0.0:9000")]
+    pub grpc_addr: SocketAddr,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "PAYI_VERIFIER_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// A header that carries the key as its whole value (or as `Bearer <key>`), read
+    /// before `Authorization: Bearer <key>`, e.g. `x-api-key`.
+    #[arg(long, env = "PAYI_VERIFIER_KEY_HEADER")]
+    pub key_header: Option<String>,
+    /// In gRPC OK answers, tell Envoy to remove the header the key came in, so the
+    /// upstream never sees it.
+    #[arg(long, env = "PAYI_VERIFIER_STRIP_KEY_HEADER")]
+    pub strip_key_header: bool,
+}
+
+/// The shared state of both protocols: the index, the metrics, where keys come from.
+pub struct Verifier {
+    index: Arc<RwLock<Index>>,
+    metrics: Arc<metrics::Metrics>,
+    /// Lowercase: HTTP/2 and Envoy's ext_authz headers are lowercase.
+    key_header: Option<String>,
+    strip_key_header: bool,
+}
+
+impl Verifier {
+    pub fn new(
+        index: Arc<RwLock<Index>>,
+        metrics: Arc<metrics::Metrics>,
+        key_header: Option<&str>,
+        strip_key_header: bool,
+    ) -> Self {
+        let key_header = key_header.map(str::to_ascii_lowercase).filter(|h| !h.is_empty());
+        Self { index, metrics, key_header, strip_key_header }
+    }
+
+    /// The key a request presents and the header it came in; see [`presented_key`].
+    pub fn presented_key<'a>(&self, header: impl Fn(&str) -> Option<&'a str>) -> Option<(&'a str, String)> {
+        presented_key(self.key_header.as_deref(), header)
+    }
+
+    /// Decides on a presented key now, and counts the decision.
+    pub fn check(&self, protocol: &'static str, presented: Option<&str>) -> Verdict {
+        let started = Instant::now();
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let verdict = match self.index.read() {
+            Ok(index) => index.verify(presented, now_ms),
+            Err(poisoned) => poisoned.into_inner().verify(presented, now_ms),
+        };
+        self.metrics.observe(protocol, &verdict, started.elapsed());
+        verdict
+    }
+}
+
+/// The key in a request: the configured header's value (optionally `Bearer <key>`),
+/// else the credentials of `Authorization: Bearer <key>`. Returns the key and the
+/// (lowercase) header it came in.
+pub fn presented_key<'a>(
+    key_header: Option<&str>,
+    header: impl Fn(&str) -> Option<&'a str>,
+) -> Option<(&'a str, String)> {
+    if let Some(name) = key_header
+        && let Some(value) = header(name)
+    {
+        let value = bearer(value).unwrap_or(value).trim();
+        if !value.is_empty() {
+            return Some((value, name.to_string()));
+        }
+    }
+    let credentials = bearer(header("authorization")?)?;
+    Some((credentials, "authorization".to_string()))
+}
+
+/// The credentials of a `Bearer` authorization value (the scheme is case-insensitive).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| credentials.trim()).filter(|c| !c.is_empty())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("listening on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Runs the watches and the three servers until `shutdown` resolves.
+pub async fn run(
+    client: kube::Client,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + Clone + 'static,
+) -> Result<(), Error> {
+    let index = Arc::new(RwLock::new(Index::default()));
+    let metrics = Arc::new(metrics::Metrics::default());
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let synced = Arc::new(watch::Synced::default());
+    let verifier = Arc::new(Verifier::new(
+        index.clone(),
+        metrics.clone(),
+        settings.key_header.as_deref(),
+        settings.strip_key_header,
+    ));
+
+    // Bind everything first, so a taken port stops the verifier at start.
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr, source })
+    };
+    let http = bind(settings.http_addr).await?;
+    let grpc = bind(settings.grpc_addr).await?;
+    let ops = bind(settings.metrics_addr).await?;
+    tracing::info!(
+        http = %settings.http_addr, grpc = %settings.grpc_addr, metrics = %settings.metrics_addr,
+        key_header = ?settings.key_header, strip_key_header = settings.strip_key_header,
+        "verifier starting"
+    );
+
+    let serve = |listener, router: axum::Router, what: &'static str| {
+        let shutdown = shutdown.clone();
+        async move {
+            if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+                tracing::error!(%error, what, "HTTP server stopped");
+            }
+        }
+    };
+    let http = tokio::spawn(serve(http, http::forward_auth_router(verifier.clone()), "forward-auth"));
+    let ops = tokio::spawn(serve(ops, http::ops_router(Arc::new(registry), synced.clone()), "metrics"));
+    let grpc = tokio::spawn(grpc::serve(grpc, verifier, shutdown.clone()));
+    let watches = tokio::spawn(watch::run(client, index, metrics, synced));
+
+    shutdown.await;
+    watches.abort();
+    for server in [http, ops, grpc] {
+        let _ = server.await;
+    }
+    tracing::info!("verifier stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from<'a>(headers: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<&'a str> {
+        move |name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    #[test]
+    fn the_key_comes_from_a_bearer_authorization_or_the_configured_header() {
+        let bearer = [("authorization", "Bearer payi_abc")];
+        assert_eq!(presented_key(None, from(&bearer)), Some(("payi_abc", "authorization".into())));
+        assert_eq!(presented_key(None, from(&[("authorization", "bearer   payi_abc ")])).unwrap().0, "payi_abc");
+        assert_eq!(presented_key(None, from(&[("authorization", "Basic dXNlcjpwYXNz")])), None);
+        assert_eq!(presented_key(None, from(&[("authorization", "Bearer ")])), None);
+        assert_eq!(presented_key(None, from(&[("x-api-key", "payi_abc")])), None);
+
+        let both = [("x-api-key", "payi_custom"), ("authorization", "Bearer payi_bearer")];
+        assert_eq!(presented_key(Some("x-api-key"), from(&both)), Some(("payi_custom", "x-api-key".into())));
+        assert_eq!(presented_key(Some("x-api-key"), from(&[("x-api-key", "Bearer payi_x")])).unwrap().0, "payi_x");
+        // Falls back to Authorization when the configured header is absent or empty.
+        assert_eq!(presented_key(Some("x-api-key"), from(&bearer)).unwrap().0, "payi_abc");
+        let empty = [("x-api-key", " "), ("authorization", "Bearer payi_abc")];
+        assert_eq!(presented_key(Some("x-api-key"), from(&empty)).unwrap().1, "authorization");
+    }
+}
