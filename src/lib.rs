@@ -13,7 +13,9 @@ pub mod key;
 pub mod leader;
 pub mod metrics;
 pub mod namespace_policy;
+pub mod plugin;
 pub mod rollup;
 pub mod rotation;
+pub mod validate;
 
 pub use error::{Error, Result};
