@@ -95,5 +95,11 @@ fn every_corpus_manifest_gets_the_api_servers_verdict() {
             failures.push(format!("{name}: expected {expect:?}, got {all:#?}"));
         }
     }
-    assert!(failures.is_empty(), "{} of {} corpus files disagree:\n{}", failures.len(), files.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} corpus files disagree:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
 }

@@ -90,7 +90,12 @@ pub fn build(
         node.applications.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let key = if organization.is_empty() { "-".to_string() } else { organization };
         orgs.entry(key.clone())
-            .or_insert_with(|| OrganizationNode { name: key, ready: NOT_FOUND.into(), reason: String::new(), groups: vec![] })
+            .or_insert_with(|| OrganizationNode {
+                name: key,
+                ready: NOT_FOUND.into(),
+                reason: String::new(),
+                groups: vec![],
+            })
             .groups
             .push(node);
     }
@@ -109,7 +114,10 @@ fn application_node(app: &Application, now: Timestamp) -> ApplicationNode {
         key_fingerprint: status.and_then(|s| s.key_fingerprint.clone()),
         key_created_at: created.map(|t| t.0.to_string()),
         key_age_seconds: created.map(|t| now.duration_since(t.0).as_secs().max(0)),
-        rotation_due: status.and_then(|s| s.rotation.as_ref()).and_then(|r| r.next_rotation_at.as_ref()).map(|t| t.0.to_string()),
+        rotation_due: status
+            .and_then(|s| s.rotation.as_ref())
+            .and_then(|r| r.next_rotation_at.as_ref())
+            .map(|t| t.0.to_string()),
     }
 }
 
@@ -229,8 +237,10 @@ mod tests {
     }
 
     fn app(name: &str, group: &str) -> Application {
-        let mut app =
-            Application::new(name, ApplicationSpec { group_ref: ParentRef { name: group.into() }, ..Default::default() });
+        let mut app = Application::new(
+            name,
+            ApplicationSpec { group_ref: ParentRef { name: group.into() }, ..Default::default() },
+        );
         app.metadata.namespace = Some("team-a".into());
         app
     }

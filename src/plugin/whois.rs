@@ -42,7 +42,11 @@ pub fn find(applications: &[Application], fingerprint: &str) -> Option<Owner> {
             application: name.clone(),
             namespace: namespace.clone(),
             key: if current { "current" } else { "previous" },
-            expires_at: if current { None } else { listed.and_then(|k| k.expires_at.as_ref()).map(|t: &Time| t.0.to_string()) },
+            expires_at: if current {
+                None
+            } else {
+                listed.and_then(|k| k.expires_at.as_ref()).map(|t: &Time| t.0.to_string())
+            },
             rotate_command: rotate_command(&namespace, &name),
         })
     })
@@ -50,7 +54,9 @@ pub fn find(applications: &[Application], fingerprint: &str) -> Option<Owner> {
 
 /// The kubectl command that rotates an Application's key (any new annotation value does).
 pub fn rotate_command(namespace: &str, name: &str) -> String {
-    format!("kubectl annotate applications.payi.io {name} -n {namespace} {ROTATE_ANNOTATION}=\"$(date +%s)\" --overwrite")
+    format!(
+        "kubectl annotate applications.payi.io {name} -n {namespace} {ROTATE_ANNOTATION}=\"$(date +%s)\" --overwrite"
+    )
 }
 
 pub fn render_text(owner: &Owner) -> String {

@@ -71,6 +71,8 @@ fn register_kubernetes_library(ctx: &mut Context<'static, 'static>) {
         ctx.add_function("getEscapedPath", |This(u): This<Value>| url_part(u, "escapedPath")),
         ctx.add_function("getQuery", |This(u): This<Value>| url_part(u, "query")),
         ctx.add_function("find", find),
+        ctx.add_function("sum", sum),
+        ctx.add_function("isSorted", is_sorted),
         ctx.add_function("findAll", find_all),
     ];
     debug_assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -80,8 +82,9 @@ const URL_MARKER: &str = "\u{0}url";
 
 /// `url(string)`: a URL value, represented as a map only the accessors read.
 fn url(s: Arc<String>) -> Result<Value, ExecutionError> {
-    let parsed = go_url::parse_request_uri(&s)
-        .map_err(|e| ExecutionError::function_error("url", format!("URL parse error during conversion from string: {e}")))?;
+    let parsed = go_url::parse_request_uri(&s).map_err(|e| {
+        ExecutionError::function_error("url", format!("URL parse error during conversion from string: {e}"))
+    })?;
     let mut query: HashMap<Key, Value> = HashMap::new();
     for pair in parsed.raw_query.split(['&']).filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -134,12 +137,66 @@ fn find_all(This(s): This<Arc<String>>, pattern: Arc<String>) -> Result<Value, E
     Ok(Value::List(Arc::new(all)))
 }
 
+/// Kubernetes lists library: `list.sum()` of ints, uints or doubles (0 when empty).
+fn sum(This(list): This<Arc<Vec<Value>>>) -> Result<Value, ExecutionError> {
+    let overflow = || ExecutionError::function_error("sum", "integer overflow");
+    match list.first() {
+        None | Some(Value::Int(_)) => list
+            .iter()
+            .try_fold(0i64, |acc, v| match v {
+                Value::Int(i) => acc.checked_add(*i).ok_or_else(overflow),
+                _ => Err(ExecutionError::function_error("sum", "mixed types")),
+            })
+            .map(Value::Int),
+        Some(Value::UInt(_)) => list
+            .iter()
+            .try_fold(0u64, |acc, v| match v {
+                Value::UInt(i) => acc.checked_add(*i).ok_or_else(overflow),
+                _ => Err(ExecutionError::function_error("sum", "mixed types")),
+            })
+            .map(Value::UInt),
+        Some(Value::Float(_)) => list
+            .iter()
+            .try_fold(0f64, |acc, v| match v {
+                Value::Float(f) => Ok(acc + f),
+                _ => Err(ExecutionError::function_error("sum", "mixed types")),
+            })
+            .map(Value::Float),
+        Some(other) => Err(ExecutionError::function_error("sum", format!("no such overload for {other:?}"))),
+    }
+}
+
+/// Kubernetes lists library: `list.isSorted()`.
+fn is_sorted(This(list): This<Arc<Vec<Value>>>) -> Result<Value, ExecutionError> {
+    let sorted = list.windows(2).all(|w| w[0].partial_cmp(&w[1]).is_some_and(|o| o.is_le()));
+    Ok(Value::Bool(sorted))
+}
+
 /// CEL's escaping of property names (Kubernetes: names that are CEL keywords,
 /// or contain `__`, `.`, `-` or `/`, are written `__keyword__`, `__dot__`, ...).
 pub fn escape_property(name: &str) -> Option<String> {
     const RESERVED: [&str; 21] = [
-        "true", "false", "null", "in", "as", "break", "const", "continue", "else", "for", "function", "if",
-        "import", "let", "loop", "package", "namespace", "return", "var", "void", "while",
+        "true",
+        "false",
+        "null",
+        "in",
+        "as",
+        "break",
+        "const",
+        "continue",
+        "else",
+        "for",
+        "function",
+        "if",
+        "import",
+        "let",
+        "loop",
+        "package",
+        "namespace",
+        "return",
+        "var",
+        "void",
+        "while",
     ];
     if RESERVED.contains(&name) {
         return Some(format!("__{name}__"));
@@ -198,6 +255,11 @@ mod tests {
         assert_eq!(run("self.lowerAscii()", s("AbC")), Ok(s("abc")));
         assert_eq!(run("self.find('[0-9]+')", s("ab12c")), Ok(s("12")));
         assert_eq!(run("size(self)", s("héllo")), Ok(Value::Int(5)));
+        let mut map: HashMap<Key, Value> = HashMap::new();
+        map.insert(Key::String(Arc::new("ab".into())), s("cde"));
+        map.insert(Key::String(Arc::new("f".into())), s(""));
+        assert_eq!(run("self.map(k, size(k) + size(self[k])).sum()", Value::Map(Map::from(map))), Ok(Value::Int(6)));
+        assert_eq!(run("[].sum() == 0 && [1, 2].isSorted() && ![2, 1].isSorted()", Value::Null), Ok(Value::Bool(true)));
     }
 
     #[test]

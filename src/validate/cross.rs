@@ -252,8 +252,13 @@ mod tests {
         let found = check(&w);
         assert!(found[0].certain && found[0].message.contains("NamespaceNotAllowed"), "{found:?}");
         if let Some(group) = w.groups.get_mut("eng") {
-            group.policy =
-                Some(NamespacePolicy { names: vec![], selector: Some(LabelSelector { match_labels: Some([("t".to_string(), "a".to_string())].into()), match_expressions: None }) });
+            group.policy = Some(NamespacePolicy {
+                names: vec![],
+                selector: Some(LabelSelector {
+                    match_labels: Some([("t".to_string(), "a".to_string())].into()),
+                    match_expressions: None,
+                }),
+            });
         }
         let found = check(&w);
         assert!(!found[0].certain, "{found:?}");

@@ -129,7 +129,9 @@ fn item_line(text: &str, text_line: usize, item: &Value) -> Option<usize> {
     text.lines()
         .position(|l| {
             let t = l.trim_start().trim_start_matches("- ").trim();
-            t == format!("name: {name}") || t == format!("\"name\": \"{name}\"") || t == format!("\"name\": \"{name}\",")
+            t == format!("name: {name}")
+                || t == format!("\"name\": \"{name}\"")
+                || t == format!("\"name\": \"{name}\",")
         })
         .map(|i| text_line + i)
 }

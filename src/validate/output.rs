@@ -36,10 +36,8 @@ pub fn json(report: &Report) -> String {
 
 /// A minimal valid SARIF 2.1.0 log: one run, the checks as rules, one result per finding.
 pub fn sarif(report: &Report) -> String {
-    let rules: Vec<_> = Check::ALL
-        .iter()
-        .map(|c| json!({ "id": c.id(), "shortDescription": { "text": c.description() } }))
-        .collect();
+    let rules: Vec<_> =
+        Check::ALL.iter().map(|c| json!({ "id": c.id(), "shortDescription": { "text": c.description() } })).collect();
     let results: Vec<_> = report
         .findings
         .iter()

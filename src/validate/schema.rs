@@ -176,7 +176,8 @@ fn check_metadata(object: &Value) -> Vec<Issue> {
     }
     let mut issues = vec![];
     if name.len() > 253 {
-        issues.push(issue(format!("metadata.name: Invalid value: {}: must be no more than 253 characters", quote(name))));
+        issues
+            .push(issue(format!("metadata.name: Invalid value: {}: must be no more than 253 characters", quote(name))));
     }
     if !is_dns1123_subdomain(name) {
         issues.push(issue(format!("metadata.name: Invalid value: {}: {DNS1123_SUBDOMAIN_MESSAGE}", quote(name))));
@@ -347,7 +348,8 @@ impl Walk<'_> {
         let actual = json_type(value);
         if let Some(expected) = schema.type_.as_deref() {
             let int_or_string = schema.x_kubernetes_int_or_string == Some(true);
-            let float_int = actual == "number" && expected == "integer" && value.as_f64().is_some_and(|f| f.fract() == 0.0);
+            let float_int =
+                actual == "number" && expected == "integer" && value.as_f64().is_some_and(|f| f.fract() == 0.0);
             let ok = expected == actual
                 || (expected == "number" && actual == "integer")
                 || float_int
@@ -355,7 +357,10 @@ impl Walk<'_> {
             if !ok {
                 self.block(
                     path,
-                    format!("{name}: Invalid value: {a}: {name} in body must be of type {expected}: {a}", a = quote(actual)),
+                    format!(
+                        "{name}: Invalid value: {a}: {name} in body must be of type {expected}: {a}",
+                        a = quote(actual)
+                    ),
                 );
                 return;
             }
@@ -433,7 +438,11 @@ impl Walk<'_> {
                 self.push(
                     IssueKind::Schema,
                     path,
-                    format!("{name}: Invalid value: {}: {name} in body should be {how} {}", bad_value(value), show(min)),
+                    format!(
+                        "{name}: Invalid value: {}: {name} in body should be {how} {}",
+                        bad_value(value),
+                        show(min)
+                    ),
                 );
             }
         }
@@ -444,7 +453,11 @@ impl Walk<'_> {
                 self.push(
                     IssueKind::Schema,
                     path,
-                    format!("{name}: Invalid value: {}: {name} in body should be {how} {}", bad_value(value), show(max)),
+                    format!(
+                        "{name}: Invalid value: {}: {name} in body should be {how} {}",
+                        bad_value(value),
+                        show(max)
+                    ),
                 );
             }
         }

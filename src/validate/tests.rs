@@ -90,7 +90,10 @@ fn cel_rules_run_when_the_schema_passes() {
         found.contains(&"27: spec.keySecret.name: Invalid value: \"Bad_Name\": must be a valid Secret name: lowercase letters, digits, '-' and '.', at most 253 characters".to_string()),
         "{found:#?}"
     );
-    assert!(found.iter().any(|m| m.starts_with("29: spec.keyRotation.every: Invalid value: \"30m\": every must be")), "{found:#?}");
+    assert!(
+        found.iter().any(|m| m.starts_with("29: spec.keyRotation.every: Invalid value: \"30m\": every must be")),
+        "{found:#?}"
+    );
 }
 
 #[test]
@@ -105,7 +108,10 @@ fn object_level_rules_and_metadata() {
         )]
     );
     let found = messages(&run("apiVersion: payi.io/v1alpha1\nkind: Organization\nmetadata:\n  name: Acme\nspec: {}\n"));
-    assert!(found[0].starts_with("4: metadata.name: Invalid value: \"Acme\": a lowercase RFC 1123 subdomain"), "{found:?}");
+    assert!(
+        found[0].starts_with("4: metadata.name: Invalid value: \"Acme\": a lowercase RFC 1123 subdomain"),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -116,7 +122,10 @@ fn cross_object_rules() {
     let report = run(&text);
     let found = messages(&report);
     assert!(found.iter().any(|m| m.contains("team-b") && m.contains("NamespaceNotAllowed")), "{found:#?}");
-    assert!(found.iter().any(|m| m.contains("Application default/b: Group \"nope\" not found in the input")), "{found:#?}");
+    assert!(
+        found.iter().any(|m| m.contains("Application default/b: Group \"nope\" not found in the input")),
+        "{found:#?}"
+    );
     let live = Live { groups: vec![("nope".into(), "acme".into(), None)], ..Live::default() };
     let found = messages(&run_with(&text, Some(&live)));
     assert!(found.iter().any(|m| m.contains("default/b") && m.contains("NamespaceNotAllowed")), "{found:#?}");
