@@ -145,7 +145,8 @@ fn validate_reads_stdin_lists_json_and_sarif() {
     assert_eq!(report["checked"], 1);
     let checks: Vec<&str> =
         report["findings"].as_array().unwrap().iter().map(|f| f["check"].as_str().unwrap()).collect();
-    assert_eq!(checks, vec!["schema", "unknown-field", "reference"], "{report:#}");
+    assert_eq!(checks, vec!["schema", "cel", "unknown-field"], "{report:#}");
+    assert_eq!(report["findings"][1]["severity"], "warning");
     assert_eq!(report["findings"][0]["file"], "<stdin>");
 
     let out = run(OPERATOR, &["validate", "--output", "sarif", "-"], Some(BAD));
@@ -153,8 +154,11 @@ fn validate_reads_stdin_lists_json_and_sarif() {
     assert_eq!(sarif["version"], "2.1.0");
     let results = sarif["runs"][0]["results"].as_array().unwrap();
     assert_eq!(results.len(), 3);
-    assert_eq!(results[0]["level"], "error");
-    assert_eq!(results[0]["locations"][0]["physicalLocation"]["region"]["startLine"], 6);
+    let by_rule = |id: &str| results.iter().find(|r| r["ruleId"] == id).unwrap();
+    assert_eq!(by_rule("cel")["level"], "warning");
+    assert_eq!(by_rule("schema")["level"], "error");
+    assert_eq!(by_rule("schema")["locations"][0]["physicalLocation"]["region"]["startLine"], 6);
+    assert_eq!(by_rule("unknown-field")["locations"][0]["physicalLocation"]["region"]["startLine"], 7);
     let rules = sarif["runs"][0]["tool"]["driver"]["rules"].as_array().unwrap();
     assert!(rules.iter().any(|r| r["id"] == "unknown-field"));
 }

@@ -73,7 +73,9 @@ pub fn check(world: &World) -> Vec<CrossFinding> {
     let mut out = Vec::new();
     let nowhere = if world.with_cluster { "in the input or the cluster" } else { "in the input" };
     for (name, group) in &world.groups {
+        // An empty reference is a schema error already.
         if let Origin::Input(document) = group.origin
+            && !group.organization.is_empty()
             && !world.organizations.contains_key(&group.organization)
         {
             out.push(CrossFinding {
@@ -91,6 +93,9 @@ pub fn check(world: &World) -> Vec<CrossFinding> {
     }
     for app in &world.applications {
         let Origin::Input(document) = app.origin else { continue };
+        if app.group.is_empty() {
+            continue;
+        }
         let who = format!("Application {}/{}", app.namespace, app.name);
         let Some(group) = world.groups.get(&app.group) else {
             out.push(CrossFinding {

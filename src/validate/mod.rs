@@ -262,7 +262,9 @@ pub fn validate(
                 IssueKind::Cel => Check::Cel,
                 IssueKind::UnknownField => Check::UnknownField,
             };
-            report.findings.push(finding(check, Severity::Error, &issue.fields, who.clone(), issue.message));
+            let severity =
+                if issue.rejects || check == Check::UnknownField { Severity::Error } else { Severity::Warning };
+            report.findings.push(finding(check, severity, &issue.fields, who.clone(), issue.message));
         }
         gather_payi(&mut world, index, object, kind, name, namespace);
     }

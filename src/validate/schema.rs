@@ -103,7 +103,8 @@ impl Schemas {
                 message: "<nil>: Invalid value: null: some validation rules were not checked because the object was \
                           invalid; correct the existing errors to complete validation"
                     .into(),
-                rejects: true,
+                // The server says it too, but the object is rejected for the errors before it.
+                rejects: false,
             });
         } else {
             let pruned = prune_for_cel(&kind_schema.schema, object, true);
