@@ -29,9 +29,9 @@ pub struct Rotated {
     pub previous_expires_at: Option<String>,
 }
 
-/// A request value never used before: the time to the nanosecond.
+/// A request value never used before: nanoseconds since the epoch.
 pub fn request_value(now: Timestamp) -> String {
-    now.to_string()
+    now.as_nanosecond().to_string()
 }
 
 /// The rotation's outcome as status shows it once `request` is handled (pure).
