@@ -265,6 +265,17 @@ mod tests {
     }
 
     #[test]
+    fn colour_only_when_asked() {
+        let tree = build(&[org("acme")], &[group("eng", "gone")], &[], None, Timestamp::UNIX_EPOCH);
+        let coloured = render_text(&tree, Style { colour: true });
+        assert!(
+            coloured.contains("\x1b[33mUnknown\x1b[0m") && coloured.contains("\x1b[31mNotFound\x1b[0m"),
+            "{coloured}"
+        );
+        assert!(!render_text(&tree, Style { colour: false }).contains('\x1b'));
+    }
+
+    #[test]
     fn ages_are_short() {
         assert_eq!(human_age(40), "40s");
         assert_eq!(human_age(125), "2m");

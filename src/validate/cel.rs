@@ -70,6 +70,7 @@ fn register_kubernetes_library(ctx: &mut Context<'static, 'static>) {
         ctx.add_function("getPort", |This(u): This<Value>| url_part(u, "port")),
         ctx.add_function("getEscapedPath", |This(u): This<Value>| url_part(u, "escapedPath")),
         ctx.add_function("getQuery", |This(u): This<Value>| url_part(u, "query")),
+        ctx.add_function("matches", matches),
         ctx.add_function("find", find),
         ctx.add_function("sum", sum),
         ctx.add_function("isSorted", is_sorted),
@@ -120,21 +121,47 @@ fn url_part(value: Value, part: &str) -> Result<Value, ExecutionError> {
         .ok_or_else(|| ExecutionError::function_error(part, "no such overload"))
 }
 
-fn compile_regex(pattern: &str) -> Result<regex::Regex, ExecutionError> {
-    regex::Regex::new(pattern).map_err(|e| ExecutionError::function_error("find", e.to_string()))
+thread_local! {
+    /// Compiled patterns: the same few patterns run for every object, and compiling
+    /// one costs far more than matching it.
+    static REGEXES: std::cell::RefCell<HashMap<String, Result<regex::Regex, String>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// Whether `text` contains a match of `pattern` (RE2 syntax, as in Kubernetes), compiled once per thread.
+pub fn is_match(pattern: &str, text: &str) -> Result<bool, String> {
+    with_regex(pattern, |re| re.is_match(text))
+}
+
+fn with_regex<T>(pattern: &str, f: impl FnOnce(&regex::Regex) -> T) -> Result<T, String> {
+    REGEXES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let compiled =
+            cache.entry(pattern.to_string()).or_insert_with(|| regex::Regex::new(pattern).map_err(|e| e.to_string()));
+        compiled.as_ref().map(f).map_err(Clone::clone)
+    })
+}
+
+/// `s.matches(re)`: the standard function, with the compiled pattern cached
+/// (the `cel` crate compiles it on every call).
+fn matches(This(s): This<Arc<String>>, pattern: Arc<String>) -> Result<bool, ExecutionError> {
+    is_match(&pattern, &s)
+        .map_err(|e| ExecutionError::function_error("matches", format!("'{pattern}' not a valid regex:\n{e}")))
 }
 
 /// Kubernetes regex library: `s.find(re)`, the first match or "".
 fn find(This(s): This<Arc<String>>, pattern: Arc<String>) -> Result<Value, ExecutionError> {
-    let re = compile_regex(&pattern)?;
-    Ok(re.find(&s).map(|m| m.as_str().to_string()).unwrap_or_default().into())
+    with_regex(&pattern, |re| re.find(&s).map(|m| m.as_str().to_string()).unwrap_or_default().into())
+        .map_err(|e| ExecutionError::function_error("find", e))
 }
 
 /// Kubernetes regex library: `s.findAll(re)`, every match.
 fn find_all(This(s): This<Arc<String>>, pattern: Arc<String>) -> Result<Value, ExecutionError> {
-    let re = compile_regex(&pattern)?;
-    let all: Vec<Value> = re.find_iter(&s).map(|m| Value::from(m.as_str().to_string())).collect();
-    Ok(Value::List(Arc::new(all)))
+    with_regex(&pattern, |re| {
+        let all: Vec<Value> = re.find_iter(&s).map(|m| Value::from(m.as_str().to_string())).collect();
+        Value::List(Arc::new(all))
+    })
+    .map_err(|e| ExecutionError::function_error("findAll", e))
 }
 
 /// Kubernetes lists library: `list.sum()` of ints, uints or doubles (0 when empty).
@@ -254,6 +281,8 @@ mod tests {
         assert_eq!(run("self.startsWith('system:')", s("system:admin")), Ok(Value::Bool(true)));
         assert_eq!(run("self.lowerAscii()", s("AbC")), Ok(s("abc")));
         assert_eq!(run("self.find('[0-9]+')", s("ab12c")), Ok(s("12")));
+        assert_eq!(run("matches(self, '^a')", s("abc")), Ok(Value::Bool(true)));
+        assert!(run("self.matches('(')", s("abc")).unwrap_err().contains("not a valid regex"));
         assert_eq!(run("size(self)", s("héllo")), Ok(Value::Int(5)));
         let mut map: HashMap<Key, Value> = HashMap::new();
         map.insert(Key::String(Arc::new("ab".into())), s("cde"));

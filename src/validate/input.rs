@@ -34,35 +34,64 @@ pub const STDIN: &str = "<stdin>";
 
 /// Reads every input: `-` is stdin, a directory is walked for `*.yaml`,
 /// `*.yml` and `*.json` files (hidden entries skipped), a file is read whatever its name.
+/// Files are read and parsed on all cores; the result keeps the input order.
 pub fn read_all(inputs: &[String]) -> (Vec<Document>, Vec<ReadError>) {
-    let mut documents = Vec::new();
+    let mut sources = Vec::new();
     let mut errors = Vec::new();
     for input in inputs {
         if input == "-" {
             let mut text = String::new();
             match std::io::stdin().read_to_string(&mut text) {
-                Ok(_) => parse_text(STDIN.into(), &text, false, &mut documents, &mut errors),
+                Ok(_) => sources.push(Source::Text(text)),
                 Err(e) => errors.push(ReadError { file: STDIN.into(), line: 0, message: format!("cannot read: {e}") }),
             }
             continue;
         }
         let path = PathBuf::from(input);
-        let mut files = Vec::new();
         if path.is_dir() {
+            let mut files = Vec::new();
             if let Err(e) = collect_dir(&path, &mut files) {
                 errors.push(ReadError { file: input.as_str().into(), line: 0, message: format!("cannot read: {e}") });
             }
+            sources.extend(files.into_iter().map(Source::File));
         } else {
-            files.push(path);
+            sources.push(Source::File(path));
         }
-        for file in files {
-            let name: Arc<str> = file.display().to_string().into();
-            match std::fs::read_to_string(&file) {
-                Ok(text) => {
-                    let json = file.extension().is_some_and(|e| e == "json");
-                    parse_text(name, &text, json, &mut documents, &mut errors);
+    }
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(sources.len().max(1));
+    let chunk = sources.len().div_ceil(threads).max(1);
+    let parsed: Vec<(Vec<Document>, Vec<ReadError>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sources.chunks(chunk).map(|part| scope.spawn(move || parse_sources(part))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+    });
+    let mut documents = Vec::new();
+    for (docs, errs) in parsed {
+        documents.extend(docs);
+        errors.extend(errs);
+    }
+    (documents, errors)
+}
+
+enum Source {
+    Text(String),
+    File(PathBuf),
+}
+
+fn parse_sources(sources: &[Source]) -> (Vec<Document>, Vec<ReadError>) {
+    let mut documents = Vec::new();
+    let mut errors = Vec::new();
+    for source in sources {
+        match source {
+            Source::Text(text) => parse_text(STDIN.into(), text, false, &mut documents, &mut errors),
+            Source::File(file) => {
+                let name: Arc<str> = file.display().to_string().into();
+                match std::fs::read_to_string(file) {
+                    Ok(text) => {
+                        let json = file.extension().is_some_and(|e| e == "json");
+                        parse_text(name, &text, json, &mut documents, &mut errors);
+                    }
+                    Err(e) => errors.push(ReadError { file: name, line: 0, message: format!("cannot read: {e}") }),
                 }
-                Err(e) => errors.push(ReadError { file: name, line: 0, message: format!("cannot read: {e}") }),
             }
         }
     }

@@ -409,7 +409,7 @@ impl Walk<'_> {
             );
         }
         if let Some(pattern) = &schema.pattern {
-            let matched = regex::Regex::new(pattern).map(|re| re.is_match(s)).unwrap_or(false);
+            let matched = super::cel::is_match(pattern, s).unwrap_or(false);
             if !matched {
                 self.push(
                     IssueKind::Schema,
