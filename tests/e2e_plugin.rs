@@ -234,6 +234,9 @@ async fn plugin_commands_match_their_goldens() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let shown = fx.normalise(&text(&out).replace(&dir.display().to_string(), "DIR"));
     golden("plugin-check.txt", &shown);
+    let out = plugin(&["check", "-n", &ns, "-o", "json", dir.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(1));
+    golden("plugin-check.json", &fx.normalise(&text(&out).replace(&dir.display().to_string(), "DIR")));
     std::fs::write(dir.join("apps.yaml"), format!("apiVersion: payi.io/v1alpha1\nkind: Application\nmetadata:\n  name: new-{}\nspec:\n  groupRef:\n    name: {}\n", fx.id, fx.eng)).unwrap();
     let out = plugin(&["check", "-n", &ns, dir.to_str().unwrap()], "");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
