@@ -8,10 +8,10 @@ RUN apk add --no-cache musl-dev
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && cargo build --release --locked && rm -rf src
+RUN mkdir -p src/bin && echo 'fn main() {}' > src/main.rs && cp src/main.rs src/bin/kubectl-payi.rs \
+    && touch src/lib.rs && cargo build --release --locked && rm -rf src
 COPY src ./src
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
+RUN touch src/main.rs src/lib.rs src/bin/kubectl-payi.rs && cargo build --release --locked \
     && cp target/release/payi-operator /payi-operator
 
 # Distroless static: CA certificates, /etc/passwd with nonroot (65532), nothing else.

@@ -15,7 +15,9 @@ pub mod keyring;
 pub mod leader;
 pub mod metrics;
 pub mod namespace_policy;
+pub mod plugin;
 pub mod rollup;
+pub mod validate;
 pub mod verifier;
 
 pub use error::{Error, Result};

@@ -43,6 +43,8 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Check payi.io manifests offline against the CRDs and each other (exit 0 clean, 1 errors, 2 unreadable).
+    Validate(payi_operator::validate::cli::ValidateArgs),
 }
 
 #[derive(clap::Args)]
@@ -90,6 +92,9 @@ async fn main() -> std::process::ExitCode {
         Command::Crd { out_dir } => print_crds(out_dir),
         Command::Run(args) => run(args).await,
         Command::Verifier { settings, log_format } => run_verifier(settings, log_format).await,
+        Command::Validate(args) => {
+            return std::process::ExitCode::from(payi_operator::validate::cli::run(args).await);
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

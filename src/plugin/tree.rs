@@ -1,0 +1,285 @@
+//! `kubectl payi tree`: Organization -> Groups -> Applications, each with its
+//! Ready condition, and for Applications the namespace and key facts.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use serde::Serialize;
+
+use crate::conditions::READY;
+use crate::crd::{Application, Group, Organization};
+
+/// Shown for a parent that is referenced but does not exist.
+pub const NOT_FOUND: &str = "NotFound";
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationNode {
+    pub name: String,
+    pub ready: String,
+    pub reason: String,
+    pub groups: Vec<GroupNode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupNode {
+    pub name: String,
+    pub ready: String,
+    pub reason: String,
+    pub applications: Vec<ApplicationNode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationNode {
+    pub name: String,
+    pub namespace: String,
+    pub ready: String,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_created_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_age_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_due: Option<String>,
+}
+
+fn ready_of(conditions: Option<&Vec<Condition>>) -> (String, String) {
+    conditions
+        .and_then(|c| c.iter().find(|c| c.type_ == READY))
+        .map(|c| (c.status.clone(), c.reason.clone()))
+        .unwrap_or_else(|| ("Unknown".into(), String::new()))
+}
+
+/// Builds the tree (pure): parents that are referenced but missing appear as `NotFound`
+/// nodes, so nothing in the cluster is left out. `only` keeps one Organization.
+pub fn build(
+    organizations: &[Organization],
+    groups: &[Group],
+    applications: &[Application],
+    only: Option<&str>,
+    now: Timestamp,
+) -> Vec<OrganizationNode> {
+    let mut orgs: BTreeMap<String, OrganizationNode> = BTreeMap::new();
+    for org in organizations {
+        let (ready, reason) = ready_of(org.status.as_ref().map(|s| &s.conditions));
+        orgs.insert(org.name_any(), OrganizationNode { name: org.name_any(), ready, reason, groups: vec![] });
+    }
+    let mut group_nodes: BTreeMap<String, (String, GroupNode)> = BTreeMap::new();
+    for group in groups {
+        let (ready, reason) = ready_of(group.status.as_ref().map(|s| &s.conditions));
+        let node = GroupNode { name: group.name_any(), ready, reason, applications: vec![] };
+        group_nodes.insert(group.name_any(), (group.spec.organization_ref.name.clone(), node));
+    }
+    for app in applications {
+        let group = &app.spec.group_ref.name;
+        let node = application_node(app, now);
+        let entry = group_nodes.entry(group.clone()).or_insert_with(|| {
+            let missing =
+                GroupNode { name: group.clone(), ready: NOT_FOUND.into(), reason: String::new(), applications: vec![] };
+            (String::new(), missing)
+        });
+        entry.1.applications.push(node);
+    }
+    for (organization, mut node) in group_nodes.into_values() {
+        node.applications.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let key = if organization.is_empty() { "-".to_string() } else { organization };
+        orgs.entry(key.clone())
+            .or_insert_with(|| OrganizationNode {
+                name: key,
+                ready: NOT_FOUND.into(),
+                reason: String::new(),
+                groups: vec![],
+            })
+            .groups
+            .push(node);
+    }
+    orgs.into_values().filter(|o| only.is_none_or(|n| n == o.name)).collect()
+}
+
+fn application_node(app: &Application, now: Timestamp) -> ApplicationNode {
+    let status = app.status.as_ref();
+    let (ready, reason) = ready_of(status.map(|s| &s.conditions));
+    let created: Option<&Time> = status.and_then(|s| s.key_created_at.as_ref());
+    ApplicationNode {
+        name: app.name_any(),
+        namespace: app.namespace().unwrap_or_default(),
+        ready,
+        reason,
+        key_fingerprint: status.and_then(|s| s.key_fingerprint.clone()),
+        key_created_at: created.map(|t| t.0.to_string()),
+        key_age_seconds: created.map(|t| now.duration_since(t.0).as_secs().max(0)),
+        rotation_due: status
+            .and_then(|s| s.rotation.as_ref())
+            .and_then(|r| r.next_rotation_at.as_ref())
+            .map(|t| t.0.to_string()),
+    }
+}
+
+/// `5d3h`, `3h12m`, `12m`, `40s`: the two largest units, like kubectl's ages.
+pub fn human_age(seconds: i64) -> String {
+    let (d, h, m, s) = (seconds / 86400, seconds % 86400 / 3600, seconds % 3600 / 60, seconds % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m"),
+        (0, _, _) => format!("{h}h{m}m"),
+        _ => format!("{d}d{h}h"),
+    }
+}
+
+/// Colours for a terminal; none when piped.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub colour: bool,
+}
+
+impl Style {
+    fn ready(&self, status: &str) -> String {
+        if !self.colour {
+            return status.to_string();
+        }
+        let code = match status {
+            "True" => "32",
+            "False" | NOT_FOUND => "31",
+            _ => "33",
+        };
+        format!("\x1b[{code}m{status}\x1b[0m")
+    }
+}
+
+/// The tree as aligned text: one row per object, box-drawing prefixes.
+pub fn render_text(tree: &[OrganizationNode], style: Style) -> String {
+    let mut rows: Vec<[String; 8]> = vec![[
+        "NAME".into(),
+        "NAMESPACE".into(),
+        "READY".into(),
+        "REASON".into(),
+        "KEY".into(),
+        "KEY AGE".into(),
+        "ROTATION DUE".into(),
+        String::new(),
+    ]];
+    let blank = String::new;
+    for org in tree {
+        rows.push([
+            format!("Organization/{}", org.name),
+            blank(),
+            org.ready.clone(),
+            org.reason.clone(),
+            blank(),
+            blank(),
+            blank(),
+            blank(),
+        ]);
+        for (gi, group) in org.groups.iter().enumerate() {
+            let last_group = gi + 1 == org.groups.len();
+            let (branch, stem) = if last_group { ("└── ", "    ") } else { ("├── ", "│   ") };
+            rows.push([
+                format!("{branch}Group/{}", group.name),
+                blank(),
+                group.ready.clone(),
+                group.reason.clone(),
+                blank(),
+                blank(),
+                blank(),
+                blank(),
+            ]);
+            for (ai, app) in group.applications.iter().enumerate() {
+                let twig = if ai + 1 == group.applications.len() { "└── " } else { "├── " };
+                rows.push([
+                    format!("{stem}{twig}Application/{}", app.name),
+                    app.namespace.clone(),
+                    app.ready.clone(),
+                    app.reason.clone(),
+                    app.key_fingerprint.clone().unwrap_or_else(|| "-".into()),
+                    app.key_age_seconds.map(human_age).unwrap_or_else(|| "-".into()),
+                    app.rotation_due.clone().unwrap_or_else(|| "-".into()),
+                    blank(),
+                ]);
+            }
+        }
+    }
+    let widths: Vec<usize> = (0..7).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let mut line = String::new();
+        for c in 0..7 {
+            let cell = &row[c];
+            let pad = widths[c] - cell.chars().count();
+            let shown = if c == 2 && i > 0 { style.ready(cell) } else { cell.clone() };
+            line.push_str(&shown);
+            if c < 6 {
+                line.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ApplicationSpec, GroupSpec, OrganizationSpec, ParentRef};
+
+    fn org(name: &str) -> Organization {
+        Organization::new(name, OrganizationSpec::default())
+    }
+
+    fn group(name: &str, org: &str) -> Group {
+        Group::new(name, GroupSpec { organization_ref: ParentRef { name: org.into() }, ..Default::default() })
+    }
+
+    fn app(name: &str, group: &str) -> Application {
+        let mut app = Application::new(
+            name,
+            ApplicationSpec { group_ref: ParentRef { name: group.into() }, ..Default::default() },
+        );
+        app.metadata.namespace = Some("team-a".into());
+        app
+    }
+
+    #[test]
+    fn missing_parents_become_not_found_nodes() {
+        let tree = build(
+            &[org("acme")],
+            &[group("eng", "acme"), group("lost", "gone")],
+            &[app("chat", "eng"), app("orphan", "nobody")],
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        let names: Vec<(&str, &str)> = tree.iter().map(|o| (o.name.as_str(), o.ready.as_str())).collect();
+        assert_eq!(names, vec![("-", NOT_FOUND), ("acme", "Unknown"), ("gone", NOT_FOUND)]);
+        assert_eq!(tree[0].groups[0].name, "nobody");
+        let text = render_text(&tree, Style { colour: false });
+        assert!(text.contains("├── Group/eng") || text.contains("└── Group/eng"), "{text}");
+        assert!(text.contains("    └── Application/chat "), "{text}");
+        let only = build(&[org("acme")], &[group("eng", "acme")], &[], Some("acme"), Timestamp::UNIX_EPOCH);
+        assert_eq!(only.len(), 1);
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let tree = build(&[org("acme")], &[group("eng", "gone")], &[], None, Timestamp::UNIX_EPOCH);
+        let coloured = render_text(&tree, Style { colour: true });
+        assert!(
+            coloured.contains("\x1b[33mUnknown\x1b[0m") && coloured.contains("\x1b[31mNotFound\x1b[0m"),
+            "{coloured}"
+        );
+        assert!(!render_text(&tree, Style { colour: false }).contains('\x1b'));
+    }
+
+    #[test]
+    fn ages_are_short() {
+        assert_eq!(human_age(40), "40s");
+        assert_eq!(human_age(125), "2m");
+        assert_eq!(human_age(3 * 3600 + 120), "3h2m");
+        assert_eq!(human_age(2 * 86400 + 3600), "2d1h");
+    }
+}
