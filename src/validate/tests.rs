@@ -87,7 +87,7 @@ fn cel_rules_run_when_the_schema_passes() {
     );
     let found = messages(&run(&text));
     assert!(
-        found.contains(&"27: spec.keySecret.name: Invalid value: \"Bad_Name\": must be a valid Secret name: lowercase letters, digits, '-' and '.', at most 253 characters".to_string()),
+        found.contains(&"27: spec.keySecret.name: Invalid value: \"Bad_Name\": must be a valid Secret name: lowercase letters, digits, '-' and '.', at most 253 characters, starting and ending with a letter or digit".to_string()),
         "{found:#?}"
     );
     assert!(
