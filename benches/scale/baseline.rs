@@ -72,7 +72,10 @@ async fn write_one(client: &Client, app: &Application) {
     }))
     .expect("a Secret");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    secrets.create(&PostParams::default(), &secret).await.unwrap_or_else(|e| panic!("creating Secret {secret_name}: {e}"));
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap_or_else(|e| panic!("creating Secret {secret_name}: {e}"));
 
     let now = serde_json::to_value(Time(Timestamp::now())).expect("a timestamp");
     let print = fingerprint(key.expose());
