@@ -141,9 +141,10 @@ async fn operator_phase(client: &Client, group: &str, apps: usize, name: &str, a
             let ready = groups.get(group).await.ok()?.status?.applications.ready as usize;
             ready >= apps
         } else {
-            // Without the metric, the idle wait below is all there is to go by.
+            // The counter appears with the first reconcile; if a build never shows it,
+            // the idle wait below is all there is to go by after 30 s.
             let metrics = operator_ref.get("/metrics").await?.1;
-            reconciles(&metrics).is_none_or(|n| n as usize >= apps)
+            reconciles(&metrics).map_or(started.elapsed() > Duration::from_secs(30), |n| n as usize >= apps)
         };
         done.then_some(())
     })
