@@ -14,9 +14,11 @@ crds:
 	cargo run --quiet -- crd --out-dir crds
 	cargo run --quiet -- crd --out-dir charts/payi-operator/crds
 
-## Scale benchmark on the local control plane (PAYI_BENCH_APPS, default 10000); see docs/benchmark.md.
+## Scale benchmark on a fresh local control plane (PAYI_BENCH_APPS, default 10000; PAYI_BENCH_CONCURRENCY
+## passes --concurrency to the operator): baseline, cold start, restart; see docs/benchmark.md.
 bench:
-	KUBECONFIG="$$(hack/testenv.sh up)" cargo bench --bench scale
+	hack/testenv.sh down
+	KUBECONFIG="$$(hack/testenv.sh up)" cargo bench --bench scale; status=$$?; hack/testenv.sh down; exit $$status
 
 ## The gateway verifier: index memory per key, and wrk against it and a static nginx; see docs/benchmark.md.
 bench-verifier:

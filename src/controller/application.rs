@@ -97,7 +97,9 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
     let mut inputs = gather(app, &ctx).await?;
-    if planned_move(&inputs, &now()).is_some_and(|m| m.changes_key()) {
+    // A first key replaces nothing; any other key change is confirmed first.
+    let first = Some(Move::Mint(MintCause::FirstIssue));
+    if planned_move(&inputs, &now()).is_some_and(|m| m.changes_key() && Some(&m) != first.as_ref()) {
         // This replaces the key workloads use: confirm it against a fresh read of
         // the Application, since the cached status may predate our last write.
         inputs.app = Arc::new(refetch(&inputs.app, &ctx).await?);

@@ -191,7 +191,13 @@ pub fn start(client: &Client, health: Arc<Health>) -> (Stores, Triggers, Outboxe
 
     let all = watcher::Config::default();
     let ours = watcher::Config::default().labels(&key_secret::managed_selector());
-    let h = Watched { health: health.clone(), triggers: triggers.clone(), stores: stores.clone(), synced: synced_tx };
+    let h = Watched {
+        health: health.clone(),
+        triggers: triggers.clone(),
+        stores: stores.clone(),
+        synced: synced_tx,
+        parents: Default::default(),
+    };
     let watches = {
         let h = Arc::new(h);
         let api = |c: &Client| c.clone();
@@ -266,10 +272,14 @@ struct Watched {
     triggers: Triggers,
     stores: Stores,
     synced: watch::Sender<bool>,
+    parents: std::sync::Mutex<std::collections::HashMap<(&'static str, String), ParentSeen>>,
 }
 
+/// What an Application's reconcile reads of a parent: generation, finalizers, deletion, UID.
+type ParentSeen = (Option<i64>, Option<Vec<String>>, bool, Option<String>);
+
 impl Watched {
-    fn application(&self, app: &Application) {
+    fn application(&self, app: &Application, _gone: bool) {
         self.triggers.applications([ObjectRef::from_obj(app)]);
         // The Group it points at now, and the one it was last counted in; likewise the Organization.
         let status = app.status.as_ref();
@@ -280,31 +290,52 @@ impl Watched {
         self.triggers.organizations(distinct(orgs));
     }
 
-    fn group(&self, group: &Group) {
+    fn group(&self, group: &Group, gone: bool) {
         let name = group.name_any();
         self.triggers.groups([name.clone()]);
-        self.triggers.applications(refs(self.stores.applications_of_group(&name)));
+        // Its own status writes change nothing its Applications read: only a new
+        // spec, a finalizer change or a deletion is worth reconciling them all.
+        if self.parent_changed("Group", group, gone) {
+            self.triggers.applications(refs(self.stores.applications_of_group(&name)));
+        }
         let previous = group.status.as_ref().and_then(|s| s.organization.clone());
         self.triggers.organizations(distinct([Some(group.spec.organization_ref.name.clone()), previous]));
     }
 
-    fn organization(&self, org: &Organization) {
+    fn organization(&self, org: &Organization, gone: bool) {
         let name = org.name_any();
         self.triggers.organizations([name.clone()]);
-        let groups = self.stores.groups_of_organization(&name);
-        self.triggers.groups(groups.iter().map(|g| g.name_any()));
-        self.triggers.applications(refs(self.stores.applications_of_organization(&name)));
+        if self.parent_changed("Organization", org, gone) {
+            let groups = self.stores.groups_of_organization(&name);
+            self.triggers.groups(groups.iter().map(|g| g.name_any()));
+            self.triggers.applications(refs(self.stores.applications_of_organization(&name)));
+        }
+    }
+
+    /// Whether what children read of a parent (spec, finalizers, deletion) changed
+    /// since its last event; remembers it. One small entry per parent.
+    fn parent_changed<K: Resource>(&self, kind: &'static str, parent: &K, gone: bool) -> bool {
+        let meta = parent.meta();
+        if gone {
+            let mut parents = self.parents.lock().unwrap_or_else(|p| p.into_inner());
+            parents.remove(&(kind, meta.name.clone().unwrap_or_default()));
+            return true;
+        }
+        let seen = (meta.generation, meta.finalizers.clone(), meta.deletion_timestamp.is_some(), meta.uid.clone());
+        let key = (kind, meta.name.clone().unwrap_or_default());
+        let mut parents = self.parents.lock().unwrap_or_else(|p| p.into_inner());
+        parents.insert(key, seen.clone()) != Some(seen)
     }
 
     /// A namespace's labels decide which Groups admit its Applications.
-    fn namespace(&self, ns: &PartialObjectMeta<Namespace>) {
+    fn namespace(&self, ns: &PartialObjectMeta<Namespace>, _gone: bool) {
         let apps = self.stores.applications_in(&ns.name_any());
         self.triggers.groups(distinct(apps.iter().map(|a| Some(a.spec.group_ref.name.clone()))));
         self.triggers.applications(refs(apps));
     }
 
     /// Objects the operator made for an Application (labelled with its name).
-    fn owned<K: Resource<DynamicType = ()>>(&self, obj: &K) {
+    fn owned<K: Resource<DynamicType = ()>>(&self, obj: &K, _gone: bool) {
         let meta = obj.meta();
         let app = meta.labels.as_ref().and_then(|l| l.get(key_secret::APPLICATION_LABEL));
         if let (Some(app), Some(ns)) = (app, &meta.namespace) {
@@ -344,7 +375,7 @@ async fn run<K, S, W>(
     stream: S,
     mut writer: Option<W>,
     watched: Arc<Watched>,
-    on_change: fn(&Watched, &K),
+    on_change: fn(&Watched, &K, bool),
 ) where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
     S: Stream<Item = watcher::Result<Event<K>>> + Send,
@@ -378,7 +409,8 @@ async fn run<K, S, W>(
                     writer.apply(&event);
                 }
                 match &event {
-                    Event::Apply(obj) | Event::Delete(obj) | Event::InitApply(obj) => on_change(&watched, obj),
+                    Event::Apply(obj) | Event::InitApply(obj) => on_change(&watched, obj, false),
+                    Event::Delete(obj) => on_change(&watched, obj, true),
                     Event::InitDone => {
                         watched.listed(name, std::mem::take(&mut first_list));
                         blind = false;
