@@ -143,7 +143,7 @@ build() {
     triple="$(triple_of "$platform")"
     layer_tar "target/$triple/release/payi-operator" "$work/$arch.tar"
     ref="$repo_ref:$arch"
-    "$crane" append --oci-empty-base --new_layer "$work/$arch.tar" --new_tag "$ref" >/dev/null 2>&1
+    "$crane" append --oci-empty-base --new_layer "$work/$arch.tar" --new_tag "$ref" >/dev/null
     # Same entrypoint, arguments, user and port as the Dockerfile.
     "$crane" mutate "$ref" --tag "$ref" --set-platform "$platform" \
       --entrypoint /payi-operator --cmd run,--leader-election,--log-format=json \
@@ -153,13 +153,13 @@ build() {
       --label "org.opencontainers.image.revision=$revision" \
       --label "org.opencontainers.image.licenses=$license" \
       --label "org.opencontainers.image.created=$created" \
-      --label "org.opencontainers.image.title=payi-operator" >/dev/null 2>&1
+      --label "org.opencontainers.image.title=payi-operator" >/dev/null
     # crane leaves the config's times at zero; the commit's time says more and is as stable.
     "$crane" config "$ref" | jq -c --arg t "$created" '.created = $t | .history |= map(.created = $t)' \
-      | "$crane" edit config "$ref" --tag "$ref" >/dev/null 2>&1
+      | "$crane" edit config "$ref" --tag "$ref" >/dev/null
     manifests+=(--manifest "$repo_ref@$("$crane" digest "$ref")")
   done
-  "$crane" index append "${manifests[@]}" --tag "$repo_ref:index" >/dev/null 2>&1
+  "$crane" index append "${manifests[@]}" --tag "$repo_ref:index" >/dev/null
 
   rm -rf "$out/oci"
   mkdir -p "$out"
@@ -174,7 +174,9 @@ push() { # <repo:tag>
   if [[ -n "$password" ]]; then
     "$crane" auth login "$host" --username "$user" --password-stdin <<<"$password" >&2
   fi
-  "$crane" push --index "$out/oci" "$ref" >&2
+  # The layout holds one entry, the image index, which crane pushes as is
+  # (--index would wrap the layout's own index.json around it: another digest).
+  "$crane" push "$out/oci" "$ref" >&2
   # The digest was fixed at build time; the registry must agree.
   local pushed
   pushed="$("$crane" digest "$ref")"

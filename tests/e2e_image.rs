@@ -143,7 +143,8 @@ fn two_builds_of_one_tree_give_one_digest() {
     assert!(digest.starts_with("sha256:"), "{digest}");
     assert_eq!(digest, &digest_again, "two builds of the same tree differ");
     for out in [first, &again] {
-        let layout: Value = serde_json::from_str(&std::fs::read_to_string(out.join("oci/index.json")).unwrap()).unwrap();
+        let layout: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("oci/index.json")).unwrap()).unwrap();
         assert_eq!(layout["manifests"][0]["digest"], digest.as_str(), "{layout}");
         assert_eq!(layout["manifests"][0]["mediaType"], "application/vnd.oci.image.index.v1+json");
     }
@@ -169,7 +170,8 @@ async fn the_pushed_image_runs_as_the_operator() {
     assert_eq!(labels["org.opencontainers.image.licenses"], env!("CARGO_PKG_LICENSE"));
     assert!(labels["org.opencontainers.image.source"].as_str().is_some_and(|s| s.starts_with("https://")));
     // Every time in the image is the commit's: that is what makes it reproducible.
-    let commit_time = run(Command::new("git").args(["log", "-1", "--format=%cd", "--date=format-local:%Y-%m-%dT%H:%M:%SZ"])
+    let commit_time = run(Command::new("git")
+        .args(["log", "-1", "--format=%cd", "--date=format-local:%Y-%m-%dT%H:%M:%SZ"])
         .env("TZ", "UTC"));
     assert_eq!(labels["org.opencontainers.image.created"], commit_time.as_str());
     assert_eq!(config["created"], commit_time.as_str());
@@ -204,7 +206,7 @@ async fn the_pushed_image_runs_as_the_operator() {
 
     // The unpacked binary, run as the chart's ServiceAccount under `make test`, issues a key.
     let env = TestEnv::new("image").await;
-    let (_org, group) = env.org_and_group().await;
+    let (org, group) = env.org_and_group().await;
     env.create_app("from-image", &group).await;
     let operator = Process::spawn_binary(&dir.join("rootfs/payi-operator"), "image", &[], &[]);
     let app = app_with_reason(&env, "from-image", "KeyIssued").await;
@@ -217,6 +219,21 @@ async fn the_pushed_image_runs_as_the_operator() {
     if operator_identity().is_none() {
         eprintln!("note: PAYI_TEST_OPERATOR_AS is unset; the image's operator ran with admin rights");
     }
+
+    // Children first, while the operator still runs to release the parents' finalizers.
+    common::delete(&env.apps(), "from-image").await;
+    common::delete(&env.groups(), &group).await;
+    common::delete(&env.orgs(), &org).await;
+    eventually("the Organization to be gone", || async {
+        env.orgs().get_opt(&org).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    delete_namespace(&env).await;
+}
+
+async fn delete_namespace(env: &TestEnv) {
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(env.client.clone());
+    common::delete(&namespaces, &env.namespace).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -281,4 +298,5 @@ async fn the_chart_installs_from_the_registry_pinned_to_the_pushed_digest() {
         assert_eq!(crane(&["digest", &target]), crane(&["digest", &source]), "crane copy {source} {target}");
     }
     assert_eq!(crane(&["digest", &format!("{mirror}/payi-operator:mirrored")]), digest);
+    delete_namespace(&env).await;
 }
