@@ -77,7 +77,10 @@ build_binaries() {
     upper="$(tr 'a-z-' 'A-Z_' <<<"$triple")"
     lower="${triple//-/_}"
     targets+=(--target "$triple")
-    env+=("CC_$lower=$cc" "CARGO_TARGET_${upper}_LINKER=$cc")
+    env+=("CC_$lower=$cc")
+    # musl-gcc would link a dynamic executable; rustc's default (cc with Rust's own
+    # musl start files) links a static one. The arm64 one needs the cross linker.
+    [[ "$platform" == linux/amd64 ]] || env+=("CARGO_TARGET_${upper}_LINKER=$cc")
     # Paths into this checkout and the cargo home end up in panic messages;
     # mapping them to fixed names keeps the binary independent of where it was built.
     env+=("CARGO_TARGET_${upper}_RUSTFLAGS=--remap-path-prefix=$repo=/src --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo")

@@ -203,6 +203,12 @@ async fn the_pushed_image_runs_as_the_operator() {
     run(Command::new("tar").arg("--extract").arg("--file").arg(&tarball).arg("--directory").arg(dir.join("rootfs")));
     let passwd = std::fs::read_to_string(dir.join("rootfs/etc/passwd")).unwrap();
     assert!(passwd.contains(":65532:65532:"), "{passwd}");
+    // The image has no libc or dynamic loader: a dynamically linked binary names
+    // its loader (PT_INTERP) and would not start in it.
+    let binary = std::fs::read(dir.join("rootfs/payi-operator")).unwrap();
+    assert_eq!(&binary[..4], b"\x7fELF");
+    let names_a_loader = |loader: &[u8]| binary.windows(loader.len()).any(|w| w == loader);
+    assert!(!names_a_loader(b"/ld-musl-") && !names_a_loader(b"/ld-linux-"), "the binary is dynamically linked");
 
     // The unpacked binary, run as the chart's ServiceAccount under `make test`, issues a key.
     let env = TestEnv::new("image").await;
