@@ -86,7 +86,10 @@ build_binaries() {
     env+=("CARGO_TARGET_${upper}_RUSTFLAGS=--remap-path-prefix=$repo=/src --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo")
   done
   log "cargo build --release ${targets[*]}"
-  env "${env[@]}" CARGO_PROFILE_RELEASE_STRIP=symbols SOURCE_DATE_EPOCH="$epoch" \
+  # No SOURCE_DATE_EPOCH for cargo: rustc embeds no time, but the cc crate makes
+  # build scripts rerun when it changes, so every commit would rebuild ring and all
+  # that depends on it.
+  env -u SOURCE_DATE_EPOCH "${env[@]}" CARGO_PROFILE_RELEASE_STRIP=symbols \
     cargo build --release --locked --bin payi-operator "${targets[@]}" >&2
 }
 
