@@ -85,11 +85,17 @@ build_binaries() {
     # mapping them to fixed names keeps the binary independent of where it was built.
     env+=("CARGO_TARGET_${upper}_RUSTFLAGS=--remap-path-prefix=$repo=/src --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo")
   done
+  # ring's build script reruns when certain variables change (through the cc crate:
+  # SOURCE_DATE_EPOCH among them; CARGO_MANIFEST_DIR, which cargo sets for the tests
+  # that run this script), and with it everything that depends on ring. So cargo
+  # gets the same environment from a shell, a test or CI, without a time that
+  # changes with every commit (rustc embeds none anyway).
+  local unset=(-u SOURCE_DATE_EPOCH -u OUT_DIR)
+  for var in $(compgen -e); do
+    case "$var" in CARGO_MANIFEST_* | CARGO_PKG_* | CARGO_CRATE_* | CARGO_BIN_* | CARGO_TARGET_TMPDIR | CARGO_PRIMARY_PACKAGE | CARGO_RUSTC_CURRENT_DIR) unset+=(-u "$var") ;; esac
+  done
   log "cargo build --release ${targets[*]}"
-  # No SOURCE_DATE_EPOCH for cargo: rustc embeds no time, but the cc crate makes
-  # build scripts rerun when it changes, so every commit would rebuild ring and all
-  # that depends on it.
-  env -u SOURCE_DATE_EPOCH "${env[@]}" CARGO_PROFILE_RELEASE_STRIP=symbols \
+  env "${unset[@]}" "${env[@]}" CARGO_PROFILE_RELEASE_STRIP=symbols \
     cargo build --release --locked --bin payi-operator "${targets[@]}" >&2
 }
 

@@ -193,7 +193,7 @@ async fn the_pushed_image_runs_as_the_operator() {
     assert_eq!(
         entries,
         [
-            ("drwxr-xr-x", "0/0", "etc/"),
+            ("drwxr-xr-x", "0/0", "etc"),
             ("-rw-r--r--", "0/0", "etc/group"),
             ("-rw-r--r--", "0/0", "etc/passwd"),
             ("-rwxr-xr-x", "0/0", "payi-operator"),
