@@ -57,10 +57,18 @@ cc_of() {
     linux/arm64) echo aarch64-linux-gnu-gcc ;;
   esac
 }
-package_of() {
+# The Debian packages giving a platform's C compiler and the C headers ring includes.
+packages_of() {
   case "$1" in
-    musl-gcc) echo musl-tools ;;
-    aarch64-linux-gnu-gcc) echo gcc-aarch64-linux-gnu ;;
+    linux/amd64) echo musl-tools ;;
+    linux/arm64) echo gcc-aarch64-linux-gnu libc6-dev-arm64-cross ;;
+  esac
+}
+cc_ready() {
+  case "$1" in
+    linux/amd64) command -v musl-gcc >/dev/null ;;
+    # Without the cross headers gcc falls back to the host's and fails on <bits/...>.
+    linux/arm64) command -v aarch64-linux-gnu-gcc >/dev/null && [[ -f /usr/aarch64-linux-gnu/include/assert.h ]] ;;
   esac
 }
 
@@ -73,7 +81,8 @@ build_binaries() {
     triple="$(triple_of "$platform")"
     cc="$(cc_of "$platform")"
     grep -qx "$triple" <<<"$installed" || rustup target add "$triple" >&2
-    command -v "$cc" >/dev/null || apt_install "$(package_of "$cc")"
+    # shellcheck disable=SC2046 # one word per package
+    cc_ready "$platform" || apt_install $(packages_of "$platform")
     upper="$(tr 'a-z-' 'A-Z_' <<<"$triple")"
     lower="${triple//-/_}"
     targets+=(--target "$triple")
