@@ -1,7 +1,9 @@
 # Multi-stage build of a small, non-root image holding only the static binary.
 #   docker build -t payi-operator:0.1.0 .
 # (No container engine runs in this project's CI; the build is kept standard so
-# any engine or `docker buildx` can produce it.)
+# any engine or `docker buildx` can produce it.) The released, tested image is made
+# by `make image` (hack/image.sh, docs/release.md) without an engine; keep USER,
+# ENTRYPOINT, CMD and EXPOSE here equal to it: tests/e2e_image.rs compares them.
 
 FROM rust:1.95-alpine AS build
 RUN apk add --no-cache musl-dev

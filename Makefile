@@ -1,5 +1,5 @@
 # Entry points for people and CI. The scripts under hack/ do the work.
-.PHONY: test run crds lint build bench bench-verifier testenv-up testenv-down
+.PHONY: test run crds lint build bench bench-verifier testenv-up testenv-down image image-push chart-push sbom release-check
 
 ## Everything CI runs: format, lints, unit and end-to-end tests on a local control plane.
 test:
@@ -36,3 +36,31 @@ testenv-up:
 
 testenv-down:
 	hack/testenv.sh down
+
+# Release artifacts (docs/release.md). REGISTRY, IMAGE, CHART_REPO and PLATFORMS
+# may come from the environment or the command line.
+REGISTRY ?= ghcr.io
+IMAGE ?= payi/payi-operator
+CHART_REPO ?= payi/charts
+PLATFORMS ?= linux/amd64 linux/arm64
+VERSION := $(shell awk -F'"' '/^version = / { print $$2; exit }' Cargo.toml)
+
+## The operator image as an OCI layout in target/image (static musl binaries, no container engine).
+image:
+	PLATFORMS="$(PLATFORMS)" hack/image.sh build
+
+## Push target/image to $(REGISTRY)/$(IMAGE):$(VERSION).
+image-push:
+	hack/image.sh push "$(REGISTRY)/$(IMAGE):$(VERSION)"
+
+## Package the chart and push it to oci://$(REGISTRY)/$(CHART_REPO)/payi-operator.
+chart-push:
+	hack/chart.sh push "oci://$(REGISTRY)/$(CHART_REPO)"
+
+## CycloneDX SBOM of the binary from Cargo.lock, in target/sbom/.
+sbom:
+	hack/sbom.sh
+
+## A release tag (TAG=v1.2.3) must name the version in Cargo.toml.
+release-check:
+	@test "$(TAG)" = "v$(VERSION)" || { echo "tag '$(TAG)' is not v$(VERSION), the version in Cargo.toml" >&2; exit 1; }

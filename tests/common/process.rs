@@ -16,13 +16,18 @@ impl Process {
     /// Starts `payi-operator run` with JSON logs, an HTTP port of its own, the
     /// operator kubeconfig, `extra` arguments and `env` variables.
     pub fn spawn(name: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_binary(std::path::Path::new(env!("CARGO_BIN_EXE_payi-operator")), name, extra, env)
+    }
+
+    /// [`Process::spawn`] of another build of the operator, such as the one unpacked from its image.
+    pub fn spawn_binary(binary: &std::path::Path, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let http = format!("127.0.0.1:{port}");
         let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-logs");
         std::fs::create_dir_all(&logs).unwrap();
         let log = logs.join(format!("leader-{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_payi-operator"))
+        let child = Command::new(binary)
             .args(["run", "--log-format", "json", "--http-addr", &http])
             .args(extra)
             .envs(env.iter().copied())
