@@ -54,8 +54,13 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    encode_metrics(&state.registry)
+}
+
+/// A `/metrics` response in OpenMetrics text, shared by the operator and the verifier.
+pub fn encode_metrics(registry: &Registry) -> impl IntoResponse + use<> {
     let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+    match prometheus_client::encoding::text::encode(&mut body, registry) {
         Ok(()) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
