@@ -102,6 +102,7 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     if planned_move(&inputs, &now()).is_some_and(|m| m.changes_key() && Some(&m) != first.as_ref()) {
         // This replaces the key workloads use: confirm it against a fresh read of
         // the Application, since the cached status may predate our last write.
+        tracing::debug!(planned = ?planned_move(&inputs, &now()), "re-reading the Application before a key change");
         inputs.app = Arc::new(refetch(&inputs.app, &ctx).await?);
     }
     let mut fresh = FreshKey::default();
@@ -195,14 +196,39 @@ impl FreshKey {
 
 async fn gather(app: Arc<Application>, ctx: &Context) -> Result<Inputs> {
     let namespace = app.namespace().ok_or(Error::MissingField("Application", "metadata.namespace"))?;
+    let app = with_status_we_wrote(app, ctx);
     let group = ctx.stores.group(&app.spec.group_ref.name);
     let organization = group.as_ref().and_then(|g| ctx.stores.organization(&g.spec.organization_ref.name));
     let watched = ctx.stores.secrets.get(&namespace, &app.key_secret_name());
     let base_url = organization.as_ref().and_then(|o| o.spec.base_url.as_deref());
-    let secret_unchanged = watched.is_some_and(|w| known_unchanged(&app, &w, base_url, &now()));
-    let secret = if secret_unchanged { None } else { read_secret(&app, ctx).await? };
+    let secret_unchanged = watched.as_ref().is_some_and(|w| known_unchanged(&app, w, base_url, &now()));
+    // Never wrote a Secret and none is watched: create it without reading first;
+    // the create fails on a Secret that exists after all, and then we read it.
+    let never_written = watched.is_none() && app.status.as_ref().is_none_or(|s| s.key_secret_version.is_none());
+    let secret = if secret_unchanged || never_written {
+        None
+    } else {
+        let status = app.status.as_ref();
+        tracing::debug!(
+            watched = ?watched,
+            recorded = ?status.and_then(|s| s.key_secret_version.as_deref()),
+            "reading the key Secret: its watched metadata does not prove it unchanged"
+        );
+        read_secret(&app, ctx).await?
+    };
     let namespace_labels = ctx.stores.namespace_labels(&namespace);
     Ok(Inputs { app, group, organization, namespace_labels, secret, secret_unchanged, refused: Refusals::default() })
+}
+
+/// The cached Application, with the status this replica wrote when the cache
+/// has not caught up with that write yet: deciding from the older status would
+/// mistake our own Secret for a change and read it again.
+fn with_status_we_wrote(app: Arc<Application>, ctx: &Context) -> Arc<Application> {
+    let uid = app.uid().unwrap_or_default();
+    match ctx.written.newer_than(&uid, app.resource_version().as_deref()) {
+        Some(status) => Arc::new(Application { status: Some(status), ..app.as_ref().clone() }),
+        None => app,
+    }
 }
 
 /// Whether the watched metadata of the key Secret proves it holds exactly what

@@ -58,6 +58,14 @@ impl<S: PartialEq + Clone> Written<S> {
         }
     }
 
+    /// The status we wrote after the version `cached_rv` the cache holds, if any:
+    /// the truth a reconcile on that stale cached object should start from.
+    pub fn newer_than(&self, uid: &str, cached_rv: Option<&str>) -> Option<S> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (written, at) = map.get(uid)?;
+        (Self::version(cached_rv)? < *at).then(|| written.clone())
+    }
+
     pub fn remember(&self, uid: &str, status: &S, rv: Option<&str>) {
         if let Some(at) = Self::version(rv) {
             self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.to_string(), (status.clone(), at));
@@ -76,6 +84,9 @@ mod tests {
         w.remember("u", &1, Some("10"));
         assert!(w.is_pending("u", Some("9"), &1), "cache older than our write");
         assert!(!w.is_pending("u", Some("9"), &2), "a different status is written");
+        assert_eq!(w.newer_than("u", Some("9")), Some(1), "what we wrote is newer than the cache");
+        assert_eq!(w.newer_than("u", Some("10")), None);
+        assert_eq!(w.newer_than("other", Some("1")), None);
         assert!(!w.is_pending("u", Some("10"), &1), "the cache shows our write");
         assert!(!w.is_pending("u", Some("9"), &1), "and the entry is gone");
         w.remember("u", &1, Some("opaque"));

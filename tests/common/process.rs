@@ -33,7 +33,7 @@ impl Process {
             .envs(env.iter().copied())
             .env("KUBECONFIG", super::operator_kubeconfig())
             .env("POD_NAME", name)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("PAYI_TEST_OPERATOR_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .stdin(Stdio::null())
