@@ -1,4 +1,4 @@
-//! What every reconcile shares: the client, the caches, the event recorder.
+//! What every reconcile shares: the client, the caches, the Event writer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,7 +8,6 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
@@ -185,7 +184,7 @@ pub struct Context {
     pub client: Client,
     pub stores: Stores,
     pub metrics: Arc<Metrics>,
-    recorder: Recorder,
+    events: super::events::EventWriter,
     backoff: FailureBackoff,
     leadership: Leadership,
     /// Application statuses written but maybe not yet in the cache.
@@ -196,10 +195,10 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, stores: Stores, metrics: Arc<Metrics>, leadership: Leadership) -> Self {
-        let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let instance = std::env::var("POD_NAME").unwrap_or_else(|_| MANAGER.into());
+        let reporter = super::events::Reporter { controller: MANAGER.into(), instance };
         Self {
-            recorder,
+            events: super::events::EventWriter::new(client.clone(), reporter),
             client,
             stores,
             metrics,
@@ -224,14 +223,7 @@ impl Context {
         }
         let reference = obj.object_ref(&());
         for note in notes {
-            let event = Event {
-                type_: if note.warning { EventType::Warning } else { EventType::Normal },
-                reason: note.reason.into(),
-                note: Some(note.message.clone()),
-                action: "Reconcile".into(),
-                secondary: None,
-            };
-            if let Err(error) = self.recorder.publish(&event, &reference).await {
+            if let Err(error) = self.events.publish(note, &reference).await {
                 tracing::warn!(%error, reason = note.reason, "could not publish Event");
             }
         }

@@ -2,6 +2,7 @@
 
 pub mod application;
 mod context;
+mod events;
 mod grants;
 pub mod group;
 pub mod organization;

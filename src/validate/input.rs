@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use serde_json::Value;
 
 /// One object from the input, with where it came from.
@@ -58,12 +59,7 @@ pub fn read_all(inputs: &[String]) -> (Vec<Document>, Vec<ReadError>) {
             sources.push(Source::File(path));
         }
     }
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(sources.len().max(1));
-    let chunk = sources.len().div_ceil(threads).max(1);
-    let parsed: Vec<(Vec<Document>, Vec<ReadError>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = sources.chunks(chunk).map(|part| scope.spawn(move || parse_sources(part))).collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
-    });
+    let parsed: Vec<(Vec<Document>, Vec<ReadError>)> = sources.par_iter().map(parse_source).collect();
     let mut documents = Vec::new();
     for (docs, errs) in parsed {
         documents.extend(docs);
@@ -77,21 +73,19 @@ enum Source {
     File(PathBuf),
 }
 
-fn parse_sources(sources: &[Source]) -> (Vec<Document>, Vec<ReadError>) {
+fn parse_source(source: &Source) -> (Vec<Document>, Vec<ReadError>) {
     let mut documents = Vec::new();
     let mut errors = Vec::new();
-    for source in sources {
-        match source {
-            Source::Text(text) => parse_text(STDIN.into(), text, false, &mut documents, &mut errors),
-            Source::File(file) => {
-                let name: Arc<str> = file.display().to_string().into();
-                match std::fs::read_to_string(file) {
-                    Ok(text) => {
-                        let json = file.extension().is_some_and(|e| e == "json");
-                        parse_text(name, &text, json, &mut documents, &mut errors);
-                    }
-                    Err(e) => errors.push(ReadError { file: name, line: 0, message: format!("cannot read: {e}") }),
+    match source {
+        Source::Text(text) => parse_text(STDIN.into(), text, false, &mut documents, &mut errors),
+        Source::File(file) => {
+            let name: Arc<str> = file.display().to_string().into();
+            match std::fs::read_to_string(file) {
+                Ok(text) => {
+                    let json = file.extension().is_some_and(|e| e == "json");
+                    parse_text(name, &text, json, &mut documents, &mut errors);
                 }
+                Err(e) => errors.push(ReadError { file: name, line: 0, message: format!("cannot read: {e}") }),
             }
         }
     }

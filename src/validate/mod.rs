@@ -15,6 +15,7 @@ pub mod schema;
 
 use std::collections::HashMap;
 
+use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -193,6 +194,7 @@ pub fn validate(
             message: error.message,
         });
     }
+    let mut object_issues = check_objects(documents, schemas);
     let mut world = World { with_cluster: live.is_some(), ..World::default() };
     let mut seen: HashMap<(String, String, String), usize> = HashMap::new();
     for (index, document) in documents.iter().enumerate() {
@@ -255,7 +257,7 @@ pub fn validate(
                 format!("{who} is also defined at {}:{}; the later one wins", earlier.file, earlier.line),
             ));
         }
-        for issue in schemas.check(kind, object) {
+        for issue in std::mem::take(&mut object_issues[index]) {
             let check = match issue.kind {
                 IssueKind::Metadata => Check::Metadata,
                 IssueKind::Schema => Check::Schema,
@@ -289,6 +291,22 @@ pub fn validate(
     }
     report.findings.sort_by(|a, b| (&a.file, a.line, a.check).cmp(&(&b.file, b.line, b.check)));
     report
+}
+
+/// The schema and CEL issues of every payi.io object of a served kind and
+/// version, indexed like `documents`; objects are independent, so all cores check.
+fn check_objects(documents: &[Document], schemas: &Schemas) -> Vec<Vec<schema::Issue>> {
+    documents
+        .par_iter()
+        .map(|document| {
+            let text = |field: &str| document.value.get(field).and_then(Value::as_str).unwrap_or("");
+            let (api_version, kind) = (text("apiVersion"), text("kind"));
+            match schemas.api_version(kind) == Some(api_version) {
+                true => schemas.check(kind, &document.value),
+                false => vec![],
+            }
+        })
+        .collect()
 }
 
 /// Namespaces and Secrets of the input, for the cross-object rules; other kinds are ignored.

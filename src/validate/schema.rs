@@ -680,11 +680,16 @@ impl Rules<'_> {
         if rule.rule.contains("oldSelf") {
             return;
         }
+        let result = self.cel.eval(&rule.rule, this.clone());
+        if matches!(result, Ok(CelValue::Bool(true))) {
+            // The common case: nothing to report, so nothing to format.
+            return;
+        }
         let sts_type = schema.type_.clone().unwrap_or_default();
         let rule_text = rule.message.as_deref().map(str::trim).filter(|m| !m.is_empty()).unwrap_or(rule.rule.trim());
         let here = field_path(path);
         let fields = field_names(path);
-        match self.cel.eval(&rule.rule, this.clone()) {
+        match result {
             Ok(CelValue::Bool(true)) => {}
             Ok(CelValue::Bool(false)) => {
                 let mut at = path.to_vec();
