@@ -52,8 +52,9 @@ struct RunArgs {
     /// Reconcile every object again this often, in seconds, to catch drift no watch reports.
     #[arg(long, env = "PAYI_RESYNC_SECONDS", default_value_t = 600)]
     resync_seconds: u64,
-    /// Reconciles of one kind that may run at once.
-    #[arg(long, env = "PAYI_CONCURRENCY", default_value_t = 8)]
+    /// Reconciles of one kind that may run at once. 16 was the fastest measured
+    /// cold start (docs/benchmark.md): each reconcile waits on several requests.
+    #[arg(long, env = "PAYI_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
     /// Log format.
     #[arg(long, env = "PAYI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
