@@ -128,7 +128,11 @@ async fn operator_phase(client: &Client, group: &str, apps: usize, name: &str, a
     let load = load();
     let before = apiserver::requests(client).await;
     let started = Instant::now();
-    let mut operator = Process::spawn(name, args, &[]);
+    let mut operator = match std::env::var_os("PAYI_BENCH_OPERATOR") {
+        // Another build, such as the image's static musl binary (target/<triple>/release/payi-operator).
+        Some(binary) => Process::spawn_binary(std::path::Path::new(&binary), name, args, &[]),
+        None => Process::spawn(name, args, &[]),
+    };
     let pid = operator.child.id();
     let groups: Api<Group> = Api::all(client.clone());
     let sampled = groups.clone();

@@ -156,7 +156,7 @@ fn operator_grants() -> BTreeSet<(String, String, String)> {
         ("payi.io", &["applications/finalizers"], &["update"]),
         ("", &["secrets"], &["get", "list", "watch", "create", "update"]),
         ("", &["namespaces"], &["list", "watch"]),
-        ("events.k8s.io", &["events"], &["create", "patch"]),
+        ("events.k8s.io", &["events"], &["create"]),
         (
             "rbac.authorization.k8s.io",
             &["roles", "rolebindings"],
@@ -257,7 +257,7 @@ fn defaults_render_the_operator_and_no_service_monitor() {
     assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
     assert_eq!(
         container["resources"],
-        json!({"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}})
+        json!({"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "384Mi"}})
     );
 
     let service = one(&objects, "Service", "rel-payi-operator");
