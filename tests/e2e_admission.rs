@@ -12,9 +12,8 @@
 mod common;
 
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::helm::{kind, name};
 use common::{TestEnv, client_as, eventually, unique};
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Namespace;
@@ -23,7 +22,6 @@ use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{Scope, pinned_kind};
 use kube::{Api, Client};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 const ROLE_DENIED: &str = "the payi operator may only write Roles whose every rule grants get on Secrets";
@@ -38,34 +36,8 @@ const INSTALLED: [&str; 5] = [
     "ValidatingAdmissionPolicyBinding",
 ];
 
-fn helm() -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("hack/tools/build.sh").current_dir(repo).output().expect("running hack/tools/build.sh");
-    assert!(out.status.success(), "hack/tools/build.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-/// The chart's objects for one release, as `helm template` renders them.
 fn render(release: &str, namespace: &str) -> Vec<Value> {
-    let out = Command::new(helm())
-        .args(["template", release, "charts/payi-operator", "--namespace", namespace])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("running helm template");
-    assert!(out.status.success(), "helm template failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let yaml = String::from_utf8(out.stdout).unwrap();
-    serde_yaml::Deserializer::from_str(&yaml)
-        .map(|doc| Value::deserialize(doc).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn kind(obj: &Value) -> &str {
-    obj["kind"].as_str().unwrap_or_default()
-}
-
-fn name(obj: &Value) -> &str {
-    obj["metadata"]["name"].as_str().unwrap_or_default()
+    common::helm::render(release, namespace, &[])
 }
 
 async fn api_for(client: &Client, obj: &Value) -> (Api<DynamicObject>, ApiResource, bool) {

@@ -10,9 +10,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::path::Path;
 
 use futures::FutureExt;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
@@ -22,78 +20,14 @@ use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{Scope, pinned_kind};
 use kube::{Api, Client};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-const CHART: &str = "charts/payi-operator";
+use common::helm::{CHART, kind, name, ok as helm_ok, render, run as run_helm};
+
 const FIELD_MANAGER: &str = "payi-e2e-chart";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The Helm binary built by `hack/tools/build.sh`, once per test process.
-fn helm() -> &'static Path {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let out = Command::new("hack/tools/build.sh")
-            .current_dir(repo())
-            .output()
-            .unwrap_or_else(|e| panic!("running hack/tools/build.sh: {e}"));
-        assert!(
-            out.status.success(),
-            "hack/tools/build.sh failed ({}); it builds Helm from the Go module proxy and needs Go:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        assert!(path.is_file(), "hack/tools/build.sh printed {}, which is no file", path.display());
-        path
-    })
-}
-
-fn run_helm(args: &[&str]) -> Output {
-    Command::new(helm())
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .unwrap_or_else(|e| panic!("running helm {args:?}: {e}"))
-}
-
-/// Runs helm and returns its stdout, failing the test with its stderr when it fails.
-fn helm_ok(args: &[&str]) -> String {
-    let out = run_helm(args);
-    assert!(
-        out.status.success(),
-        "helm {args:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("helm writes UTF-8")
-}
-
-/// `helm template` of the chart, as one JSON value per rendered object.
-fn render(release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
-    let mut args = vec!["template", release, CHART, "--namespace", namespace];
-    args.extend_from_slice(extra);
-    documents(&helm_ok(&args))
-}
-
-/// The objects of a multi-document YAML stream; empty documents are dropped.
-fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}\n{yaml}")))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn kind(obj: &Value) -> &str {
-    obj["kind"].as_str().unwrap_or_default()
-}
-
-fn name(obj: &Value) -> &str {
-    obj["metadata"]["name"].as_str().unwrap_or_default()
 }
 
 fn of_kind<'a>(objects: &'a [Value], k: &str) -> Vec<&'a Value> {

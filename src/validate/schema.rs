@@ -390,24 +390,33 @@ impl Walk<'_> {
         }
     }
 
+    /// A length or count outside the schema's bounds. Over the maximum blocks: the
+    /// API server then skips the CEL rules and says so (see `check`).
+    fn size(
+        &mut self,
+        path: &[Seg],
+        size: i64,
+        (min, max): (Option<i64>, Option<i64>),
+        over: impl FnOnce(i64) -> String,
+        under: impl FnOnce(i64) -> String,
+    ) {
+        if let Some(max) = max.filter(|max| size > *max) {
+            self.block(path, over(max));
+        }
+        if let Some(min) = min.filter(|min| size < *min) {
+            self.push(IssueKind::Schema, path, under(min));
+        }
+    }
+
     fn string(&mut self, schema: &JSONSchemaProps, s: &str, path: &[Seg]) {
         let name = openapi_path(path);
-        let chars = s.chars().count() as i64;
-        if let Some(max) = schema.max_length
-            && chars > max
-        {
-            let unit = if max == 1 { "byte" } else { "bytes" };
-            self.block(path, format!("{name}: Too long: may not be more than {max} {unit}"));
-        }
-        if let Some(min) = schema.min_length
-            && chars < min
-        {
-            self.push(
-                IssueKind::Schema,
-                path,
-                format!("{name}: Invalid value: {}: {name} in body should be at least {min} chars long", quote(s)),
-            );
-        }
+        self.size(
+            path,
+            s.chars().count() as i64,
+            (schema.min_length, schema.max_length),
+            |max| format!("{name}: Too long: may not be more than {max} {}", plural(max, "byte", "bytes")),
+            |min| format!("{name}: Invalid value: {}: {name} in body should be at least {min} chars long", quote(s)),
+        );
         if let Some(pattern) = &schema.pattern {
             let matched = super::cel::is_match(pattern, s).unwrap_or(false);
             if !matched {
@@ -467,21 +476,13 @@ impl Walk<'_> {
     fn array(&mut self, schema: &JSONSchemaProps, items: &[Value], path: &mut Vec<Seg>) {
         let name = openapi_path(path);
         let len = items.len() as i64;
-        if let Some(max) = schema.max_items
-            && len > max
-        {
-            let unit = if max == 1 { "item" } else { "items" };
-            self.block(path, format!("{name}: Too many: {len}: must have at most {max} {unit}"));
-        }
-        if let Some(min) = schema.min_items
-            && len < min
-        {
-            self.push(
-                IssueKind::Schema,
-                path,
-                format!("{name}: Invalid value: {len}: {name} in body should have at least {min} items"),
-            );
-        }
+        self.size(
+            path,
+            len,
+            (schema.min_items, schema.max_items),
+            |max| format!("{name}: Too many: {len}: must have at most {max} {}", plural(max, "item", "items")),
+            |min| format!("{name}: Invalid value: {len}: {name} in body should have at least {min} items"),
+        );
         if schema.x_kubernetes_list_type.as_deref() == Some("set") {
             for (i, item) in items.iter().enumerate() {
                 if items[..i].contains(item) {
@@ -503,21 +504,13 @@ impl Walk<'_> {
     fn object(&mut self, schema: &JSONSchemaProps, map: &serde_json::Map<String, Value>, path: &mut Vec<Seg>) {
         let name = openapi_path(path);
         let count = map.len() as i64;
-        if let Some(max) = schema.max_properties
-            && count > max
-        {
-            let unit = if max == 1 { "item" } else { "items" };
-            self.block(path, format!("{name}: Too many: {count}: must have at most {max} {unit}"));
-        }
-        if let Some(min) = schema.min_properties
-            && count < min
-        {
-            self.push(
-                IssueKind::Schema,
-                path,
-                format!("{name}: Invalid value: {count}: {name} in body should have at least {min} properties"),
-            );
-        }
+        self.size(
+            path,
+            count,
+            (schema.min_properties, schema.max_properties),
+            |max| format!("{name}: Too many: {count}: must have at most {max} {}", plural(max, "item", "items")),
+            |min| format!("{name}: Invalid value: {count}: {name} in body should have at least {min} properties"),
+        );
         self.required(schema, map, path);
         let properties = schema.properties.as_ref();
         let values = additional_schema(schema);
@@ -539,6 +532,10 @@ impl Walk<'_> {
             }
         }
     }
+}
+
+fn plural(n: i64, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 { one } else { many }
 }
 
 fn nullable_child(schema: &JSONSchemaProps, name: &str) -> bool {

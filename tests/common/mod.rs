@@ -5,6 +5,7 @@
 //! control plane every test fails and says how to start one.
 #![allow(dead_code)]
 
+pub mod helm;
 pub mod process;
 pub mod verifier;
 

@@ -1,0 +1,79 @@
+//! Helm for the chart tests: the binary `hack/tools/build.sh` builds, and the
+//! chart rendered into objects.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+pub const CHART: &str = "charts/payi-operator";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Helm binary built by `hack/tools/build.sh`, once per test process.
+pub fn binary() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let out = Command::new("hack/tools/build.sh")
+            .current_dir(repo())
+            .output()
+            .unwrap_or_else(|e| panic!("running hack/tools/build.sh: {e}"));
+        assert!(
+            out.status.success(),
+            "hack/tools/build.sh failed ({}); it builds Helm from the Go module proxy and needs Go:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        assert!(path.is_file(), "hack/tools/build.sh printed {}, which is no file", path.display());
+        path
+    })
+}
+
+pub fn run(args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("running helm {args:?}: {e}"))
+}
+
+/// Runs helm and returns its stdout, failing the test with its stderr when it fails.
+pub fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "helm {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("helm writes UTF-8")
+}
+
+/// `helm template` of the chart, as one JSON value per rendered object.
+pub fn render(release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["template", release, CHART, "--namespace", namespace];
+    args.extend_from_slice(extra);
+    documents(&ok(&args))
+}
+
+/// The objects of a multi-document YAML stream; empty documents are dropped.
+pub fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}\n{yaml}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+pub fn kind(obj: &Value) -> &str {
+    obj["kind"].as_str().unwrap_or_default()
+}
+
+pub fn name(obj: &Value) -> &str {
+    obj["metadata"]["name"].as_str().unwrap_or_default()
+}
