@@ -99,10 +99,11 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     let mut inputs = gather(app, &ctx).await?;
     // A first key replaces nothing; any other key change is confirmed first.
     let first = Some(Move::Mint(MintCause::FirstIssue));
-    if planned_move(&inputs, &now()).is_some_and(|m| m.changes_key() && Some(&m) != first.as_ref()) {
+    let planned = planned_move(&inputs, &now());
+    if planned.as_ref().is_some_and(|m| m.changes_key() && Some(m) != first.as_ref()) {
         // This replaces the key workloads use: confirm it against a fresh read of
         // the Application, since the cached status may predate our last write.
-        tracing::debug!(planned = ?planned_move(&inputs, &now()), "re-reading the Application before a key change");
+        tracing::debug!(?planned, "re-reading the Application before a key change");
         inputs.app = Arc::new(refetch(&inputs.app, &ctx).await?);
     }
     let mut fresh = FreshKey::default();
