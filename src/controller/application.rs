@@ -317,12 +317,11 @@ pub fn decide(
             (Outcome::ready(reason::KEY_ISSUED, message), Some(keys))
         }
     };
-    // Owners may read the Secret only while it is this Application's, or is being created by it now.
-    let secret_is_ours = match state {
-        SecretState::Owned(_) | SecretState::Unchanged => true,
-        SecretState::Missing => keys.as_ref().is_some_and(|k| k.write.is_some()),
-        SecretState::Foreign => false,
-    };
+    // Owners may read the Secret only once it is this Application's. Not while it is
+    // being created: `gather` creates a never-written Secret without reading first,
+    // and the name may turn out to be someone else's Secret. The Secret's watch
+    // event reconciles again, and that pass grants it.
+    let secret_is_ours = matches!(state, SecretState::Owned(_) | SecretState::Unchanged);
     let (group, organization) = match parents.inherit {
         true => (inputs.group.as_deref(), inputs.organization.as_deref()),
         false => (None, None),
