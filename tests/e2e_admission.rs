@@ -16,9 +16,8 @@ use std::panic::AssertUnwindSafe;
 use common::helm::{kind, name};
 use common::{TestEnv, client_as, eventually, unique};
 use futures::FutureExt;
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{Scope, pinned_kind};
 use kube::{Api, Client};
@@ -98,12 +97,7 @@ async fn the_policy_lets_the_operator_write_only_narrow_roles() {
     let mut cluster_scoped: Vec<(ApiResource, String)> = vec![];
     let outcome = AssertUnwindSafe(check(&env, &release, &objects, &mut cluster_scoped)).catch_unwind().await;
 
-    for (resource, object) in &cluster_scoped {
-        let api: Api<DynamicObject> = Api::all_with(env.client.clone(), resource);
-        let _ = api.delete(object, &DeleteParams::background()).await;
-    }
-    let namespaces: Api<Namespace> = Api::all(env.client.clone());
-    common::delete(&namespaces, &env.namespace).await;
+    common::helm::clean_up(&env, &cluster_scoped).await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }

@@ -14,9 +14,8 @@ use std::path::Path;
 
 use futures::FutureExt;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{Scope, pinned_kind};
 use kube::{Api, Client};
@@ -545,12 +544,7 @@ async fn rendered_chart_applies_and_extends_the_built_in_roles() {
     let mut cluster_scoped: Vec<(ApiResource, String)> = vec![];
     let outcome = AssertUnwindSafe(apply_and_check(&env, &objects, &mut cluster_scoped)).catch_unwind().await;
 
-    for (resource, object) in &cluster_scoped {
-        let api: Api<DynamicObject> = Api::all_with(env.client.clone(), resource);
-        let _ = api.delete(object, &DeleteParams::background()).await;
-    }
-    let namespaces: Api<Namespace> = Api::all(env.client.clone());
-    common::delete(&namespaces, &env.namespace).await;
+    common::helm::clean_up(&env, &cluster_scoped).await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }

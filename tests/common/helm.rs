@@ -77,3 +77,15 @@ pub fn kind(obj: &Value) -> &str {
 pub fn name(obj: &Value) -> &str {
     obj["metadata"]["name"].as_str().unwrap_or_default()
 }
+
+/// Deletes what a chart test applied outside its namespace, then the namespace:
+/// run whether or not the checks passed.
+pub async fn clean_up(env: &super::TestEnv, cluster_scoped: &[(kube::core::ApiResource, String)]) {
+    use kube::api::{Api, DeleteParams, DynamicObject};
+    for (resource, object) in cluster_scoped {
+        let api: Api<DynamicObject> = Api::all_with(env.client.clone(), resource);
+        let _ = api.delete(object, &DeleteParams::background()).await;
+    }
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client.clone());
+    super::delete(&namespaces, &env.namespace).await;
+}
