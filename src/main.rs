@@ -86,15 +86,19 @@ enum LogFormat {
     Json,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd { out_dir } => print_crds(out_dir),
-        Command::Run(args) => run(args).await,
-        Command::Verifier { settings, log_format } => run_verifier(settings, log_format).await,
+        Command::Run(args) => runtime(Threads::Many).and_then(|rt| rt.block_on(run(args))),
+        Command::Verifier { settings, log_format } => {
+            runtime(Threads::Many).and_then(|rt| rt.block_on(run_verifier(settings, log_format)))
+        }
         Command::Validate(args) => {
-            return std::process::ExitCode::from(payi_operator::validate::cli::run(args).await);
+            // A batch job on the calling thread; in the musl build it is the process's
+            // only thread, so musl's allocator takes no locks (see validate::map_all).
+            let code = runtime(Threads::One).map(|rt| rt.block_on(payi_operator::validate::cli::run(args)));
+            return std::process::ExitCode::from(code.unwrap_or(2));
         }
     };
     match result {
@@ -105,6 +109,19 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+enum Threads {
+    One,
+    Many,
+}
+
+fn runtime(threads: Threads) -> Result<tokio::runtime::Runtime, BoxError> {
+    let mut builder = match threads {
+        Threads::One => tokio::runtime::Builder::new_current_thread(),
+        Threads::Many => tokio::runtime::Builder::new_multi_thread(),
+    };
+    Ok(builder.enable_all().build()?)
 }
 
 fn print_crds(out_dir: Option<PathBuf>) -> Result<(), BoxError> {

@@ -45,16 +45,21 @@ impl Cel {
         }
     }
 
-    /// Evaluates a prepared expression with `self` bound to `this`.
-    pub fn eval(&self, source: &str, this: Value) -> Result<Value, String> {
-        let program = match self.programs.get(source) {
-            Some(Ok(program)) => program,
-            Some(Err(error)) => return Err(format!("compilation error: {error}")),
-            None => return Err("rule was not prepared".into()),
-        };
+    /// A scope with `self` bound to `this`, for every rule of one schema node:
+    /// the `cel` crate converts a bound value into its own form, so bind it once.
+    pub fn bind(&self, this: Value) -> Context<'_, 'static> {
         let mut scope = self.root.new_inner_scope();
         scope.add_variable_from_value("self", this);
-        program.execute(&scope).map_err(|e| e.to_string())
+        scope
+    }
+
+    /// Evaluates a prepared expression in a scope from [`Cel::bind`].
+    pub fn eval(&self, source: &str, scope: &Context<'_, 'static>) -> Result<Value, String> {
+        match self.programs.get(source) {
+            Some(Ok(program)) => program.execute(scope).map_err(|e| e.to_string()),
+            Some(Err(error)) => Err(format!("compilation error: {error}")),
+            None => Err("rule was not prepared".into()),
+        }
     }
 }
 
@@ -136,9 +141,15 @@ pub fn is_match(pattern: &str, text: &str) -> Result<bool, String> {
 fn with_regex<T>(pattern: &str, f: impl FnOnce(&regex::Regex) -> T) -> Result<T, String> {
     REGEXES.with(|cache| {
         let mut cache = cache.borrow_mut();
-        let compiled =
-            cache.entry(pattern.to_string()).or_insert_with(|| regex::Regex::new(pattern).map_err(|e| e.to_string()));
-        compiled.as_ref().map(f).map_err(Clone::clone)
+        // Look up by `&str` first: a hit, the common case, then allocates nothing.
+        if !cache.contains_key(pattern) {
+            cache.insert(pattern.to_string(), regex::Regex::new(pattern).map_err(|e| e.to_string()));
+        }
+        match cache.get(pattern) {
+            Some(Ok(re)) => Ok(f(re)),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!("pattern {pattern:?} not cached")),
+        }
     })
 }
 
@@ -248,7 +259,7 @@ mod tests {
     fn run(rule: &str, this: Value) -> Result<Value, String> {
         let mut cel = Cel::new();
         cel.prepare(rule);
-        cel.eval(rule, this)
+        cel.eval(rule, &cel.bind(this))
     }
 
     fn s(v: &str) -> Value {

@@ -49,7 +49,6 @@ pub async fn connect(context: Option<String>) -> Result<Client, String> {
 
 /// Runs the validator and prints the report; returns the exit code (0, 1, 2).
 pub async fn run(args: ValidateArgs) -> u8 {
-    one_thread_on_musl();
     let (documents, errors) = input::read_all(&args.paths);
     let live = if args.cluster {
         let gathered = match connect(args.context.clone()).await {
@@ -79,15 +78,4 @@ pub async fn run(args: ValidateArgs) -> u8 {
         return 2;
     }
     report.exit_code()
-}
-
-/// musl's allocator serialises threads that allocate: 10,000 manifests took 4.1 s
-/// on two threads and 1.7 s on one (docs/benchmark.md, "Validator"), so the
-/// static musl build checks on one thread. Other builds use every core.
-fn one_thread_on_musl() {
-    #[cfg(target_env = "musl")]
-    {
-        // Fails only when the global pool exists already, which is then used as it is.
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(1).build_global();
-    }
 }

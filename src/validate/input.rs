@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rayon::prelude::*;
+use serde::Deserialize;
 use serde_json::Value;
 
 /// One object from the input, with where it came from.
@@ -37,15 +37,35 @@ pub const STDIN: &str = "<stdin>";
 /// `*.yml` and `*.json` files (hidden entries skipped), a file is read whatever its name.
 /// Files are read and parsed on all cores; the result keeps the input order.
 pub fn read_all(inputs: &[String]) -> (Vec<Document>, Vec<ReadError>) {
+    let (sources, mut errors) = collect_sources(inputs);
+    let texts: Vec<Result<Text, ReadError>> = super::map_all(&sources, Source::read);
+    let mut items = Vec::new();
+    for text in &texts {
+        match text {
+            Ok(text) => text.items(&mut items),
+            Err(error) => items.push(Item::Failed(error.clone())),
+        }
+    }
+    let batches: Vec<&[Item]> = items.chunks(BATCH).collect();
+    let parsed: Vec<(Vec<Document>, Vec<ReadError>)> = super::map_all(&batches, |batch| parse_items(batch));
+    let mut documents = Vec::new();
+    for (docs, errs) in parsed {
+        documents.extend(docs);
+        errors.extend(errs);
+    }
+    (documents, errors)
+}
+
+/// YAML documents parsed as one stream: one parser (and its buffers) per batch
+/// instead of per document, which is most of the cost of small manifests.
+const BATCH: usize = 256;
+
+fn collect_sources(inputs: &[String]) -> (Vec<Source>, Vec<ReadError>) {
     let mut sources = Vec::new();
     let mut errors = Vec::new();
     for input in inputs {
         if input == "-" {
-            let mut text = String::new();
-            match std::io::stdin().read_to_string(&mut text) {
-                Ok(_) => sources.push(Source::Text(text)),
-                Err(e) => errors.push(ReadError { file: STDIN.into(), line: 0, message: format!("cannot read: {e}") }),
-            }
+            sources.push(Source::Stdin);
             continue;
         }
         let path = PathBuf::from(input);
@@ -59,37 +79,124 @@ pub fn read_all(inputs: &[String]) -> (Vec<Document>, Vec<ReadError>) {
             sources.push(Source::File(path));
         }
     }
-    let parsed: Vec<(Vec<Document>, Vec<ReadError>)> = sources.par_iter().map(parse_source).collect();
-    let mut documents = Vec::new();
-    for (docs, errs) in parsed {
-        documents.extend(docs);
-        errors.extend(errs);
-    }
-    (documents, errors)
+    (sources, errors)
 }
 
 enum Source {
-    Text(String),
+    Stdin,
     File(PathBuf),
 }
 
-fn parse_source(source: &Source) -> (Vec<Document>, Vec<ReadError>) {
+impl Source {
+    fn read(&self) -> Result<Text, ReadError> {
+        let (file, read): (Arc<str>, _) = match self {
+            Source::Stdin => {
+                let mut text = String::new();
+                (STDIN.into(), std::io::stdin().read_to_string(&mut text).map(|_| text))
+            }
+            Source::File(path) => (path.display().to_string().into(), std::fs::read_to_string(path)),
+        };
+        let json = matches!(self, Source::File(path) if path.extension().is_some_and(|e| e == "json"));
+        match read {
+            Ok(text) => Ok(Text { file, text, json }),
+            Err(e) => Err(ReadError { file, line: 0, message: format!("cannot read: {e}") }),
+        }
+    }
+}
+
+/// One input's text.
+struct Text {
+    file: Arc<str>,
+    text: String,
+    json: bool,
+}
+
+impl Text {
+    fn items<'a>(&'a self, out: &mut Vec<Item<'a>>) {
+        if self.json {
+            out.push(Item::Json(self));
+            return;
+        }
+        for (first_line, content_line, text) in split_documents(&self.text) {
+            out.push(Item::Yaml(Piece { file: &self.file, lines: (first_line, content_line), text }));
+        }
+    }
+}
+
+/// What is parsed, in input order.
+enum Item<'a> {
+    Yaml(Piece<'a>),
+    Json(&'a Text),
+    Failed(ReadError),
+}
+
+/// One YAML document of a file: (first line, first content line), text.
+struct Piece<'a> {
+    file: &'a Arc<str>,
+    lines: (usize, usize),
+    text: &'a str,
+}
+
+fn parse_items(items: &[Item<'_>]) -> (Vec<Document>, Vec<ReadError>) {
+    let pieces: Vec<&Piece> = items.iter().filter_map(|i| if let Item::Yaml(p) = i { Some(p) } else { None }).collect();
+    let mut parsed = parse_yaml(&pieces).into_iter();
     let mut documents = Vec::new();
     let mut errors = Vec::new();
-    match source {
-        Source::Text(text) => parse_text(STDIN.into(), text, false, &mut documents, &mut errors),
-        Source::File(file) => {
-            let name: Arc<str> = file.display().to_string().into();
-            match std::fs::read_to_string(file) {
-                Ok(text) => {
-                    let json = file.extension().is_some_and(|e| e == "json");
-                    parse_text(name, &text, json, &mut documents, &mut errors);
-                }
-                Err(e) => errors.push(ReadError { file: name, line: 0, message: format!("cannot read: {e}") }),
-            }
+    for item in items {
+        match item {
+            Item::Yaml(piece) => match parsed.next() {
+                Some(result) => yaml_document(piece, result, &mut documents, &mut errors),
+                None => errors.push(ReadError {
+                    file: piece.file.clone(),
+                    line: piece.lines.1,
+                    message: "invalid YAML: document lost while parsing".into(),
+                }),
+            },
+            Item::Json(text) => parse_text(text.file.clone(), &text.text, true, &mut documents, &mut errors),
+            Item::Failed(error) => errors.push(error.clone()),
         }
     }
     (documents, errors)
+}
+
+/// Each piece's value, in order. The pieces are parsed as one stream; if that
+/// fails anywhere, each alone, so an error is reported against its own document.
+fn parse_yaml(pieces: &[&Piece<'_>]) -> Vec<Result<Value, serde_yaml::Error>> {
+    if pieces.len() > 1 {
+        let mut stream = String::with_capacity(pieces.iter().map(|p| p.text.len() + 5).sum());
+        for piece in pieces {
+            stream.push_str("---\n");
+            stream.push_str(piece.text);
+            if !piece.text.ends_with('\n') {
+                stream.push('\n');
+            }
+        }
+        let values: Result<Vec<Value>, _> =
+            serde_yaml::Deserializer::from_str(&stream).map(Value::deserialize).collect();
+        if let Ok(values) = values
+            && values.len() == pieces.len()
+        {
+            return values.into_iter().map(Ok).collect();
+        }
+    }
+    pieces.iter().map(|piece| serde_yaml::from_str::<Value>(piece.text)).collect()
+}
+
+fn yaml_document(
+    piece: &Piece<'_>,
+    result: Result<Value, serde_yaml::Error>,
+    out: &mut Vec<Document>,
+    errors: &mut Vec<ReadError>,
+) {
+    let (first_line, content_line) = piece.lines;
+    match result {
+        Ok(Value::Null) => {}
+        Ok(value) => push_object(piece.file.clone(), piece.lines, piece.text.into(), value, out),
+        Err(e) => {
+            let line = e.location().map(|l| first_line + l.line() - 1).unwrap_or(content_line);
+            errors.push(ReadError { file: piece.file.clone(), line, message: format!("invalid YAML: {e}") });
+        }
+    }
 }
 
 fn collect_dir(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -118,15 +225,13 @@ pub fn parse_text(file: Arc<str>, text: &str, json: bool, out: &mut Vec<Document
         }
         return;
     }
-    for (first_line, content_line, doc) in split_documents(text) {
-        match serde_yaml::from_str::<Value>(doc) {
-            Ok(Value::Null) => {}
-            Ok(value) => push_object(file.clone(), (first_line, content_line), doc.into(), value, out),
-            Err(e) => {
-                let line = e.location().map(|l| first_line + l.line() - 1).unwrap_or(content_line);
-                errors.push(ReadError { file: file.clone(), line, message: format!("invalid YAML: {e}") });
-            }
-        }
+    let pieces: Vec<Piece> = split_documents(text)
+        .into_iter()
+        .map(|(first_line, content_line, text)| Piece { file: &file, lines: (first_line, content_line), text })
+        .collect();
+    let parsed = parse_yaml(&pieces.iter().collect::<Vec<_>>());
+    for (piece, result) in pieces.iter().zip(parsed) {
+        yaml_document(piece, result, out, errors);
     }
 }
 
@@ -234,6 +339,23 @@ mod tests {
         assert_eq!(docs.iter().map(|d| d.line).collect::<Vec<_>>(), vec![2, 6]);
         assert_eq!(locate(&docs[1], &["spec".into(), "a".into()]), 8);
         assert_eq!(locate(&docs[1], &["spec".into(), "zzz".into()]), 7);
+    }
+
+    #[test]
+    fn files_parsed_in_one_stream_keep_their_order_and_errors() {
+        let dir = std::env::temp_dir().join(format!("payi-input-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..5 {
+            let text = if i == 3 { "kind: [\n".to_string() } else { format!("kind: K{i}\n---\n# only a comment\n") };
+            std::fs::write(dir.join(format!("{i}.yaml")), text).unwrap();
+        }
+        std::fs::write(dir.join("5.json"), r#"{"kind": "J"}"#).unwrap();
+        let (docs, errors) = read_all(&[dir.display().to_string()]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let kinds: Vec<&str> = docs.iter().map(|d| d.value["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["K0", "K1", "K2", "K4", "J"]);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].file.ends_with("3.yaml") && errors[0].line == 2, "{errors:?}");
     }
 
     #[test]

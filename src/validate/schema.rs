@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use cel::Value as CelValue;
 use cel::objects::{Key, Map};
+use cel::{Context, Value as CelValue};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool, ValidationRule,
 };
@@ -107,9 +107,8 @@ impl Schemas {
                 rejects: false,
             });
         } else {
-            let pruned = prune_for_cel(&kind_schema.schema, object, true);
             let mut rules = Rules { cel: &self.cel, issues: &mut issues };
-            rules.node(&kind_schema.schema, &pruned, &mut Vec::new(), true);
+            rules.node(&kind_schema.schema, object, &mut Vec::new(), true);
         }
         issues
     }
@@ -233,11 +232,13 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-#[derive(Clone)]
-enum Seg {
-    Field(String),
+/// One step of a path; names borrow from the object or the schema, so walking
+/// allocates nothing until there is something to report.
+#[derive(Clone, Copy)]
+enum Seg<'a> {
+    Field(&'a str),
     Index(usize),
-    Key(String),
+    Key(&'a str),
 }
 
 /// `spec.owners[0].kind`, map keys as `.key`: the OpenAPI validator's names.
@@ -281,7 +282,7 @@ fn field_path(path: &[Seg]) -> String {
 fn field_names(path: &[Seg]) -> Vec<String> {
     path.iter()
         .filter_map(|s| match s {
-            Seg::Field(name) | Seg::Key(name) => Some(name.clone()),
+            Seg::Field(name) | Seg::Key(name) => Some(name.to_string()),
             Seg::Index(_) => None,
         })
         .collect()
@@ -304,7 +305,7 @@ impl Walk<'_> {
         self.push(IssueKind::Schema, path, message);
     }
 
-    fn object_root(&mut self, schema: &JSONSchemaProps, object: &Value) {
+    fn object_root<'v>(&mut self, schema: &'v JSONSchemaProps, object: &'v Value) {
         let Some(map) = object.as_object() else {
             return;
         };
@@ -315,7 +316,7 @@ impl Walk<'_> {
                 "apiVersion" | "kind" | "metadata" | "status" => continue,
                 _ => {}
             }
-            path.push(Seg::Field(key.clone()));
+            path.push(Seg::Field(key));
             match schema.properties.as_ref().and_then(|p| p.get(key)) {
                 Some(child) if !(value.is_null() && child.nullable != Some(true)) => self.node(child, value, &mut path),
                 Some(_) => {}
@@ -335,14 +336,13 @@ impl Walk<'_> {
             let present = map.get(name).is_some_and(|v| !v.is_null() || nullable_child(schema, name));
             if !present {
                 let mut child = path.to_vec();
-                child.push(Seg::Field(name.clone()));
+                child.push(Seg::Field(name));
                 self.block(&child, format!("{}: Required value", openapi_path(&child)));
             }
         }
     }
 
-    fn node(&mut self, schema: &JSONSchemaProps, value: &Value, path: &mut Vec<Seg>) {
-        let name = openapi_path(path);
+    fn node<'v>(&mut self, schema: &'v JSONSchemaProps, value: &'v Value, path: &mut Vec<Seg<'v>>) {
         if value.is_null() {
             return;
         }
@@ -356,6 +356,7 @@ impl Walk<'_> {
                 || float_int
                 || (int_or_string && (actual == "integer" || actual == "string"));
             if !ok {
+                let name = openapi_path(path);
                 self.block(
                     path,
                     format!(
@@ -376,6 +377,7 @@ impl Walk<'_> {
                     other => quote(&other.to_string()),
                 })
                 .collect();
+            let name = openapi_path(path);
             self.block(
                 path,
                 format!("{name}: Unsupported value: {}: supported values: {}", bad_value(value), supported.join(", ")),
@@ -409,17 +411,20 @@ impl Walk<'_> {
     }
 
     fn string(&mut self, schema: &JSONSchemaProps, s: &str, path: &[Seg]) {
-        let name = openapi_path(path);
+        let name = || openapi_path(path);
         self.size(
             path,
             s.chars().count() as i64,
             (schema.min_length, schema.max_length),
-            |max| format!("{name}: Too long: may not be more than {max} {}", plural(max, "byte", "bytes")),
-            |min| format!("{name}: Invalid value: {}: {name} in body should be at least {min} chars long", quote(s)),
+            |max| format!("{}: Too long: may not be more than {max} {}", name(), plural(max, "byte", "bytes")),
+            |min| {
+                format!("{n}: Invalid value: {}: {n} in body should be at least {min} chars long", quote(s), n = name())
+            },
         );
         if let Some(pattern) = &schema.pattern {
             let matched = super::cel::is_match(pattern, s).unwrap_or(false);
             if !matched {
+                let name = name();
                 self.push(
                     IssueKind::Schema,
                     path,
@@ -430,6 +435,7 @@ impl Walk<'_> {
         if let Some(format) = schema.format.as_deref()
             && super::formats::check(format, s).is_some()
         {
+            let name = name();
             self.block(
                 path,
                 format!("{name}: Invalid value: {q}: {name} in body must be of type {format}: {q}", q = quote(s)),
@@ -438,13 +444,13 @@ impl Walk<'_> {
     }
 
     fn number(&mut self, schema: &JSONSchemaProps, n: &serde_json::Number, value: &Value, path: &[Seg]) {
-        let name = openapi_path(path);
         let Some(f) = n.as_f64() else { return };
         let show = |limit: f64| if limit.fract() == 0.0 { format!("{}", limit as i64) } else { limit.to_string() };
         if let Some(min) = schema.minimum {
             let exclusive = schema.exclusive_minimum == Some(true);
             if (exclusive && f <= min) || (!exclusive && f < min) {
                 let how = if exclusive { "greater than" } else { "greater than or equal to" };
+                let name = openapi_path(path);
                 self.push(
                     IssueKind::Schema,
                     path,
@@ -460,6 +466,7 @@ impl Walk<'_> {
             let exclusive = schema.exclusive_maximum == Some(true);
             if (exclusive && f >= max) || (!exclusive && f > max) {
                 let how = if exclusive { "less than" } else { "less than or equal to" };
+                let name = openapi_path(path);
                 self.push(
                     IssueKind::Schema,
                     path,
@@ -473,15 +480,15 @@ impl Walk<'_> {
         }
     }
 
-    fn array(&mut self, schema: &JSONSchemaProps, items: &[Value], path: &mut Vec<Seg>) {
-        let name = openapi_path(path);
+    fn array<'v>(&mut self, schema: &'v JSONSchemaProps, items: &'v [Value], path: &mut Vec<Seg<'v>>) {
         let len = items.len() as i64;
+        let name = || openapi_path(path);
         self.size(
             path,
             len,
             (schema.min_items, schema.max_items),
-            |max| format!("{name}: Too many: {len}: must have at most {max} {}", plural(max, "item", "items")),
-            |min| format!("{name}: Invalid value: {len}: {name} in body should have at least {min} items"),
+            |max| format!("{}: Too many: {len}: must have at most {max} {}", name(), plural(max, "item", "items")),
+            |min| format!("{n}: Invalid value: {len}: {n} in body should have at least {min} items", n = name()),
         );
         if schema.x_kubernetes_list_type.as_deref() == Some("set") {
             for (i, item) in items.iter().enumerate() {
@@ -501,32 +508,37 @@ impl Walk<'_> {
         }
     }
 
-    fn object(&mut self, schema: &JSONSchemaProps, map: &serde_json::Map<String, Value>, path: &mut Vec<Seg>) {
-        let name = openapi_path(path);
+    fn object<'v>(
+        &mut self,
+        schema: &'v JSONSchemaProps,
+        map: &'v serde_json::Map<String, Value>,
+        path: &mut Vec<Seg<'v>>,
+    ) {
         let count = map.len() as i64;
+        let name = || openapi_path(path);
         self.size(
             path,
             count,
             (schema.min_properties, schema.max_properties),
-            |max| format!("{name}: Too many: {count}: must have at most {max} {}", plural(max, "item", "items")),
-            |min| format!("{name}: Invalid value: {count}: {name} in body should have at least {min} properties"),
+            |max| format!("{}: Too many: {count}: must have at most {max} {}", name(), plural(max, "item", "items")),
+            |min| format!("{n}: Invalid value: {count}: {n} in body should have at least {min} properties", n = name()),
         );
         self.required(schema, map, path);
         let properties = schema.properties.as_ref();
         let values = additional_schema(schema);
         for (key, value) in map {
             if let Some(child) = properties.and_then(|p| p.get(key)) {
-                path.push(Seg::Field(key.clone()));
+                path.push(Seg::Field(key));
                 if !(value.is_null() && child.nullable != Some(true)) {
                     self.node(child, value, path);
                 }
                 path.pop();
             } else if let Some(values) = values {
-                path.push(Seg::Key(key.clone()));
+                path.push(Seg::Key(key));
                 self.node(values, value, path);
                 path.pop();
             } else if !allows_any_field(schema) {
-                path.push(Seg::Field(key.clone()));
+                path.push(Seg::Field(key));
                 self.unknown(path);
                 path.pop();
             }
@@ -544,53 +556,10 @@ fn nullable_child(schema: &JSONSchemaProps, name: &str) -> bool {
 
 // ----- CEL rules -----
 
-/// The object as CEL sees it: unknown fields pruned, nulls in non-nullable
-/// fields dropped, `metadata` reduced to name and generateName.
-fn prune_for_cel(schema: &JSONSchemaProps, value: &Value, root: bool) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut out = serde_json::Map::new();
-            for (key, v) in map {
-                if root && (key == "apiVersion" || key == "kind") {
-                    out.insert(key.clone(), v.clone());
-                    continue;
-                }
-                if root && key == "metadata" {
-                    let mut meta = serde_json::Map::new();
-                    for field in ["name", "generateName"] {
-                        if let Some(x) = v.get(field) {
-                            meta.insert(field.into(), x.clone());
-                        }
-                    }
-                    out.insert(key.clone(), Value::Object(meta));
-                    continue;
-                }
-                if root && key == "status" {
-                    continue;
-                }
-                let child = schema.properties.as_ref().and_then(|p| p.get(key)).or(additional_schema(schema));
-                match child {
-                    Some(child) if v.is_null() && child.nullable != Some(true) => {}
-                    Some(child) => {
-                        out.insert(key.clone(), prune_for_cel(child, v, false));
-                    }
-                    None if allows_any_field(schema) => {
-                        out.insert(key.clone(), v.clone());
-                    }
-                    None => {}
-                }
-            }
-            Value::Object(out)
-        }
-        Value::Array(items) => match items_schema(schema) {
-            Some(item) => Value::Array(items.iter().map(|i| prune_for_cel(item, i, false)).collect()),
-            None => value.clone(),
-        },
-        other => other.clone(),
-    }
-}
-
-/// A JSON value as a CEL value, declared property names escaped.
+/// A JSON value as CEL sees it: unknown fields pruned, nulls in non-nullable
+/// fields dropped, the root's `metadata` reduced to name and generateName and
+/// its `status` dropped (as the API server does on create), declared property
+/// names escaped. Converts straight from the manifest, without a pruned copy.
 fn to_cel(schema: Option<&JSONSchemaProps>, value: &Value, root: bool) -> CelValue {
     match value {
         Value::Null => CelValue::Null,
@@ -608,22 +577,47 @@ fn to_cel(schema: Option<&JSONSchemaProps>, value: &Value, root: bool) -> CelVal
             CelValue::List(Arc::new(items.iter().map(|i| to_cel(item, i, false)).collect()))
         }
         Value::Object(map) => {
-            let declared = schema.and_then(|s| s.properties.as_ref());
-            let values = schema.and_then(additional_schema);
-            let mut out: HashMap<Key, CelValue> = HashMap::with_capacity(map.len());
-            for (key, v) in map {
-                let (name, child) = match declared.and_then(|p| p.get(key)) {
-                    Some(child) => (escape_property(key), Some(child)),
-                    None if root || values.is_none() => (escape_property(key), None),
-                    None => (Some(key.clone()), values),
-                };
-                if let Some(name) = name {
-                    out.insert(Key::String(Arc::new(name)), to_cel(child, v, false));
-                }
-            }
+            let entries = map.iter().filter_map(|(key, v)| cel_entry(schema, key, v, root));
+            let out: HashMap<Key, CelValue> = entries.map(|(k, v)| (Key::String(Arc::new(k)), v)).collect();
             CelValue::Map(Map::from(out))
         }
     }
+}
+
+/// One field of an object for CEL, or `None` when CEL does not see it.
+fn cel_entry(schema: Option<&JSONSchemaProps>, key: &str, v: &Value, root: bool) -> Option<(String, CelValue)> {
+    if root {
+        match key {
+            "status" => return None,
+            "metadata" => return Some((key.to_string(), cel_metadata(v))),
+            "apiVersion" | "kind" => return Some((key.to_string(), to_cel(None, v, false))),
+            _ => {}
+        }
+    }
+    let Some(schema) = schema else {
+        // Beneath x-kubernetes-preserve-unknown-fields: everything, as written.
+        return Some((escape_property(key)?, to_cel(None, v, false)));
+    };
+    let kept = |child: &JSONSchemaProps| !(v.is_null() && child.nullable != Some(true));
+    if let Some(child) = schema.properties.as_ref().and_then(|p| p.get(key)) {
+        return kept(child).then(|| Some((escape_property(key)?, to_cel(Some(child), v, false))))?;
+    }
+    if let Some(values) = additional_schema(schema) {
+        return kept(values).then(|| (key.to_string(), to_cel(Some(values), v, false)));
+    }
+    if allows_any_field(schema) {
+        return Some((escape_property(key)?, to_cel(None, v, false)));
+    }
+    None
+}
+
+/// What CEL sees of object metadata on create: the name and generateName.
+fn cel_metadata(metadata: &Value) -> CelValue {
+    let fields = ["name", "generateName"].into_iter();
+    let out: HashMap<Key, CelValue> = fields
+        .filter_map(|field| Some((Key::String(Arc::new(field.to_string())), to_cel(None, metadata.get(field)?, false))))
+        .collect();
+    CelValue::Map(Map::from(out))
 }
 
 struct Rules<'a> {
@@ -632,13 +626,15 @@ struct Rules<'a> {
 }
 
 impl Rules<'_> {
-    fn node(&mut self, schema: &JSONSchemaProps, value: &Value, path: &mut Vec<Seg>, root: bool) {
+    /// Walks the manifest as written; fields CEL does not see (unknown, or null where
+    /// the schema does not allow it) have no rules to run, as [`to_cel`] prunes them.
+    fn node<'v>(&mut self, schema: &'v JSONSchemaProps, value: &'v Value, path: &mut Vec<Seg<'v>>, root: bool) {
         if let Some(rules) = &schema.x_kubernetes_validations
             && !value.is_null()
         {
-            let this = to_cel(Some(schema), value, root);
+            let scope = self.cel.bind(to_cel(Some(schema), value, root));
             for rule in rules {
-                self.rule(schema, rule, value, &this, path);
+                self.rule(schema, rule, value, &scope, path);
             }
         }
         match value {
@@ -649,11 +645,11 @@ impl Rules<'_> {
                         continue;
                     }
                     if let Some(child) = schema.properties.as_ref().and_then(|p| p.get(key)) {
-                        path.push(Seg::Field(key.clone()));
+                        path.push(Seg::Field(key));
                         self.node(child, v, path, false);
                         path.pop();
                     } else if let Some(values) = values {
-                        path.push(Seg::Key(key.clone()));
+                        path.push(Seg::Key(key));
                         self.node(values, v, path, false);
                         path.pop();
                     }
@@ -672,12 +668,19 @@ impl Rules<'_> {
         }
     }
 
-    fn rule(&mut self, schema: &JSONSchemaProps, rule: &ValidationRule, value: &Value, this: &CelValue, path: &[Seg]) {
+    fn rule(
+        &mut self,
+        schema: &JSONSchemaProps,
+        rule: &ValidationRule,
+        value: &Value,
+        scope: &Context<'_, 'static>,
+        path: &[Seg],
+    ) {
         // Transition rules compare with the stored object; a manifest is a create.
         if rule.rule.contains("oldSelf") {
             return;
         }
-        let result = self.cel.eval(&rule.rule, this.clone());
+        let result = self.cel.eval(&rule.rule, scope);
         if matches!(result, Ok(CelValue::Bool(true))) {
             // The common case: nothing to report, so nothing to format.
             return;
@@ -696,7 +699,7 @@ impl Rules<'_> {
                 let detail = rule
                     .message_expression
                     .as_deref()
-                    .and_then(|e| match self.cel.eval(e, this.clone()) {
+                    .and_then(|e| match self.cel.eval(e, scope) {
                         Ok(CelValue::String(s)) => Some(s.to_string()),
                         _ => None,
                     })
@@ -738,21 +741,21 @@ impl Rules<'_> {
 }
 
 /// `.a.b` or `.a['b']` from a rule's `fieldPath`.
-fn parse_field_path(path: &str) -> Vec<Seg> {
+fn parse_field_path(path: &str) -> Vec<Seg<'_>> {
     let mut out = Vec::new();
     for part in path.split('.').filter(|p| !p.is_empty()) {
         match part.split_once('[') {
             Some((name, rest)) => {
                 if !name.is_empty() {
-                    out.push(Seg::Field(name.to_string()));
+                    out.push(Seg::Field(name));
                 }
                 let key = rest.trim_end_matches(']').trim_matches('\'');
                 match key.parse::<usize>() {
                     Ok(i) => out.push(Seg::Index(i)),
-                    Err(_) => out.push(Seg::Key(key.to_string())),
+                    Err(_) => out.push(Seg::Key(key)),
                 }
             }
-            None => out.push(Seg::Field(part.to_string())),
+            None => out.push(Seg::Field(part)),
         }
     }
     out
