@@ -9,7 +9,7 @@ use futures::future::Shared;
 use payi_operator::health::Health;
 use payi_operator::leader::{Election, Leadership, LeaseSettings};
 use payi_operator::metrics::Metrics;
-use payi_operator::{controller, crd, http, verifier};
+use payi_operator::{controller, crd, http, memory, verifier};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
@@ -159,6 +159,7 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
     let shutdown: Stop = shutdown_signal().boxed().shared();
     let listener = http::bind(args.http_addr).await.map_err(|e| format!("listening on {}: {e}", args.http_addr))?;
     let server = tokio::spawn(http::serve(listener, Arc::new(registry), health.clone(), shutdown.clone()));
+    let trimmer = tokio::spawn(memory::trim_when_quiet(metrics.clone()));
 
     let settings = controller::Settings {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
@@ -182,6 +183,7 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         Ok(())
     };
     server.abort();
+    trimmer.abort();
     tracing::info!("stopped");
     result
 }

@@ -241,7 +241,7 @@ pub fn known_unchanged(app: &Application, watched: &SecretSummary, base_url: Opt
     let (Some(version), Some(current)) = (&status.key_secret_version, &status.key_fingerprint) else {
         return false;
     };
-    let ours = watched.controller.is_some() && watched.controller == app.uid();
+    let ours = watched.controller.is_some() && watched.controller.as_deref() == app.uid().as_deref();
     let same_secret = status.key_secret_name.as_deref() == Some(app.key_secret_name().as_str());
     let rotation = status.rotation.clone().unwrap_or_default();
     let expiring = status.keys.iter().filter_map(|k| k.expires_at.as_ref()).any(|at| at.0 <= now.0);
@@ -249,7 +249,7 @@ pub fn known_unchanged(app: &Application, watched: &SecretSummary, base_url: Opt
     let previous = previous.and_then(|k| Some((k.fingerprint.as_str(), k.expires_at.as_ref()?)));
     let shape = key_secret::shape(app, current, previous, base_url);
     ours && same_secret
-        && &watched.resource_version == version
+        && watched.is_version(version)
         && keyring::pending(app, &rotation, now).is_none()
         && !expiring
         && shape.matches(watched.content.as_deref())

@@ -579,12 +579,18 @@ fn a_secret_known_unchanged_from_its_metadata_is_not_read_and_nothing_is_written
     let mut keys = Keys(0);
     let (mut a, secret) = applied(&app(), decide_with(&inputs(app(), None), &mut keys));
     a.status.as_mut().unwrap().key_secret_version = Some("7".into());
-    let content = secret.metadata.annotations.as_ref().and_then(|m| m.get(CONTENT_ANNOTATION).cloned());
-    let watched = SecretSummary { resource_version: "7".into(), controller: Some(UID.into()), content };
+    let content =
+        secret.metadata.annotations.as_ref().and_then(|m| m.get(CONTENT_ANNOTATION).map(|c| c.as_str().into()));
+    let watched = SecretSummary { resource_version: Some(7), controller: Some(UID.into()), content };
     assert!(known_unchanged(&a, &watched, None, &at(100)));
 
-    let moved = SecretSummary { resource_version: "8".into(), ..watched.clone() };
+    let moved = SecretSummary { resource_version: Some(8), ..watched.clone() };
     assert!(!known_unchanged(&a, &moved, None, &at(100)), "changed since we wrote it");
+    let opaque = SecretSummary { resource_version: None, ..watched.clone() };
+    assert!(!known_unchanged(&a, &opaque, None, &at(100)), "a version that is not an integer proves nothing");
+    let mut recorded_opaque = a.clone();
+    recorded_opaque.status.as_mut().unwrap().key_secret_version = Some("x7".into());
+    assert!(!known_unchanged(&recorded_opaque, &watched, None, &at(100)));
     let foreign = SecretSummary { controller: Some("someone".into()), ..watched.clone() };
     assert!(!known_unchanged(&a, &foreign, None, &at(100)));
     assert!(!known_unchanged(&a, &watched, Some("https://gw"), &at(100)), "the base URL was added");

@@ -36,36 +36,72 @@ pub struct Stores {
 }
 
 /// What the operator needs to know about a key Secret without reading it.
+/// One per key Secret, so kept small: at 10,000 Applications every byte here
+/// is 10 KB of the operator's memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretSummary {
-    pub resource_version: String,
+    /// Its resourceVersion. etcd's are integers; any other is kept as `None`
+    /// and never taken to mean "unchanged since we wrote it".
+    pub resource_version: Option<u64>,
     /// UID of the controller owner, if any.
-    pub controller: Option<String>,
+    pub controller: Option<Box<str>>,
     /// The `payi.io/content` annotation.
-    pub content: Option<String>,
+    pub content: Option<Box<str>>,
 }
 
 impl SecretSummary {
     pub fn of(meta: &PartialObjectMeta<k8s_openapi::api::core::v1::Secret>) -> Option<((String, String), Self)> {
         let key = (meta.namespace()?, meta.name_any());
-        let controller = meta.owner_references().iter().find(|r| r.controller == Some(true)).map(|r| r.uid.clone());
-        let content = meta.annotations().get(key_secret::CONTENT_ANNOTATION).cloned();
-        Some((key, Self { resource_version: meta.resource_version()?, controller, content }))
+        let owner = meta.owner_references().iter().find(|r| r.controller == Some(true));
+        let content = meta.annotations().get(key_secret::CONTENT_ANNOTATION);
+        let summary = Self {
+            resource_version: meta.resource_version()?.parse().ok(),
+            controller: owner.map(|r| r.uid.as_str().into()),
+            content: content.map(|c| c.as_str().into()),
+        };
+        Some((key, summary))
+    }
+
+    /// Whether this is the version status records (`status.keySecretVersion`).
+    pub fn is_version(&self, recorded: &str) -> bool {
+        self.resource_version.is_some() && self.resource_version == recorded.parse().ok()
     }
 }
 
-/// Watched key Secrets by (namespace, name): about 200 bytes each, no data.
+/// Watched key Secrets by namespace, then name: no data, and each namespace's
+/// name stored once. Lookups allocate nothing.
 #[derive(Clone, Default)]
-pub struct SecretIndex(Arc<std::sync::RwLock<HashMap<(String, String), SecretSummary>>>);
+pub struct SecretIndex(Arc<std::sync::RwLock<SecretMap>>);
+
+/// Namespace -> name -> summary.
+pub type SecretMap = HashMap<Arc<str>, HashMap<Box<str>, SecretSummary>>;
 
 impl SecretIndex {
     pub fn get(&self, namespace: &str, name: &str) -> Option<SecretSummary> {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
-        map.get(&(namespace.to_string(), name.to_string())).cloned()
+        map.get(namespace)?.get(name).cloned()
     }
 
-    pub(super) fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<(String, String), SecretSummary>> {
+    pub(super) fn write(&self) -> std::sync::RwLockWriteGuard<'_, SecretMap> {
         self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Adds or replaces a Secret's summary.
+pub(super) fn index_insert(map: &mut SecretMap, (namespace, name): (String, String), summary: SecretSummary) {
+    match map.get_mut(namespace.as_str()) {
+        Some(names) => names.insert(name.into(), summary),
+        None => map.entry(namespace.into()).or_default().insert(name.into(), summary),
+    };
+}
+
+/// Forgets a deleted Secret, and its namespace once it holds none.
+pub(super) fn index_remove(map: &mut SecretMap, namespace: &str, name: &str) {
+    if let Some(names) = map.get_mut(namespace) {
+        names.remove(name);
+        if names.is_empty() {
+            map.remove(namespace);
+        }
     }
 }
 
@@ -280,5 +316,25 @@ mod tests {
         b.succeeded("x");
         assert_eq!(b.failed("x"), Duration::from_millis(500));
         assert_eq!(b.failed("y"), Duration::from_millis(500));
+    }
+
+    fn summary(version: u64) -> SecretSummary {
+        SecretSummary { resource_version: Some(version), controller: Some("uid".into()), content: None }
+    }
+
+    #[test]
+    fn the_secret_index_keeps_namespaces_apart_and_forgets_empty_ones() {
+        let index = SecretIndex::default();
+        index_insert(&mut index.write(), ("a".into(), "k".into()), summary(1));
+        index_insert(&mut index.write(), ("b".into(), "k".into()), summary(2));
+        index_insert(&mut index.write(), ("a".into(), "k".into()), summary(3));
+        assert_eq!(index.get("a", "k"), Some(summary(3)));
+        assert_eq!(index.get("b", "k"), Some(summary(2)));
+        assert_eq!(index.get("c", "k"), None);
+        index_remove(&mut index.write(), "a", "k");
+        index_remove(&mut index.write(), "a", "never-there");
+        assert_eq!(index.get("a", "k"), None);
+        assert!(!index.write().contains_key("a"), "an empty namespace is dropped");
+        assert!(summary(7).is_version("7") && !summary(7).is_version("8") && !summary(7).is_version("x"));
     }
 }

@@ -23,7 +23,7 @@ use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
-use super::context::{SecretIndex, SecretSummary, Stores};
+use super::context::{SecretIndex, SecretMap, SecretSummary, Stores, index_insert, index_remove};
 use crate::crd::{Application, Group, Organization};
 use crate::health::{FAILING_FOR, Health};
 use crate::key_secret;
@@ -124,7 +124,7 @@ where
 /// complete, so Secrets deleted while the watch was down disappear too.
 struct SecretIndexWriter {
     index: SecretIndex,
-    building: Option<std::collections::HashMap<(String, String), SecretSummary>>,
+    building: Option<SecretMap>,
 }
 
 impl Sink<PartialObjectMeta<Secret>> for SecretIndexWriter {
@@ -133,7 +133,7 @@ impl Sink<PartialObjectMeta<Secret>> for SecretIndexWriter {
             Event::Init => self.building = Some(Default::default()),
             Event::InitApply(obj) => {
                 if let (Some(building), Some((key, summary))) = (self.building.as_mut(), SecretSummary::of(obj)) {
-                    building.insert(key, summary);
+                    index_insert(building, key, summary);
                 }
             }
             Event::InitDone => {
@@ -143,11 +143,11 @@ impl Sink<PartialObjectMeta<Secret>> for SecretIndexWriter {
             }
             Event::Apply(obj) => {
                 if let Some((key, summary)) = SecretSummary::of(obj) {
-                    self.index.write().insert(key, summary);
+                    index_insert(&mut self.index.write(), key, summary);
                 }
             }
             Event::Delete(obj) => {
-                self.index.write().remove(&(obj.namespace().unwrap_or_default(), obj.name_any()));
+                index_remove(&mut self.index.write(), &obj.namespace().unwrap_or_default(), &obj.name_any());
             }
         }
     }
