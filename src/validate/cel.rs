@@ -2,9 +2,10 @@
 //! plus the Kubernetes library functions the CRDs use, so a rule evaluates
 //! offline as it does in the API server.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use cel::common::ast::{Expr, IdedExpr};
 use cel::extractors::This;
 use cel::objects::{Key, Map};
 use cel::{Context, Env, ExecutionError, Program, Value};
@@ -16,6 +17,8 @@ pub struct Cel {
     env: Arc<Env>,
     root: Context<'static, 'static>,
     programs: HashMap<String, Result<Program, String>>,
+    /// Per prepared expression, the fields of `self` it selects; `None`: all of `self`.
+    reads: HashMap<String, Option<BTreeSet<String>>>,
 }
 
 impl Default for Cel {
@@ -34,7 +37,7 @@ impl Cel {
         let env = Arc::new(env);
         let mut root = Context::with_env(env.clone());
         register_kubernetes_library(&mut root);
-        Self { env, root, programs: HashMap::new() }
+        Self { env, root, programs: HashMap::new(), reads: HashMap::new() }
     }
 
     /// Compiles `source` unless already compiled.
@@ -42,7 +45,14 @@ impl Cel {
         if !self.programs.contains_key(source) {
             let program = self.env.compile(source).map_err(|e| e.to_string());
             self.programs.insert(source.to_string(), program);
+            self.reads.insert(source.to_string(), fields_of_self(source));
         }
+    }
+
+    /// The fields of `self` a prepared expression selects, or `None` when it may read
+    /// all of `self` (or was not prepared): binding only those is enough for it.
+    pub fn reads(&self, source: &str) -> Option<&BTreeSet<String>> {
+        self.reads.get(source)?.as_ref()
     }
 
     /// A scope with `self` bound to `this`, for every rule of one schema node:
@@ -60,6 +70,39 @@ impl Cel {
             Some(Err(error)) => Err(format!("compilation error: {error}")),
             None => Err("rule was not prepared".into()),
         }
+    }
+}
+
+/// The fields of `self` an expression selects (`self.a`, `has(self.b)`), or `None`
+/// when it uses `self` whole (`size(self)`, `self.all(...)`) or in a form this does
+/// not follow (lists, maps, structs): then the whole value is bound, as before.
+pub fn fields_of_self(source: &str) -> Option<BTreeSet<String>> {
+    let expr = cel::parser::Parser::new().parse(source).ok()?;
+    let mut fields = BTreeSet::new();
+    selects_only(&expr, &mut fields).then_some(fields)
+}
+
+/// Adds to `fields` what `expr` selects of `self`; false if it uses `self` otherwise.
+fn selects_only(expr: &IdedExpr, fields: &mut BTreeSet<String>) -> bool {
+    match &expr.expr {
+        Expr::Select(select) => match &select.operand.expr {
+            Expr::Ident(name) if name == "self" => {
+                fields.insert(select.field.clone());
+                true
+            }
+            _ => selects_only(&select.operand, fields),
+        },
+        Expr::Ident(name) => name != "self",
+        Expr::Literal(_) => true,
+        Expr::Call(call) => {
+            call.target.iter().all(|t| selects_only(t, fields)) && call.args.iter().all(|a| selects_only(a, fields))
+        }
+        // A comprehension's own variables may shadow `self`; its uses then count as
+        // uses of `self`, which only ever binds more.
+        Expr::Comprehension(c) => [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result]
+            .into_iter()
+            .all(|e| selects_only(e, fields)),
+        _ => false,
     }
 }
 
@@ -264,6 +307,21 @@ mod tests {
 
     fn s(v: &str) -> Value {
         Value::from(v.to_string())
+    }
+
+    #[test]
+    fn the_fields_a_rule_selects_are_known() {
+        let set = |fields: &[&str]| Some(fields.iter().map(|f| f.to_string()).collect::<BTreeSet<_>>());
+        assert_eq!(fields_of_self("size(self.metadata.name) <= 63"), set(&["metadata"]));
+        assert_eq!(
+            fields_of_self("self.kind != 'ServiceAccount' || has(self.__namespace__)"),
+            set(&["kind", "__namespace__"])
+        );
+        assert_eq!(fields_of_self("size(self) <= 128"), None);
+        assert_eq!(fields_of_self("self.all(k, k.startsWith('a'))"), None);
+        assert_eq!(fields_of_self("[self.a].size() == 1"), None, "a list literal is not followed");
+        assert_eq!(fields_of_self("self.a.exists(x, x == self.b)"), set(&["a", "b"]));
+        assert_eq!(fields_of_self("not valid ("), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! the status subresource is enabled. Unknown fields, which the server prunes
 //! silently, are reported separately (see [`IssueKind::UnknownField`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use cel::objects::{Key, Map};
@@ -584,6 +584,23 @@ fn to_cel(schema: Option<&JSONSchemaProps>, value: &Value, root: bool) -> CelVal
     }
 }
 
+/// [`to_cel`] of an object reduced to the fields its rules select: the root's one
+/// rule reads `self.metadata.name`, and converting all of `spec` for it was most of
+/// the validator's CEL work.
+fn to_cel_selected(schema: &JSONSchemaProps, value: &Value, root: bool, fields: &[&BTreeSet<String>]) -> CelValue {
+    let Value::Object(map) = value else { return to_cel(Some(schema), value, root) };
+    let selected = |key: &str| {
+        let wanted = |name: &str| fields.iter().any(|f| f.contains(name));
+        wanted(key) || escape_property(key).is_some_and(|escaped| wanted(&escaped))
+    };
+    let entries = map.iter().filter(|(key, _)| selected(key));
+    let out: HashMap<Key, CelValue> = entries
+        .filter_map(|(key, v)| cel_entry(Some(schema), key, v, root))
+        .map(|(k, v)| (Key::String(Arc::new(k)), v))
+        .collect();
+    CelValue::Map(Map::from(out))
+}
+
 /// One field of an object for CEL, or `None` when CEL does not see it.
 fn cel_entry(schema: Option<&JSONSchemaProps>, key: &str, v: &Value, root: bool) -> Option<(String, CelValue)> {
     if root {
@@ -632,7 +649,11 @@ impl Rules<'_> {
         if let Some(rules) = &schema.x_kubernetes_validations
             && !value.is_null()
         {
-            let scope = self.cel.bind(to_cel(Some(schema), value, root));
+            let this = match self.selected(rules) {
+                Some(fields) => to_cel_selected(schema, value, root, &fields),
+                None => to_cel(Some(schema), value, root),
+            };
+            let scope = self.cel.bind(this);
             for rule in rules {
                 self.rule(schema, rule, value, &scope, path);
             }
@@ -666,6 +687,12 @@ impl Rules<'_> {
             }
             _ => {}
         }
+    }
+
+    /// The fields of `self` a node's rules select, or `None` when one may read it whole.
+    fn selected<'r>(&'r self, rules: &'r [ValidationRule]) -> Option<Vec<&'r BTreeSet<String>>> {
+        let sources = rules.iter().flat_map(|r| std::iter::once(&r.rule).chain(r.message_expression.as_ref()));
+        sources.map(|source| self.cel.reads(source)).collect()
     }
 
     fn rule(
