@@ -2,6 +2,7 @@
 //! as Kubernetes resources, with one API key per Application.
 
 pub mod access;
+pub mod allocator;
 pub mod conditions;
 pub mod controller;
 pub mod crd;

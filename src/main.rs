@@ -95,8 +95,9 @@ fn main() -> std::process::ExitCode {
             runtime(Threads::Many).and_then(|rt| rt.block_on(run_verifier(settings, log_format)))
         }
         Command::Validate(args) => {
-            // A batch job on the calling thread; in the musl build it is the process's
-            // only thread, so musl's allocator takes no locks (see validate::map_all).
+            // Before any other thread: the image's build switches to an allocator
+            // whose threads do not take turns (see payi_operator::allocator).
+            payi_operator::allocator::use_batch_allocator();
             let code = runtime(Threads::One).map(|rt| rt.block_on(payi_operator::validate::cli::run(args)));
             return std::process::ExitCode::from(code.unwrap_or(2));
         }

@@ -237,6 +237,61 @@ async fn the_pushed_image_runs_as_the_operator() {
     delete_namespace(&env).await;
 }
 
+/// The image's binary validates exactly like the build the other tests check: its
+/// allocator switches for `validate` and the work spreads over all cores there
+/// (src/allocator.rs), so any difference would be a bug of that switch.
+#[test]
+fn the_image_binary_validates_like_the_tested_build() {
+    image();
+    let musl = repo().join("target/x86_64-unknown-linux-musl/release/payi-operator");
+    let dir = repo().join("target/e2e-image/validate");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in 0..12 {
+        let documents: Vec<String> = (0..100).map(|i| application(file * 100 + i)).collect();
+        std::fs::write(dir.join(format!("apps-{file:02}.yaml")), documents.join("---\n")).unwrap();
+    }
+    let inputs = [dir.to_str().unwrap(), "tests/corpus", "examples"];
+    for format in ["text", "json"] {
+        let validate = |binary: &Path| {
+            let out = Command::new(binary)
+                .arg("validate")
+                .args(inputs)
+                .args(["--output", format])
+                .current_dir(repo())
+                .output()
+                .unwrap_or_else(|e| panic!("running {}: {e}", binary.display()));
+            (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+        };
+        let image = validate(&musl);
+        let tested = validate(Path::new(env!("CARGO_BIN_EXE_payi-operator")));
+        assert_eq!(tested.0, Some(1), "the input has errors: {}", tested.2);
+        assert!(tested.1.lines().count() > 100, "{}", tested.1);
+        assert_eq!(image, tested, "--output {format}");
+    }
+}
+
+/// An Application of a Group in the set; every ninth has an error the schema or a rule finds.
+fn application(i: usize) -> String {
+    let group = format!("group-{}", i % 5);
+    let mut text = format!(
+        "apiVersion: payi.io/v1alpha1\nkind: Application\nmetadata:\n  name: app-{i}\n  namespace: team\n\
+         spec:\n  groupRef:\n    name: {group}\n  keyRotation:\n    every: 720h\n"
+    );
+    match i % 9 {
+        0 => text.push_str("  keySecret:\n    name: Not_A_Name\n"),
+        3 => text.push_str("  groupref:\n    name: typo\n"),
+        6 => text = text.replace("720h", "5m"),
+        _ => {}
+    }
+    if i < 5 {
+        text.push_str(&format!(
+            "---\napiVersion: payi.io/v1alpha1\nkind: Group\nmetadata:\n  name: {group}\nspec:\n  organizationRef:\n    name: org\n"
+        ));
+    }
+    text
+}
+
 async fn delete_namespace(env: &TestEnv) {
     let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(env.client.clone());
     common::delete(&namespaces, &env.namespace).await;

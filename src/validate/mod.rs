@@ -305,13 +305,14 @@ fn check_objects(documents: &[Document], schemas: &Schemas) -> Vec<Vec<schema::I
     })
 }
 
-/// `f` over every item, in order: on all cores, except in the static musl build.
-/// musl's allocator serialises threads that allocate, and takes a lock on every
-/// call once a second thread exists: 10,000 manifests took 4.1 s on two threads
-/// and 1.2 to 1.5 s in a process of one thread (docs/benchmark.md, "Validator").
-/// So there `payi-operator validate` runs on the calling thread alone.
+/// `f` over every item, in order: on all cores, unless threads that allocate
+/// take turns (the arm64 image's musl allocator: one lock for every call; there
+/// two threads took 4.1 s for 10,000 manifests and one 1.2 to 1.5 s).
 pub(crate) fn map_all<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
-    if cfg!(target_env = "musl") { items.iter().map(f).collect() } else { items.par_iter().map(f).collect() }
+    match crate::allocator::threads_allocate_in_parallel() {
+        true => items.par_iter().map(f).collect(),
+        false => items.iter().map(f).collect(),
+    }
 }
 
 /// The field at `path` (names from the root): `Value::pointer` without the
