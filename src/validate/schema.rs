@@ -445,37 +445,20 @@ impl Walk<'_> {
 
     fn number(&mut self, schema: &JSONSchemaProps, n: &serde_json::Number, value: &Value, path: &[Seg]) {
         let Some(f) = n.as_f64() else { return };
-        let show = |limit: f64| if limit.fract() == 0.0 { format!("{}", limit as i64) } else { limit.to_string() };
-        if let Some(min) = schema.minimum {
-            let exclusive = schema.exclusive_minimum == Some(true);
-            if (exclusive && f <= min) || (!exclusive && f < min) {
-                let how = if exclusive { "greater than" } else { "greater than or equal to" };
+        let bounds = [
+            (schema.minimum, schema.exclusive_minimum == Some(true), Bound::Minimum),
+            (schema.maximum, schema.exclusive_maximum == Some(true), Bound::Maximum),
+        ];
+        for (limit, exclusive, bound) in bounds {
+            let Some(limit) = limit else { continue };
+            if let Some(relation) = bound.violated(f, limit, exclusive) {
                 let name = openapi_path(path);
-                self.push(
-                    IssueKind::Schema,
-                    path,
-                    format!(
-                        "{name}: Invalid value: {}: {name} in body should be {how} {}",
-                        bad_value(value),
-                        show(min)
-                    ),
+                let message = format!(
+                    "{name}: Invalid value: {}: {name} in body should be {relation} {}",
+                    bad_value(value),
+                    show(limit)
                 );
-            }
-        }
-        if let Some(max) = schema.maximum {
-            let exclusive = schema.exclusive_maximum == Some(true);
-            if (exclusive && f >= max) || (!exclusive && f > max) {
-                let how = if exclusive { "less than" } else { "less than or equal to" };
-                let name = openapi_path(path);
-                self.push(
-                    IssueKind::Schema,
-                    path,
-                    format!(
-                        "{name}: Invalid value: {}: {name} in body should be {how} {}",
-                        bad_value(value),
-                        show(max)
-                    ),
-                );
+                self.push(IssueKind::Schema, path, message);
             }
         }
     }
@@ -544,6 +527,31 @@ impl Walk<'_> {
             }
         }
     }
+}
+
+/// A number's limit in the schema (`minimum`, `maximum`).
+#[derive(Clone, Copy)]
+enum Bound {
+    Minimum,
+    Maximum,
+}
+
+impl Bound {
+    /// The relation the API server's message demands, when `f` breaks the limit.
+    fn violated(self, f: f64, limit: f64, exclusive: bool) -> Option<&'static str> {
+        let (outside, relation) = match (self, exclusive) {
+            (Bound::Minimum, true) => (f <= limit, "greater than"),
+            (Bound::Minimum, false) => (f < limit, "greater than or equal to"),
+            (Bound::Maximum, true) => (f >= limit, "less than"),
+            (Bound::Maximum, false) => (f > limit, "less than or equal to"),
+        };
+        outside.then_some(relation)
+    }
+}
+
+/// A limit as Go prints it: whole numbers without a fraction.
+fn show(limit: f64) -> String {
+    if limit.fract() == 0.0 { format!("{}", limit as i64) } else { limit.to_string() }
 }
 
 fn plural(n: i64, one: &'static str, many: &'static str) -> &'static str {
