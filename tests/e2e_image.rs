@@ -45,20 +45,12 @@ fn run(command: &mut Command) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 output").trim().to_string()
 }
 
-/// A tool built by `hack/tools/build.sh` (crane or helm).
-fn tool(name: &'static str) -> PathBuf {
-    static CRANE: OnceLock<PathBuf> = OnceLock::new();
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    let cell = if name == "crane" { &CRANE } else { &HELM };
-    cell.get_or_init(|| PathBuf::from(run(Command::new("hack/tools/build.sh").arg(name)))).clone()
-}
-
 fn crane(args: &[&str]) -> String {
-    run(Command::new(tool("crane")).args(args))
+    run(Command::new(common::tools::built("crane")).args(args))
 }
 
 fn helm(args: &[&str]) -> String {
-    run(Command::new(tool("helm")).args(args))
+    run(Command::new(common::tools::built("helm")).args(args))
 }
 
 /// `hack/image.sh build` for the test platform into target/e2e-image/<dir>; returns
@@ -84,7 +76,7 @@ struct Registry {
 
 impl Registry {
     fn start() -> Self {
-        let mut child = Command::new(tool("crane"))
+        let mut child = Command::new(common::tools::built("crane"))
             .args(["registry", "serve", "--address", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

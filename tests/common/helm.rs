@@ -1,9 +1,8 @@
 //! Helm for the chart tests: the binary `hack/tools/build.sh` builds, and the
 //! chart rendered into objects.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -16,22 +15,7 @@ fn repo() -> &'static Path {
 
 /// The Helm binary built by `hack/tools/build.sh`, once per test process.
 pub fn binary() -> &'static Path {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let out = Command::new("hack/tools/build.sh")
-            .current_dir(repo())
-            .output()
-            .unwrap_or_else(|e| panic!("running hack/tools/build.sh: {e}"));
-        assert!(
-            out.status.success(),
-            "hack/tools/build.sh failed ({}); it builds Helm from the Go module proxy and needs Go:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        assert!(path.is_file(), "hack/tools/build.sh printed {}, which is no file", path.display());
-        path
-    })
+    super::tools::built("helm")
 }
 
 pub fn run(args: &[&str]) -> Output {

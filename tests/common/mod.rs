@@ -7,6 +7,7 @@
 
 pub mod helm;
 pub mod process;
+pub mod tools;
 pub mod verifier;
 
 use std::collections::BTreeMap;
