@@ -11,7 +11,8 @@
 //!
 //! It prints time, ratio to the baseline, peak and steady RSS, and the requests
 //! per Application by verb and resource as counted by the API server, and writes
-//! `docs/bench/ready-over-time-<N>.{csv,svg}`. See docs/benchmark.md.
+//! `docs/bench/ready-over-time-<N>.{csv,svg}` (under target/bench/ when
+//! `PAYI_BENCH_OPERATOR` names another binary). See docs/benchmark.md.
 //!
 //! Under `cargo test` (no `--bench` argument) it does nothing.
 
@@ -268,8 +269,12 @@ async fn run(apps: usize, concurrency: Option<usize>) {
         restart.steady_mib * 1024.0 / apps as f64
     );
 
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/bench");
-    std::fs::create_dir_all(&dir).expect("docs/bench");
+    // The charts in docs/ are the release build's; another binary's go to target/.
+    let dir = match std::env::var_os("PAYI_BENCH_OPERATOR") {
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/bench"),
+        Some(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench"),
+    };
+    std::fs::create_dir_all(&dir).expect("the charts' directory");
     let series = [
         chart::Series { key: "baseline", label: "baseline (bare client, concurrency 8)", samples: &base.samples },
         chart::Series { key: "operator", label: "payi-operator cold start", samples: &cold.samples },
