@@ -2,8 +2,8 @@
 //! long-running operator and a batch command (`validate`).
 //!
 //! musl's malloc suits the operator: it returns memory as it frees it, and the
-//! image's operator used 46 MiB at 10,000 Applications where mimalloc made it
-//! 63 MiB (docs/benchmark.md, "Which build"). It does not suit a batch job that
+//! image's operator used 42 to 46 MiB at 10,000 Applications where mimalloc made
+//! it 63 to 86 MiB (docs/benchmark.md, "Which build"). It does not suit a batch job that
 //! allocates about 840 times per manifest: each call is slow, and one global lock
 //! serialises every thread that allocates, so `validate` could use one core only
 //! and missed its target (10,000 manifests in a second). So the process starts on
