@@ -117,9 +117,7 @@ impl Text {
             out.push(Item::Json(self));
             return;
         }
-        for (first_line, content_line, text) in split_documents(&self.text) {
-            out.push(Item::Yaml(Piece { file: &self.file, lines: (first_line, content_line), text }));
-        }
+        out.extend(pieces(&self.file, &self.text).map(Item::Yaml));
     }
 }
 
@@ -135,6 +133,12 @@ struct Piece<'a> {
     file: &'a Arc<str>,
     lines: (usize, usize),
     text: &'a str,
+}
+
+/// The YAML documents of one file's text.
+fn pieces<'a>(file: &'a Arc<str>, text: &'a str) -> impl Iterator<Item = Piece<'a>> {
+    let documents = split_documents(text).into_iter();
+    documents.map(move |(first_line, content_line, text)| Piece { file, lines: (first_line, content_line), text })
 }
 
 fn parse_items(items: &[Item<'_>]) -> (Vec<Document>, Vec<ReadError>) {
@@ -225,14 +229,10 @@ pub fn parse_text(file: Arc<str>, text: &str, json: bool, out: &mut Vec<Document
         }
         return;
     }
-    let pieces: Vec<Piece> = split_documents(text)
-        .into_iter()
-        .map(|(first_line, content_line, text)| Piece { file: &file, lines: (first_line, content_line), text })
-        .collect();
-    let parsed = parse_yaml(&pieces.iter().collect::<Vec<_>>());
-    for (piece, result) in pieces.iter().zip(parsed) {
-        yaml_document(piece, result, out, errors);
-    }
+    let items: Vec<Item> = pieces(&file, text).map(Item::Yaml).collect();
+    let (documents, failed) = parse_items(&items);
+    out.extend(documents);
+    errors.extend(failed);
 }
 
 fn push_object(file: Arc<str>, lines: (usize, usize), text: Arc<str>, value: Value, out: &mut Vec<Document>) {

@@ -584,11 +584,7 @@ fn to_cel(schema: Option<&JSONSchemaProps>, value: &Value, root: bool) -> CelVal
             let item = schema.and_then(items_schema);
             CelValue::List(Arc::new(items.iter().map(|i| to_cel(item, i, false)).collect()))
         }
-        Value::Object(map) => {
-            let entries = map.iter().filter_map(|(key, v)| cel_entry(schema, key, v, root));
-            let out: HashMap<Key, CelValue> = entries.map(|(k, v)| (Key::String(Arc::new(k)), v)).collect();
-            CelValue::Map(Map::from(out))
-        }
+        Value::Object(map) => cel_map(map.iter().filter_map(|(key, v)| cel_entry(schema, key, v, root))),
     }
 }
 
@@ -602,11 +598,7 @@ fn to_cel_selected(schema: &JSONSchemaProps, value: &Value, root: bool, fields: 
         wanted(key) || escape_property(key).is_some_and(|escaped| wanted(&escaped))
     };
     let entries = map.iter().filter(|(key, _)| selected(key));
-    let out: HashMap<Key, CelValue> = entries
-        .filter_map(|(key, v)| cel_entry(Some(schema), key, v, root))
-        .map(|(k, v)| (Key::String(Arc::new(k)), v))
-        .collect();
-    CelValue::Map(Map::from(out))
+    cel_map(entries.filter_map(|(key, v)| cel_entry(Some(schema), key, v, root)))
 }
 
 /// One field of an object for CEL, or `None` when CEL does not see it.
@@ -639,9 +631,12 @@ fn cel_entry(schema: Option<&JSONSchemaProps>, key: &str, v: &Value, root: bool)
 /// What CEL sees of object metadata on create: the name and generateName.
 fn cel_metadata(metadata: &Value) -> CelValue {
     let fields = ["name", "generateName"].into_iter();
-    let out: HashMap<Key, CelValue> = fields
-        .filter_map(|field| Some((Key::String(Arc::new(field.to_string())), to_cel(None, metadata.get(field)?, false))))
-        .collect();
+    cel_map(fields.filter_map(|field| Some((field.to_string(), to_cel(None, metadata.get(field)?, false)))))
+}
+
+/// A CEL map of named fields.
+fn cel_map(entries: impl Iterator<Item = (String, CelValue)>) -> CelValue {
+    let out: HashMap<Key, CelValue> = entries.map(|(name, v)| (Key::String(Arc::new(name)), v)).collect();
     CelValue::Map(Map::from(out))
 }
 
