@@ -15,10 +15,10 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
 use crate::conditions::reason;
-use crate::controller::Note;
 use crate::crd::{Application, ApplicationStatus, LiveKey, RotationStatus};
 use crate::key::{self, ApiKey, MintError};
 use crate::key_secret::{API_KEY_FIELD, Found, Keyring, PREVIOUS_KEY_FIELD};
+use crate::note::Note;
 
 /// `kubectl annotate application NAME payi.io/rotate-key=$(date +%s) --overwrite`
 pub const ROTATE_ANNOTATION: &str = "payi.io/rotate-key";

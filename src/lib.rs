@@ -17,8 +17,10 @@ pub mod leader;
 pub mod memory;
 pub mod metrics;
 pub mod namespace_policy;
+pub mod note;
 pub mod plugin;
 pub mod rollup;
+pub mod use_case;
 pub mod validate;
 pub mod verifier;
 

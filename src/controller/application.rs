@@ -343,6 +343,7 @@ pub fn decide(
             now,
         ),
         access_roles: access.iter().filter_map(|g| g.role.metadata.name.clone()).collect(),
+        use_cases: Some(crate::use_case::published(app, outcome.status)),
         ..previous.clone()
     };
     let mut notes = Note::ready_transition(&previous.conditions, &outcome);

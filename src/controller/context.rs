@@ -12,15 +12,13 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-
-use crate::conditions::{self, Outcome};
 use crate::crd::{Application, Group, Organization};
 use crate::error::{Error, Result};
 use crate::key_secret::{self, MANAGER};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::namespace_policy;
+pub use crate::note::Note;
 
 /// Read-only views of the watch caches, for gathering reconcile inputs.
 #[derive(Clone)]
@@ -184,35 +182,6 @@ impl Stores {
 
     pub fn organization_of_group(&self, group: &str) -> Option<String> {
         self.group(group).map(|g| g.spec.organization_ref.name.clone())
-    }
-}
-
-/// Something to tell a person about an object, published as a Kubernetes Event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Note {
-    pub warning: bool,
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl Note {
-    pub fn normal(reason: &'static str, message: impl Into<String>) -> Self {
-        Self { warning: false, reason, message: message.into() }
-    }
-    pub fn warning(reason: &'static str, message: impl Into<String>) -> Self {
-        Self { warning: true, reason, message: message.into() }
-    }
-
-    /// A Warning when `Ready` turns False or changes reason while False; nothing
-    /// otherwise, so a resync of an unchanged object publishes no Event.
-    pub fn ready_transition(previous: &[Condition], ready: &Outcome) -> Vec<Note> {
-        let before = conditions::find(previous, conditions::READY);
-        let unchanged =
-            before.is_some_and(|c| c.reason == ready.reason && (c.status == conditions::TRUE) == ready.status);
-        if unchanged || ready.status {
-            return vec![];
-        }
-        vec![Note::warning(ready.reason, ready.message.clone())]
     }
 }
 

@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{About, Access, ParentRef};
@@ -25,6 +26,7 @@ use super::formats;
     printcolumn = r#"{"name":"Group","type":"string","jsonPath":".spec.groupRef.name"}"#,
     printcolumn = r#"{"name":"Organization","type":"string","jsonPath":".status.organization"}"#,
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.keySecretName"}"#,
+    printcolumn = r#"{"name":"Use Cases","type":"integer","jsonPath":".status.useCases.declared"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -46,6 +48,47 @@ pub struct ApplicationSpec {
     /// Who may use this level's keys (`owners`) or only look (`readers`).
     #[serde(default, flatten)]
     pub access: Access,
+    /// The end-to-end scenarios of this Application (such as `summarize_ticket`) that
+    /// requests name in `xProxy-UseCase-Name`; usage is attributed to each. Names are
+    /// unique; at most 64.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub use_cases: Vec<UseCase>,
+    /// What a request naming a use case that is not declared gets: `Declared` (the
+    /// default) refuses it; `Open` attributes it to one catch-all use case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_case_policy: Option<UseCasePolicy>,
+}
+
+/// One end-to-end scenario of an Application, the fourth level of attribution.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+pub struct UseCase {
+    /// Case-sensitive, unique within the Application: 1 to 64 letters, digits, '.', '-' or '_'.
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9._-]+$')")
+        .message("use case names must be 1 to 64 letters, digits, '.', '-' or '_', e.g. summarize_ticket"))]
+    pub name: String,
+    /// What the use case does, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+    /// Starts at 1 (the default) and goes up only when a person raises it. Requests
+    /// may name this version or an earlier one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000000")
+        .message("use case versions are whole numbers from 1 to 1000000"))]
+    pub version: Option<i64>,
+}
+
+/// How a request's use case is checked against the declared ones.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum UseCasePolicy {
+    /// Only declared use cases are accepted; any other is refused with its name.
+    #[default]
+    Declared,
+    /// Undeclared use cases are accepted and counted under one catch-all label value.
+    Open,
 }
 
 /// Key rotation. A rotation makes a new key `PAYI_API_KEY` and keeps the old one
@@ -147,6 +190,32 @@ pub struct ApplicationStatus {
     /// The Roles (each with a RoleBinding of the same name) granting owners and readers access.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access_roles: Vec<String>,
+    /// The use cases requests may name, as gateways attribute them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_cases: Option<UseCaseStatus>,
+}
+
+/// The use cases of an Application as the operator publishes them for gateways:
+/// only this status, never the spec, is what the verifier and the gateway trust.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UseCaseStatus {
+    /// How many `spec.useCases` declares.
+    pub declared: i64,
+    /// How many are live: attributable now (all of them while the Application is Ready, else none).
+    pub live: i64,
+    /// `Declared` or `Open`, with the default applied.
+    pub policy: UseCasePolicy,
+    /// The live use cases with their versions, defaults applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<PublishedUseCase>,
+}
+
+/// A live use case: its name and current version.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+pub struct PublishedUseCase {
+    pub name: String,
+    pub version: i64,
 }
 
 /// One working key, identified by fingerprint only.

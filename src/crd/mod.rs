@@ -7,7 +7,8 @@ mod group;
 mod organization;
 
 pub use application::{
-    Application, ApplicationSpec, ApplicationStatus, KeyRotation, KeySecretTemplate, LiveKey, RotationStatus,
+    Application, ApplicationSpec, ApplicationStatus, KeyRotation, KeySecretTemplate, LiveKey, PublishedUseCase,
+    RotationStatus, UseCase, UseCasePolicy, UseCaseStatus,
 };
 pub use common::{
     About, Access, AccessSubject, Counts, NamespacePolicy, NamespaceSelector, ParentRef, SelectorRequirement,

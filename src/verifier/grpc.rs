@@ -15,9 +15,8 @@ use envoy_types::ext_authz::v3::pb::{
 use envoy_types::ext_authz::v3::{CheckRequestExt, CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder};
 use tonic::{Request, Response, Status};
 
-use super::Verifier;
 use super::http::{CHALLENGE, attribution_headers};
-use super::index::Verdict;
+use super::{Answer, Verifier};
 
 struct Service {
     verifier: Arc<Verifier>,
@@ -30,37 +29,55 @@ impl Authorization for Service {
         let none = HashMap::new();
         // Envoy sends header names in lowercase.
         let headers = request.get_client_headers().unwrap_or(&none);
-        let presented = self.verifier.presented_key(|name| headers.get(name).map(String::as_str));
-        let verdict = self.verifier.check("grpc", presented.as_ref().map(|(key, _)| *key));
-        let strip = presented.as_ref().filter(|_| self.verifier.strip_key_header).map(|(_, header)| header.as_str());
-        Ok(Response::new(answer(&verdict, strip)))
+        let answer = self.verifier.check("grpc", |name| headers.get(name).map(String::as_str));
+        Ok(Response::new(instructions(&answer, self.verifier.strips_key_header())))
     }
 }
 
-/// Envoy's instructions for a verdict; `strip` names the header to remove on OK.
-pub fn answer(verdict: &Verdict, strip: Option<&str>) -> CheckResponse {
+/// Envoy's instructions for an answer; with `strip`, an OK removes the key's header.
+pub fn instructions(answer: &Answer, strip: bool) -> CheckResponse {
     let mut response = CheckResponse::new();
-    match verdict.attribution.as_ref().filter(|_| verdict.decision.is_allowed()) {
-        Some(attribution) => {
-            let mut ok = OkHttpResponseBuilder::new();
-            for (name, value) in attribution_headers(attribution) {
-                ok.add_header(name, value, Some(HeaderAppendAction::OverwriteIfExistsOrAdd), false);
-            }
-            if let Some(header) = strip {
-                ok.remove_header(header);
-            }
-            response.set_status(Status::ok("")).set_http_response(ok.build());
-        }
-        None => {
-            let mut denied = DeniedHttpResponseBuilder::new();
-            denied
-                .set_http_status(HttpStatusCode::Unauthorized)
-                .add_header("www-authenticate", CHALLENGE, Some(HeaderAppendAction::OverwriteIfExistsOrAdd), false)
-                .add_header("content-type", "text/plain; charset=utf-8", None, false)
-                .set_body(verdict.decision.reason());
-            response.set_status(Status::unauthenticated(verdict.decision.reason())).set_http_response(denied.build());
-        }
+    let Some(attribution) = answer.allowed() else {
+        return denied(answer);
+    };
+    let mut ok = OkHttpResponseBuilder::new();
+    let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
+    for (name, value) in attribution_headers(attribution) {
+        ok.add_header(name, value, overwrite, false);
     }
+    // The use case, run and user are set when the request named them and removed
+    // when it did not, so a client cannot send its own past the gateway.
+    for (name, value) in answer.context.headers() {
+        match value {
+            Some(value) => ok.add_header(name, value, overwrite, false),
+            None => ok.remove_header(name),
+        };
+    }
+    if let Some(header) = answer.key_header.as_deref().filter(|_| strip) {
+        ok.remove_header(header);
+    }
+    response.set_status(Status::ok("")).set_http_response(ok.build());
+    response
+}
+
+fn denied(answer: &Answer) -> CheckResponse {
+    let reason = answer.reason();
+    let mut denied = DeniedHttpResponseBuilder::new();
+    denied.add_header("content-type", "text/plain; charset=utf-8", None, false).set_body(&reason);
+    let status = if answer.decision.http_status() == 403 {
+        denied.set_http_status(HttpStatusCode::Forbidden);
+        Status::permission_denied(reason)
+    } else {
+        denied.set_http_status(HttpStatusCode::Unauthorized).add_header(
+            "www-authenticate",
+            CHALLENGE,
+            Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+            false,
+        );
+        Status::unauthenticated(reason)
+    };
+    let mut response = CheckResponse::new();
+    response.set_status(status).set_http_response(denied.build());
     response
 }
 
@@ -84,54 +101,102 @@ pub async fn serve(
 mod tests {
     use super::*;
     use crate::verifier::index::{Attribution, Decision};
+    use crate::verifier::use_case::{Refusal, RequestContext, Resolved};
     use envoy_types::ext_authz::v3::pb::HttpResponse;
 
-    fn allowed() -> Verdict {
-        Verdict {
+    fn allowed() -> Answer {
+        Answer {
             decision: Decision::Allowed,
             attribution: Some(Attribution {
                 organization: "acme".into(),
                 group: "eng".into(),
                 application: "chat".into(),
                 namespace: "team".into(),
+                use_cases: Default::default(),
             }),
+            context: RequestContext::default(),
+            refusal: None,
+            key_header: Some("x-api-key".into()),
         }
     }
 
-    #[test]
-    fn ok_overwrites_the_attribution_headers_and_may_strip_the_key() {
-        let response = answer(&allowed(), Some("x-api-key"));
-        assert_eq!(response.status.as_ref().unwrap().code, 0);
-        let Some(HttpResponse::OkResponse(ok)) = response.http_response else { panic!("no OK response") };
-        let headers: Vec<(String, String, i32)> = ok
+    fn ok_headers(response: &CheckResponse) -> (Vec<(String, String)>, Vec<String>) {
+        let Some(HttpResponse::OkResponse(ok)) = response.http_response.as_ref() else { panic!("no OK response") };
+        let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd as i32;
+        assert!(ok.headers.iter().all(|h| h.append_action == overwrite), "every header overwrites");
+        let set = ok
             .headers
             .iter()
             .map(|h| {
                 let hv = h.header.as_ref().unwrap();
-                (hv.key.clone(), hv.value.clone(), h.append_action)
+                (hv.key.clone(), hv.value.clone())
             })
             .collect();
-        let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd as i32;
+        (set, ok.headers_to_remove.clone())
+    }
+
+    #[test]
+    fn ok_overwrites_the_attribution_headers_removes_unsent_context_and_may_strip_the_key() {
+        let response = instructions(&allowed(), true);
+        assert_eq!(response.status.as_ref().unwrap().code, 0);
+        let (set, removed) = ok_headers(&response);
+        let set: Vec<(&str, &str)> = set.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(
-            headers,
+            set,
             [
-                ("x-payi-organization".into(), "acme".into(), overwrite),
-                ("x-payi-group".into(), "eng".into(), overwrite),
-                ("x-payi-application".into(), "chat".into(), overwrite),
-                ("x-payi-namespace".into(), "team".into(), overwrite),
+                ("x-payi-organization", "acme"),
+                ("x-payi-group", "eng"),
+                ("x-payi-application", "chat"),
+                ("x-payi-namespace", "team"),
             ]
         );
-        assert_eq!(ok.headers_to_remove, ["x-api-key"]);
-        let Some(HttpResponse::OkResponse(kept)) = answer(&allowed(), None).http_response else { panic!() };
-        assert!(kept.headers_to_remove.is_empty());
+        assert_eq!(
+            removed,
+            ["x-payi-use-case", "x-payi-use-case-version", "x-payi-use-case-id", "x-payi-user", "x-api-key"]
+        );
+        let (_, kept) = ok_headers(&instructions(&allowed(), false));
+        assert!(!kept.contains(&"x-api-key".to_string()));
+    }
+
+    #[test]
+    fn ok_sets_the_use_case_run_and_user_the_request_named() {
+        let mut answer = allowed();
+        answer.context = RequestContext {
+            use_case: Some(Resolved { name: "summarize".into(), label: "summarize".into(), version: 2 }),
+            instance: Some("run-1".into()),
+            user: Some("alice".into()),
+        };
+        let (set, removed) = ok_headers(&instructions(&answer, false));
+        for header in [
+            ("x-payi-use-case", "summarize"),
+            ("x-payi-use-case-version", "2"),
+            ("x-payi-use-case-id", "run-1"),
+            ("x-payi-user", "alice"),
+        ] {
+            assert!(set.contains(&(header.0.to_string(), header.1.to_string())), "{header:?} in {set:?}");
+        }
+        assert!(removed.is_empty());
+    }
+
+    #[test]
+    fn a_refused_use_case_is_a_403_that_names_it() {
+        let mut answer = allowed();
+        answer.decision = Decision::UseCaseRefused;
+        answer.refusal = Some(Refusal::Undeclared("translate".into()));
+        let response = instructions(&answer, true);
+        assert_eq!(response.status.as_ref().unwrap().code, tonic::Code::PermissionDenied as i32);
+        let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else { panic!("not denied") };
+        assert_eq!(denied.status.unwrap().code, HttpStatusCode::Forbidden as i32);
+        assert!(denied.body.contains("\"translate\" is not declared"), "{}", denied.body);
+        assert!(!denied.headers.iter().any(|h| h.header.as_ref().unwrap().key == "www-authenticate"));
     }
 
     #[test]
     fn a_refusal_is_a_401_with_a_challenge_and_a_short_reason() {
         for decision in [Decision::Unknown, Decision::Expired, Decision::Malformed] {
-            let mut verdict = allowed();
-            verdict.decision = decision;
-            let response = answer(&verdict, Some("authorization"));
+            let mut answer = allowed();
+            answer.decision = decision;
+            let response = instructions(&answer, true);
             assert_eq!(response.status.as_ref().unwrap().code, tonic::Code::Unauthenticated as i32);
             let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else { panic!("not denied") };
             assert_eq!(denied.status.unwrap().code, HttpStatusCode::Unauthorized as i32);

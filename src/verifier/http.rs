@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
-use super::Verifier;
 use super::index::Attribution;
 use super::watch::Synced;
+use super::{Answer, Verifier};
 
 pub const ORGANIZATION_HEADER: &str = "x-payi-organization";
 pub const GROUP_HEADER: &str = "x-payi-group";
@@ -38,29 +38,34 @@ pub fn forward_auth_router(verifier: Arc<Verifier>) -> Router {
 }
 
 async fn forward_auth(State(verifier): State<Arc<Verifier>>, headers: HeaderMap) -> Response {
-    let presented = verifier.presented_key(|name| headers.get(name).and_then(|v| v.to_str().ok()));
-    let verdict = verifier.check("http", presented.map(|(key, _)| key));
-    match verdict.attribution.filter(|_| verdict.decision.is_allowed()) {
-        Some(attribution) => {
-            let mut response = StatusCode::OK.into_response();
-            for (name, value) in attribution_headers(&attribution) {
-                if let Ok(value) = HeaderValue::from_str(value) {
-                    response.headers_mut().insert(HeaderName::from_static(name), value);
-                }
-            }
-            response
+    let answer = verifier.check("http", |name| headers.get(name).and_then(|v| v.to_str().ok()));
+    let Some(attribution) = answer.allowed() else {
+        return refusal(&answer);
+    };
+    let mut response = StatusCode::OK.into_response();
+    let context = answer.context.headers();
+    let context = context.iter().filter_map(|(name, value)| Some((*name, value.as_deref()?)));
+    for (name, value) in attribution_headers(attribution).into_iter().chain(context) {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response.headers_mut().insert(HeaderName::from_static(name), value);
         }
-        None => (
-            StatusCode::UNAUTHORIZED,
-            [
-                (header::WWW_AUTHENTICATE, CHALLENGE),
-                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            verdict.decision.reason(),
-        )
-            .into_response(),
     }
+    response
+}
+
+/// 401 with the challenge when the key is the problem, 403 when the request is.
+pub fn refusal(answer: &Answer) -> Response {
+    let status = StatusCode::from_u16(answer.decision.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")],
+        answer.reason(),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+    }
+    response
 }
 
 #[derive(Clone)]

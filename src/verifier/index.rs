@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
+use super::use_case::UseCases;
 use crate::key;
 
 /// The SHA-256 of a key.
@@ -63,6 +64,8 @@ pub struct Attribution {
     pub group: Arc<str>,
     pub application: Arc<str>,
     pub namespace: Arc<str>,
+    /// What the Application's status publishes; requests are checked against it.
+    pub use_cases: Arc<UseCases>,
 }
 
 /// One key of an Application as its status publishes it.
@@ -82,6 +85,8 @@ pub struct ApplicationView {
     /// Ready=True for the current generation, and not being deleted.
     pub live: bool,
     pub keys: Vec<KeyView>,
+    /// The use cases its status publishes.
+    pub use_cases: UseCases,
 }
 
 /// A digest that two or more Applications claim; it is refused for all of them.
@@ -108,6 +113,10 @@ pub enum Decision {
     Conflict,
     /// Its Application's Group or Organization is gone.
     Orphaned,
+    /// A live key, but the use case (or its version) is not one its Application declares.
+    UseCaseRefused,
+    /// A live key, but a malformed use case, version, run or user id header.
+    BadHeader,
 }
 
 impl Decision {
@@ -125,6 +134,8 @@ impl Decision {
             Decision::Expired => "expired",
             Decision::Conflict => "conflict",
             Decision::Orphaned => "orphaned",
+            Decision::UseCaseRefused => "use_case_refused",
+            Decision::BadHeader => "bad_header",
         }
     }
 
@@ -138,6 +149,19 @@ impl Decision {
             Decision::Unknown => "unknown API key",
             Decision::Expired => "expired API key",
             Decision::Conflict | Decision::Orphaned => "API key not attributable",
+            Decision::UseCaseRefused => "use case not declared",
+            Decision::BadHeader => "malformed request header",
+        }
+    }
+
+    /// The HTTP status a refused client gets: 401 when the key is the problem, 403
+    /// when the key is fine but the request is not (nginx's `auth_request` passes
+    /// both on; any other status would become a 500).
+    pub fn http_status(self) -> u16 {
+        match self {
+            Decision::Allowed => 200,
+            Decision::UseCaseRefused | Decision::BadHeader => 403,
+            _ => 401,
         }
     }
 }
@@ -161,6 +185,7 @@ struct AppRecord {
     name: Arc<str>,
     group: Arc<str>,
     digests: Vec<Digest>,
+    use_cases: Arc<UseCases>,
 }
 
 impl AppRecord {
@@ -224,6 +249,7 @@ impl Index {
             name: view.id.name.as_str().into(),
             group: self.intern_group(&view.group),
             digests: view.keys.iter().map(|k| k.digest).collect(),
+            use_cases: Arc::new(view.use_cases.clone()),
         });
         let mut conflicts = vec![];
         for key in &view.keys {
@@ -303,6 +329,7 @@ impl Index {
             group: app.group.clone(),
             application: app.name.clone(),
             namespace: app.namespace.clone(),
+            use_cases: app.use_cases.clone(),
         })
     }
 
@@ -380,6 +407,7 @@ mod tests {
             group: group.into(),
             live: true,
             keys: keys.iter().map(|(k, exp)| KeyView { digest: digest_of(k), expires_at_ms: *exp }).collect(),
+            use_cases: UseCases::default(),
         }
     }
 

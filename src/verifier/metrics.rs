@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use super::index::Verdict;
+use super::Answer;
 
 /// A label value shared with the index, so counting a request allocates nothing.
 #[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub struct RequestLabels {
     pub organization: Name,
     pub group: Name,
     pub application: Name,
+    /// A declared use case, the open policy's catch-all, or empty (none named).
+    pub use_case: Name,
     pub decision: &'static str,
 }
 
@@ -64,8 +66,8 @@ impl Metrics {
         let r = registry.sub_registry_with_prefix("payi_gateway");
         r.register(
             "requests",
-            "Key checks by Organization, Group, Application and decision (allowed, missing, malformed, unknown, \
-             expired, conflict, orphaned)",
+            "Key checks by Organization, Group, Application, use case and decision (allowed, missing, malformed, \
+             unknown, expired, conflict, orphaned, use_case_refused, bad_header)",
             self.requests.clone(),
         );
         r.register("request_duration_seconds", "Time to decide one key check, by protocol", self.duration.clone());
@@ -78,12 +80,13 @@ impl Metrics {
     }
 
     /// Counts one decided request and the time it took.
-    pub fn observe(&self, protocol: &'static str, verdict: &Verdict, took: Duration) {
-        let (organization, group, application) = match &verdict.attribution {
+    pub fn observe(&self, protocol: &'static str, answer: &Answer, took: Duration) {
+        let (organization, group, application) = match &answer.attribution {
             Some(a) => (Name(a.organization.clone()), Name(a.group.clone()), Name(a.application.clone())),
             None => Default::default(),
         };
-        let labels = RequestLabels { organization, group, application, decision: verdict.decision.as_str() };
+        let use_case = answer.context.label().map(|l| Name(l.clone())).unwrap_or_default();
+        let labels = RequestLabels { organization, group, application, use_case, decision: answer.decision.as_str() };
         self.requests.get_or_create(&labels).inc();
         self.duration.get_or_create(&ProtocolLabels { protocol }).observe(took.as_secs_f64());
     }
@@ -93,6 +96,18 @@ impl Metrics {
 mod tests {
     use super::*;
     use crate::verifier::index::{Attribution, Decision};
+    use crate::verifier::use_case::{RequestContext, Resolved};
+
+    fn answer(decision: Decision, attribution: Option<Attribution>, use_case: Option<&str>) -> Answer {
+        let use_case = use_case.map(|u| Resolved { name: u.into(), label: u.into(), version: 1 });
+        Answer {
+            decision,
+            attribution,
+            context: RequestContext { use_case, ..Default::default() },
+            refusal: None,
+            key_header: None,
+        }
+    }
 
     #[test]
     fn requests_are_counted_per_application_and_decision() {
@@ -104,26 +119,34 @@ mod tests {
             group: "eng".into(),
             application: "chat".into(),
             namespace: "team".into(),
+            use_cases: Default::default(),
         };
-        let allowed = Verdict { decision: Decision::Allowed, attribution: Some(attribution) };
+        let allowed = answer(Decision::Allowed, Some(attribution.clone()), None);
         metrics.observe("http", &allowed, Duration::from_micros(20));
         metrics.observe("grpc", &allowed, Duration::from_micros(20));
-        metrics.observe("http", &Verdict { decision: Decision::Unknown, attribution: None }, Duration::ZERO);
+        metrics.observe("http", &answer(Decision::Allowed, Some(attribution), Some("draft")), Duration::ZERO);
+        metrics.observe("http", &answer(Decision::Unknown, None, None), Duration::ZERO);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(
             text.contains(
-                r#"payi_gateway_requests_total{organization="acme",group="eng",application="chat",decision="allowed"} 2"#
+                r#"payi_gateway_requests_total{organization="acme",group="eng",application="chat",use_case="",decision="allowed"} 2"#
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                r#"payi_gateway_requests_total{organization="",group="",application="",decision="unknown"} 1"#
+                r#"payi_gateway_requests_total{organization="",group="",application="",use_case="",decision="unknown"} 1"#
             ),
             "{text}"
         );
-        assert!(text.contains(r#"payi_gateway_request_duration_seconds_count{protocol="http"} 2"#), "{text}");
+        assert!(
+            text.contains(
+                r#"payi_gateway_requests_total{organization="acme",group="eng",application="chat",use_case="draft",decision="allowed"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"payi_gateway_request_duration_seconds_count{protocol="http"} 3"#), "{text}");
         assert!(text.contains("payi_gateway_digest_conflicts 0"), "{text}");
     }
 }

@@ -7,12 +7,14 @@
 //! - `watch`: watches of the three kinds feeding it.
 //! - `http`: forward-auth, and `/healthz`, `/readyz`, `/metrics`.
 //! - `grpc`: Envoy's `envoy.service.auth.v3.Authorization/Check`.
-//! - `metrics`: request counters per Application and decision.
+//! - `metrics`: request counters per Application, use case and decision.
+//! - `use_case`: the use case, run and user a request names, checked against its Application.
 
 pub mod grpc;
 pub mod http;
 pub mod index;
 pub mod metrics;
+pub mod use_case;
 pub mod watch;
 
 use std::future::Future;
@@ -22,7 +24,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::registry::Registry;
 
-use index::{Index, Verdict};
+use index::{Attribution, Decision, Index};
+use use_case::{Refusal, RequestContext};
 
 /// Command-line settings of `payi-operator verifier`.
 #[derive(Debug, Clone, clap::Args)]
@@ -37,7 +40,7 @@ pub struct Settings {
     #[arg(long, env = "PAYI_VERIFIER_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
     /// A header that carries the key as its whole value (or as `Bearer <key>`), read
-    /// before `Authorization: Bearer <key>`, e.g. `x-api-key`.
+    /// before Pay-i's `xProxy-Api-Key` and `Authorization: Bearer <key>`, e.g. `x-api-key`.
     #[arg(long, env = "PAYI_VERIFIER_KEY_HEADER")]
     pub key_header: Option<String>,
     /// In gRPC OK answers, tell Envoy to remove the header the key came in, so the
@@ -71,32 +74,88 @@ impl Verifier {
         presented_key(self.key_header.as_deref(), header)
     }
 
-    /// Decides on a presented key now, and counts the decision.
-    pub fn check(&self, protocol: &'static str, presented: Option<&str>) -> Verdict {
+    /// Decides on a request now from its headers (a lookup by lowercase name), and
+    /// counts the decision.
+    pub fn check<'a>(&self, protocol: &'static str, header: impl Fn(&str) -> Option<&'a str> + Copy) -> Answer {
         let started = Instant::now();
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let presented = self.presented_key(header);
         let verdict = match self.index.read() {
-            Ok(index) => index.verify(presented, now_ms),
-            Err(poisoned) => poisoned.into_inner().verify(presented, now_ms),
+            Ok(index) => index.verify(presented.as_ref().map(|(k, _)| *k), now_ms),
+            Err(poisoned) => poisoned.into_inner().verify(presented.as_ref().map(|(k, _)| *k), now_ms),
         };
-        self.metrics.observe(protocol, &verdict, started.elapsed());
-        verdict
+        let key_header = presented.map(|(_, h)| h);
+        let mut answer = Answer {
+            decision: verdict.decision,
+            attribution: verdict.attribution,
+            context: RequestContext::default(),
+            refusal: None,
+            key_header,
+        };
+        if let Some(attribution) = answer.attribution.as_ref().filter(|_| answer.decision.is_allowed()) {
+            match use_case::resolve(&attribution.use_cases, header) {
+                Ok(context) => answer.context = context,
+                Err(refusal) => {
+                    answer.decision = match refusal {
+                        Refusal::Undeclared(_) | Refusal::NoSuchVersion { .. } => Decision::UseCaseRefused,
+                        _ => Decision::BadHeader,
+                    };
+                    answer.refusal = Some(refusal);
+                }
+            }
+        }
+        self.metrics.observe(protocol, &answer, started.elapsed());
+        answer
+    }
+
+    /// Whether OK answers tell the gateway to remove the key's header.
+    pub fn strips_key_header(&self) -> bool {
+        self.strip_key_header
+    }
+}
+
+/// The verifier's answer to one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub decision: Decision,
+    /// Whose key it was, when the index knows (also for some refusals; never sent then).
+    pub attribution: Option<Attribution>,
+    /// The use case, run and user, when allowed.
+    pub context: RequestContext,
+    /// Why a good key's request was refused.
+    pub refusal: Option<Refusal>,
+    /// The (lowercase) header the key came in.
+    pub key_header: Option<String>,
+}
+
+impl Answer {
+    /// The attribution, only when the request is allowed.
+    pub fn allowed(&self) -> Option<&Attribution> {
+        self.attribution.as_ref().filter(|_| self.decision.is_allowed())
+    }
+
+    /// What a refused client reads: the use-case refusal in words, else the decision's reason.
+    pub fn reason(&self) -> String {
+        match &self.refusal {
+            Some(refusal) => refusal.to_string(),
+            None => self.decision.reason().to_string(),
+        }
     }
 }
 
 /// The key in a request: the configured header's value (optionally `Bearer <key>`),
-/// else the credentials of `Authorization: Bearer <key>`. Returns the key and the
-/// (lowercase) header it came in.
+/// else Pay-i's `xProxy-Api-Key`, else the credentials of `Authorization: Bearer
+/// <key>`. Returns the key and the (lowercase) header it came in.
 pub fn presented_key<'a>(
     key_header: Option<&str>,
     header: impl Fn(&str) -> Option<&'a str>,
 ) -> Option<(&'a str, String)> {
-    if let Some(name) = key_header
-        && let Some(value) = header(name)
-    {
-        let value = bearer(value).unwrap_or(value).trim();
-        if !value.is_empty() {
-            return Some((value, name.to_string()));
+    for name in key_header.into_iter().chain([use_case::XPROXY_API_KEY]) {
+        if let Some(value) = header(name) {
+            let value = bearer(value).unwrap_or(value).trim();
+            if !value.is_empty() {
+                return Some((value, name.to_string()));
+            }
         }
     }
     let credentials = bearer(header("authorization")?)?;
@@ -188,6 +247,10 @@ mod tests {
         let both = [("x-api-key", "payi_custom"), ("authorization", "Bearer payi_bearer")];
         assert_eq!(presented_key(Some("x-api-key"), from(&both)), Some(("payi_custom", "x-api-key".into())));
         assert_eq!(presented_key(Some("x-api-key"), from(&[("x-api-key", "Bearer payi_x")])).unwrap().0, "payi_x");
+        // Pay-i's own header comes after the configured one and before Authorization.
+        let payi = [("xproxy-api-key", "payi_x"), ("authorization", "Bearer sk-provider")];
+        assert_eq!(presented_key(None, from(&payi)), Some(("payi_x", "xproxy-api-key".into())));
+        assert_eq!(presented_key(Some("x-api-key"), from(&payi)).unwrap().1, "xproxy-api-key");
         // Falls back to Authorization when the configured header is absent or empty.
         assert_eq!(presented_key(Some("x-api-key"), from(&bearer)).unwrap().0, "payi_abc");
         let empty = [("x-api-key", " "), ("authorization", "Bearer payi_abc")];

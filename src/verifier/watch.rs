@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::index::{AppId, ApplicationView, Index, KeyView, parse_digest};
 use super::metrics::Metrics;
+use super::use_case::UseCases;
 use crate::conditions;
 use crate::crd::{Application, Group, Organization};
 
@@ -57,7 +58,10 @@ pub fn application_view(app: &Application) -> ApplicationView {
             })
         })
         .collect();
-    ApplicationView { id, group: app.spec.group_ref.name.clone(), live, keys }
+    let use_cases = status.and_then(|s| s.use_cases.as_ref()).map_or_else(UseCases::default, |u| {
+        UseCases::new(u.policy, u.items.iter().map(|i| (i.name.clone(), i.version)))
+    });
+    ApplicationView { id, group: app.spec.group_ref.name.clone(), live, keys, use_cases }
 }
 
 /// One of the three watched kinds, as the index sees it.
