@@ -12,12 +12,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::verifier::{Reply, Verifier, free_port, log_dir, repo, request};
+use common::ext_authz as grpc;
+use common::nginx::{Nginx, Upstream};
+use common::verifier::{Reply, Verifier, request};
 use common::{Operator, TestEnv, app_with_reason, eventually, key_of, unique};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
@@ -26,106 +25,11 @@ use payi_operator::crd::Application;
 use payi_operator::key::ApiKey;
 use serde_json::json;
 
+/// What an OK answer removes when the request named no use case, run or user.
+const CONTEXT_HEADERS: [&str; 4] = ["x-payi-use-case", "x-payi-use-case-version", "x-payi-use-case-id", "x-payi-user"];
+
 /// The longest a key may keep working after it should stop.
 const REFUSAL_LIMIT: Duration = Duration::from_secs(2);
-
-/// nginx running `examples/gateway/nginx.conf`, stopped when dropped.
-struct Nginx {
-    child: Child,
-    addr: String,
-    prefix: PathBuf,
-}
-
-impl Nginx {
-    async fn start(verifier: &str, upstream: &str) -> Self {
-        let out =
-            Command::new("hack/tools/apt.sh").arg("nginx").current_dir(repo()).output().expect("hack/tools/apt.sh");
-        assert!(out.status.success(), "installing nginx failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        let nginx = String::from_utf8_lossy(&out.stdout).trim().to_string();
-
-        let addr = free_port();
-        let prefix = log_dir().join(format!("nginx-{}", unique("run")));
-        std::fs::create_dir_all(&prefix).unwrap();
-        let template = std::fs::read_to_string(repo().join("examples/gateway/nginx.conf")).unwrap();
-        let config = template
-            .replace("@PREFIX@", &prefix.to_string_lossy())
-            .replace("@LISTEN@", &addr)
-            .replace("@VERIFIER@", verifier)
-            .replace("@UPSTREAM@", upstream);
-        let conf = prefix.join("nginx.conf");
-        std::fs::write(&conf, config).unwrap();
-        let error_log = prefix.join("error.log");
-        let child = Command::new(&nginx)
-            .arg("-p")
-            .arg(&prefix)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg(&error_log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting nginx");
-        let nginx = Self { child, addr, prefix };
-        let probe = nginx.addr.clone();
-        eventually("nginx to listen", || async { request(&probe, "/", &[]).await.map(|_| ()) }).await;
-        nginx
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGQUIT: the master stops its workers and exits.
-        let _ = Command::new("kill").args(["-QUIT", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        eprintln!("nginx did not stop on SIGQUIT; killed it (logs in {})", self.prefix.display());
-    }
-}
-
-/// A loopback upstream that answers 200 and records the headers of every request.
-struct Upstream {
-    addr: String,
-    seen: Arc<Mutex<Vec<HashMap<String, String>>>>,
-}
-
-impl Upstream {
-    async fn start() -> Self {
-        let seen: Arc<Mutex<Vec<HashMap<String, String>>>> = Arc::default();
-        let record = seen.clone();
-        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
-            let record = record.clone();
-            async move {
-                let map = headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
-                    .collect();
-                record.lock().unwrap().push(map);
-                "upstream reached"
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { addr, seen }
-    }
-
-    fn last(&self) -> HashMap<String, String> {
-        self.seen.lock().unwrap().last().cloned().expect("a request reached the upstream")
-    }
-
-    fn count(&self) -> usize {
-        self.seen.lock().unwrap().len()
-    }
-}
 
 async fn through_nginx(nginx: &Nginx, key: &str) -> Reply {
     let bearer = format!("Bearer {key}");
@@ -279,7 +183,7 @@ async fn nginx_auth_request_lets_live_keys_through_with_attribution_and_refuses_
     // Counted per Application and decision; keys never in the verifier's log.
     let metrics = verifier.metrics().await;
     let allowed = format!(
-        r#"payi_gateway_requests_total{{organization="{org}",group="{group}",application="chat",decision="allowed"}}"#
+        r#"payi_gateway_requests_total{{organization="{org}",group="{group}",application="chat",use_case="",decision="allowed"}}"#
     );
     assert!(metrics.contains(&allowed), "{metrics}");
     for decision in ["unknown", "malformed", "missing", "expired", "orphaned"] {
@@ -290,46 +194,6 @@ async fn nginx_auth_request_lets_live_keys_through_with_attribution_and_refuses_
         assert!(!logs.contains(secret.as_str()), "a key reached the verifier's log");
     }
     clean_up(&env, &[&org, &org2], &[&group, &group3]).await;
-}
-
-mod grpc {
-    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse, attribute_context};
-
-    use super::*;
-
-    pub async fn check(verifier: &Verifier, headers: &[(&str, &str)]) -> CheckResponse {
-        let mut client = AuthorizationClient::connect(format!("http://{}", verifier.grpc)).await.expect("gRPC connect");
-        let http = attribute_context::HttpRequest {
-            method: "POST".into(),
-            path: "/v1/chat/completions".into(),
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            ..Default::default()
-        };
-        let request = CheckRequest {
-            attributes: Some(AttributeContext {
-                request: Some(attribute_context::Request { http: Some(http), ..Default::default() }),
-                ..Default::default()
-            }),
-        };
-        client.check(request).await.expect("Check").into_inner()
-    }
-
-    /// The headers an OK answer sets, and the ones it removes.
-    pub fn ok_headers(response: &CheckResponse) -> (HashMap<String, String>, Vec<String>) {
-        assert_eq!(response.status.as_ref().map(|s| s.code), Some(0), "not OK: {response:?}");
-        let Some(HttpResponse::OkResponse(ok)) = &response.http_response else { panic!("no OK response") };
-        let set = ok.headers.iter().filter_map(|h| h.header.as_ref()).map(|h| (h.key.clone(), h.value.clone()));
-        (set.collect(), ok.headers_to_remove.clone())
-    }
-
-    /// The HTTP status and body of a denied answer.
-    pub fn denied(response: &CheckResponse) -> (i32, String) {
-        assert_eq!(response.status.as_ref().map(|s| s.code), Some(tonic::Code::Unauthenticated as i32));
-        let Some(HttpResponse::DeniedResponse(denied)) = &response.http_response else { panic!("not denied") };
-        (denied.status.as_ref().map_or(0, |s| s.code), denied.body.clone())
-    }
 }
 
 #[tokio::test]
@@ -357,11 +221,12 @@ async fn envoy_ext_authz_grpc_check_allows_live_keys_and_denies_the_rest() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     assert_eq!(set, want);
-    assert_eq!(removed, ["authorization"]);
+    // The use case, run and user headers the request did not name are removed too.
+    assert_eq!(removed, [CONTEXT_HEADERS.as_slice(), &["authorization"]].concat());
 
     // The configured header wins, and is the one stripped.
     let (_, removed) = grpc::ok_headers(&grpc::check(&verifier, &[("x-api-key", &key)]).await);
-    assert_eq!(removed, ["x-api-key"]);
+    assert_eq!(removed, [CONTEXT_HEADERS.as_slice(), &["x-api-key"]].concat());
 
     let unknown = format!("Bearer {}", ApiKey::mint().unwrap().expose());
     assert_eq!(

@@ -473,14 +473,29 @@ impl Walk<'_> {
             |max| format!("{}: Too many: {len}: must have at most {max} {}", name(), plural(max, "item", "items")),
             |min| format!("{n}: Invalid value: {len}: {n} in body should have at least {min} items", n = name()),
         );
-        if schema.x_kubernetes_list_type.as_deref() == Some("set") {
-            for (i, item) in items.iter().enumerate() {
-                if items[..i].contains(item) {
-                    let mut at = path.clone();
-                    at.push(Seg::Index(i));
-                    let message = format!("{}: Duplicate value: {}", field_path(&at), bad_value(item));
-                    self.push(IssueKind::Schema, &at, message);
+        // A `set` compares whole items, a `map` the values of its key fields; the
+        // API server shows a map item's duplicate as a JSON object of those keys.
+        let identity = |item: &Value| -> Option<Value> {
+            match schema.x_kubernetes_list_type.as_deref() {
+                Some("set") => Some(item.clone()),
+                Some("map") => {
+                    let keys = schema.x_kubernetes_list_map_keys.as_deref().unwrap_or_default();
+                    Some(Value::Object(keys.iter().filter_map(|k| Some((k.clone(), item.get(k)?.clone()))).collect()))
                 }
+                _ => None,
+            }
+        };
+        let identities: Vec<Option<Value>> = items.iter().map(identity).collect();
+        for (i, id) in identities.iter().enumerate() {
+            let Some(id) = id else { continue };
+            if identities[..i].iter().flatten().any(|earlier| earlier == id) {
+                let mut at = path.clone();
+                at.push(Seg::Index(i));
+                let shown = match schema.x_kubernetes_list_type.as_deref() {
+                    Some("map") => id.to_string(),
+                    _ => bad_value(id),
+                };
+                self.push(IssueKind::Schema, &at, format!("{}: Duplicate value: {shown}", field_path(&at)));
             }
         }
         let Some(item_schema) = items_schema(schema) else { return };

@@ -19,6 +19,8 @@ pub const ORGANIZATION_HEADER: &str = "x-payi-organization";
 pub const GROUP_HEADER: &str = "x-payi-group";
 pub const APPLICATION_HEADER: &str = "x-payi-application";
 pub const NAMESPACE_HEADER: &str = "x-payi-namespace";
+/// The reason of a refusal, for gateways that drop the body (nginx `auth_request`).
+pub const REFUSAL_HEADER: &str = "x-payi-refusal";
 /// What a refused client is told to send.
 pub const CHALLENGE: &str = r#"Bearer realm="payi""#;
 
@@ -64,6 +66,11 @@ pub fn refusal(answer: &Answer) -> Response {
         .into_response();
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+    }
+    // nginx's auth_request drops a subrequest's body; this header carries the reason
+    // to its error page (examples/gateway/nginx.conf).
+    if let Ok(reason) = HeaderValue::from_str(&answer.reason()) {
+        response.headers_mut().insert(HeaderName::from_static(REFUSAL_HEADER), reason);
     }
     response
 }

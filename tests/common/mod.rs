@@ -5,7 +5,9 @@
 //! control plane every test fails and says how to start one.
 #![allow(dead_code)]
 
+pub mod ext_authz;
 pub mod helm;
+pub mod nginx;
 pub mod process;
 pub mod tools;
 pub mod verifier;
