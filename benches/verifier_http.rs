@@ -76,7 +76,9 @@ fn main() {
             id: AppId { namespace: "team".into(), name: format!("app-{i}") },
             group: "eng".into(),
             live: true,
+            catching_up: false,
             keys: vec![KeyView { digest: digest_of(&key), expires_at_ms: None }],
+            use_cases: Default::default(),
         };
         index.apply_application(&view);
         presented = key;

@@ -59,7 +59,9 @@ fn main() {
                 id: AppId { namespace: format!("team-{:03}", i % 500), name: format!("application-{i:06}") },
                 group: format!("group-{:03}", i % 1_000),
                 live: true,
+                catching_up: false,
                 keys,
+                use_cases: Default::default(),
             }
         })
         .collect();

@@ -6,7 +6,8 @@
 //!
 //! - An Application contributes keys only while it is live: Ready=True for its
 //!   current generation and not being deleted. The caller decides that
-//!   ([`ApplicationView::live`]).
+//!   ([`ApplicationView::live`]). While the operator has not yet judged a new
+//!   generation (Ready=True for an older one), the index keeps what it had.
 //! - Its parents are checked at request time against the index's own Group and
 //!   Organization entries, so deleting a parent refuses its keys as soon as the
 //!   watch reports it, without waiting for the operator to mark anything.
@@ -84,6 +85,10 @@ pub struct ApplicationView {
     pub group: String,
     /// Ready=True for the current generation, and not being deleted.
     pub live: bool,
+    /// Ready=True for an older generation: the operator has not judged the current
+    /// spec yet. The index keeps what it has (a spec edit does not refuse the key for
+    /// the moment until status catches up), and adds nothing it did not have.
+    pub catching_up: bool,
     pub keys: Vec<KeyView>,
     /// The use cases its status publishes.
     pub use_cases: UseCases,
@@ -240,6 +245,9 @@ impl Index {
 
     /// Records an Application's current state; returns the conflicts it newly creates.
     pub fn apply_application(&mut self, view: &ApplicationView) -> Vec<Conflict> {
+        if view.catching_up {
+            return vec![];
+        }
         self.delete_application(&view.id);
         if !view.live {
             return vec![];
@@ -406,6 +414,7 @@ mod tests {
             id: id(name),
             group: group.into(),
             live: true,
+            catching_up: false,
             keys: keys.iter().map(|(k, exp)| KeyView { digest: digest_of(k), expires_at_ms: *exp }).collect(),
             use_cases: UseCases::default(),
         }
@@ -488,6 +497,32 @@ mod tests {
         index.delete_application(&view.id);
         assert_eq!(decision(&index, &k), Decision::Unknown);
         assert_eq!(index.keys(), 0);
+    }
+
+    #[test]
+    fn an_application_the_operator_is_catching_up_with_keeps_what_it_had() {
+        let mut index = hierarchy();
+        let k = key();
+        let mut view = app("chat", "eng", &[(&k, None)]);
+        index.apply_application(&view);
+        // A spec edit: Ready=True for the previous generation. The key keeps working,
+        // attributed as the operator last judged it, not as the new spec says.
+        let mut edited = app("chat", "other", &[]);
+        (edited.live, edited.catching_up) = (false, true);
+        index.apply_application(&edited);
+        let verdict = index.verify(Some(&k), NOW);
+        assert_eq!(verdict.decision, Decision::Allowed);
+        assert_eq!(&*verdict.attribution.unwrap().group, "eng");
+        // Nothing that was not there before is added.
+        let fresh = key();
+        let mut stale = app("new", "eng", &[(&fresh, None)]);
+        (stale.live, stale.catching_up) = (false, true);
+        index.apply_application(&stale);
+        assert_eq!(decision(&index, &fresh), Decision::Unknown);
+        // The operator's verdict on the new generation decides again.
+        view.live = false;
+        index.apply_application(&view);
+        assert_eq!(decision(&index, &k), Decision::Unknown);
     }
 
     #[test]

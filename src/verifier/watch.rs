@@ -34,7 +34,9 @@ impl Synced {
 }
 
 /// What the index needs from an Application: live means Ready=True for the
-/// current generation and not being deleted.
+/// current generation and not being deleted. Ready=True for an older generation
+/// means the operator has not judged the new spec yet: the index keeps what it
+/// had for the last generation the operator judged (see [`ApplicationView::catching_up`]).
 pub fn application_view(app: &Application) -> ApplicationView {
     let id = AppId { namespace: app.namespace().unwrap_or_default(), name: app.name_any() };
     let status = app.status.as_ref();
@@ -42,9 +44,11 @@ pub fn application_view(app: &Application) -> ApplicationView {
     let ready = status.and_then(|s| {
         let c = s.conditions.iter().find(|c| c.type_ == conditions::READY)?;
         let observed = c.observed_generation.or(s.observed_generation);
-        Some(c.status == conditions::TRUE && observed == generation)
+        Some((c.status == conditions::TRUE, observed == generation))
     });
-    let live = app.metadata.deletion_timestamp.is_none() && ready == Some(true);
+    let deleting = app.metadata.deletion_timestamp.is_some();
+    let live = !deleting && ready == Some((true, true));
+    let catching_up = !deleting && ready == Some((true, false));
     // A key without a published digest (status from before digests) cannot be
     // verified; it is skipped until the operator fills the digest in.
     let keys = status
@@ -61,7 +65,7 @@ pub fn application_view(app: &Application) -> ApplicationView {
     let use_cases = status.and_then(|s| s.use_cases.as_ref()).map_or_else(UseCases::default, |u| {
         UseCases::new(u.policy, u.items.iter().map(|i| (i.name.clone(), i.version)))
     });
-    ApplicationView { id, group: app.spec.group_ref.name.clone(), live, keys, use_cases }
+    ApplicationView { id, group: app.spec.group_ref.name.clone(), live, catching_up, keys, use_cases }
 }
 
 /// One of the three watched kinds, as the index sees it.
@@ -263,7 +267,9 @@ mod tests {
     #[test]
     fn an_application_is_live_only_when_ready_for_its_current_generation() {
         assert!(!application_view(&app(3, "False", 3, keys())).live);
-        assert!(!application_view(&app(4, "True", 3, keys())).live, "stale Ready");
+        let stale = application_view(&app(4, "True", 3, keys()));
+        assert!(!stale.live && stale.catching_up, "stale Ready");
+        assert!(!application_view(&app(4, "False", 3, keys())).catching_up, "stale not-Ready");
         let mut deleting = app(3, "True", 3, keys());
         deleting.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-01-01T00:00:00Z".parse().unwrap()));
