@@ -5,6 +5,7 @@ pub mod access;
 pub mod allocator;
 pub mod conditions;
 pub mod controller;
+pub mod gateway;
 pub mod crd;
 pub mod error;
 pub mod faults;
