@@ -121,7 +121,8 @@ impl Fixture {
         fixture.env.create_app(&fixture.name("chat"), &fixture.eng).await;
         let scheduled: Application = serde_json::from_value(json!({
             "apiVersion": "payi.io/v1alpha1", "kind": "Application", "metadata": {"name": fixture.name("search")},
-            "spec": {"groupRef": {"name": fixture.eng}, "keyRotation": {"every": "720h"}}
+            "spec": {"groupRef": {"name": fixture.eng}, "keyRotation": {"every": "720h"},
+                     "useCases": [{"name": "rank_results", "version": 2}, {"name": "suggest"}]}
         }))
         .unwrap();
         fixture.env.apps().create(&PostParams::default(), &scheduled).await.unwrap();
@@ -204,6 +205,14 @@ async fn plugin_commands_match_their_goldens() {
     let unknown = plugin(&["whois", "--fingerprint", "sha256:0000000000000000"], "");
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no Application has a key with fingerprint"));
+    // Not a payi key at all: said so, with its own exit code, and nothing looked up.
+    for not_a_key in ["not-a-key\n", &format!("{}x\n", &key[..key.len() - 1])] {
+        let out = plugin(&["whois"], not_a_key);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains("not a well-formed payi key"), "{stderr}");
+        assert!(!stderr.contains("fingerprint sha256"), "{stderr}");
+    }
 
     // rotate --wait, then the old key is the previous one.
     let ns = fx.env.namespace.clone();

@@ -100,6 +100,23 @@ pub enum PluginError {
     NoOrganization(String),
     #[error("no Application has a key with fingerprint {0}")]
     Unknown(String),
+    #[error(
+        "the input is not a well-formed payi key (payi_ and 45 to 50 base58 characters with a valid checksum), \
+         so no Application can hold it; nothing was looked up"
+    )]
+    NotAKey,
+}
+
+/// Exit code of `whois` for input that is not a payi key at all (1 is "no Application holds it").
+pub const EXIT_NOT_A_KEY: u8 = 3;
+
+impl PluginError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            PluginError::NotAKey => EXIT_NOT_A_KEY,
+            _ => 1,
+        }
+    }
 }
 
 /// Runs the plugin; returns the exit code.
@@ -121,12 +138,18 @@ pub async fn run(cli: Cli) -> u8 {
         }
         Err(error) => {
             eprintln!("kubectl payi: {error}");
-            1
+            error.exit_code()
         }
     }
 }
 
 async fn dispatch(cli: Cli) -> Result<String, PluginError> {
+    // A key on stdin is checked before anything connects: a typo or another
+    // vendor's secret gets its own answer, not "no Application has it".
+    let presented = match &cli.command {
+        Command::Whois { fingerprint: None, .. } => Some(well_formed_key(read_key()?)?),
+        _ => None,
+    };
     let client = connect(cli.global.context.clone()).await.map_err(PluginError::Connect)?;
     let scope = if cli.global.all_namespaces { None } else { cli.global.namespace.clone() };
     match cli.command {
@@ -144,9 +167,10 @@ async fn dispatch(cli: Cli) -> Result<String, PluginError> {
             })
         }
         Command::Whois { fingerprint, output } => {
-            let fingerprint = match fingerprint {
-                Some(given) => whois::normalise_fingerprint(&given),
-                None => crate::key::fingerprint(&read_key()?),
+            let fingerprint = match (fingerprint, presented) {
+                (Some(given), _) => whois::normalise_fingerprint(&given),
+                (None, Some(key)) => crate::key::fingerprint(&key),
+                (None, None) => return Err(PluginError::NoKey),
             };
             let apps = list_apps(&client, scope.as_deref()).await?;
             let owner = whois::find(&apps, &fingerprint).ok_or(PluginError::Unknown(fingerprint))?;
@@ -196,6 +220,13 @@ fn read_key() -> Result<String, PluginError> {
         return Err(PluginError::NoKey);
     }
     Ok(key)
+}
+
+fn well_formed_key(key: String) -> Result<String, PluginError> {
+    match crate::key::is_well_formed(&key) {
+        true => Ok(key),
+        false => Err(PluginError::NotAKey),
+    }
 }
 
 async fn list_apps(client: &Client, namespace: Option<&str>) -> Result<Vec<Application>, kube::Error> {

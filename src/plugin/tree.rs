@@ -1,5 +1,6 @@
-//! `kubectl payi tree`: Organization -> Groups -> Applications, each with its
-//! Ready condition, and for Applications the namespace and key facts.
+//! `kubectl payi tree`: Organization -> Groups -> Applications -> use cases, each
+//! with its Ready condition, and for Applications the namespace and key facts (a
+//! use case is Ready when its Application's status publishes it).
 
 use std::collections::BTreeMap;
 
@@ -47,6 +48,18 @@ pub struct ApplicationNode {
     pub key_age_seconds: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotation_due: Option<String>,
+    /// The declared use cases, with the version requests are attributed to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub use_cases: Vec<UseCaseNode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UseCaseNode {
+    pub name: String,
+    pub version: i64,
+    /// Published in status: the verifier and the gateway attribute requests to it.
+    pub live: bool,
 }
 
 fn ready_of(conditions: Option<&Vec<Condition>>) -> (String, String) {
@@ -118,7 +131,21 @@ fn application_node(app: &Application, now: Timestamp) -> ApplicationNode {
             .and_then(|s| s.rotation.as_ref())
             .and_then(|r| r.next_rotation_at.as_ref())
             .map(|t| t.0.to_string()),
+        use_cases: use_case_nodes(app),
     }
+}
+
+fn use_case_nodes(app: &Application) -> Vec<UseCaseNode> {
+    let published = app.status.as_ref().and_then(|s| s.use_cases.as_ref()).map(|u| &u.items[..]).unwrap_or_default();
+    app.spec
+        .use_cases
+        .iter()
+        .map(|u| {
+            let version = u.version.unwrap_or(crate::use_case::DEFAULT_VERSION);
+            let live = published.iter().any(|p| p.name == u.name && p.version == version);
+            UseCaseNode { name: u.name.clone(), version, live }
+        })
+        .collect()
 }
 
 /// `5d3h`, `3h12m`, `12m`, `40s`: the two largest units, like kubectl's ages.
@@ -190,7 +217,8 @@ pub fn render_text(tree: &[OrganizationNode], style: Style) -> String {
                 blank(),
             ]);
             for (ai, app) in group.applications.iter().enumerate() {
-                let twig = if ai + 1 == group.applications.len() { "└── " } else { "├── " };
+                let last_app = ai + 1 == group.applications.len();
+                let (twig, app_stem) = if last_app { ("└── ", "    ") } else { ("├── ", "│   ") };
                 rows.push([
                     format!("{stem}{twig}Application/{}", app.name),
                     app.namespace.clone(),
@@ -201,6 +229,20 @@ pub fn render_text(tree: &[OrganizationNode], style: Style) -> String {
                     app.rotation_due.clone().unwrap_or_else(|| "-".into()),
                     blank(),
                 ]);
+                for (ui, use_case) in app.use_cases.iter().enumerate() {
+                    let leaf = if ui + 1 == app.use_cases.len() { "└── " } else { "├── " };
+                    let live = if use_case.live { "True" } else { "False" };
+                    rows.push([
+                        format!("{stem}{app_stem}{leaf}UseCase/{} v{}", use_case.name, use_case.version),
+                        blank(),
+                        live.into(),
+                        blank(),
+                        blank(),
+                        blank(),
+                        blank(),
+                        blank(),
+                    ]);
+                }
             }
         }
     }
@@ -262,6 +304,28 @@ mod tests {
         assert!(text.contains("    └── Application/chat "), "{text}");
         let only = build(&[org("acme")], &[group("eng", "acme")], &[], Some("acme"), Timestamp::UNIX_EPOCH);
         assert_eq!(only.len(), 1);
+    }
+
+    #[test]
+    fn use_cases_hang_under_their_application_with_their_versions() {
+        let mut chat = app("chat", "eng");
+        chat.spec.use_cases = vec![
+            crate::crd::UseCase { name: "summarize".into(), description: None, version: Some(2) },
+            crate::crd::UseCase { name: "draft".into(), description: None, version: None },
+        ];
+        chat.status = Some(crate::crd::ApplicationStatus {
+            use_cases: Some(crate::use_case::published(&chat, true)),
+            ..Default::default()
+        });
+        let tree =
+            build(&[org("acme")], &[group("eng", "acme")], &[chat, app("search", "eng")], None, Timestamp::UNIX_EPOCH);
+        let nodes = &tree[0].groups[0].applications[0].use_cases;
+        assert_eq!(nodes[0], UseCaseNode { name: "summarize".into(), version: 2, live: true });
+        assert_eq!(nodes[1], UseCaseNode { name: "draft".into(), version: 1, live: true });
+        let text = render_text(&tree, Style { colour: false });
+        assert!(text.contains("    ├── Application/chat"), "{text}");
+        assert!(text.contains("    │   ├── UseCase/summarize v2") && text.contains("True"), "{text}");
+        assert!(text.contains("    │   └── UseCase/draft v1"), "{text}");
     }
 
     #[test]
