@@ -30,8 +30,8 @@ export PAYI_HELM="$helm"
 # The chart's recording rules, exactly the file its PrometheusRule renders.
 echo "==> promtool check rules, promtool test rules (promtool built once, cached)"
 promtool="$(hack/tools/promtool.sh)"
-"$promtool" check rules charts/payi-operator/files/verifier-rules.yaml
-"$promtool" test rules tests/promtool/verifier-rules.test.yaml
+"$promtool" check rules charts/payi-operator/files/verifier-rules.yaml charts/payi-operator/files/gateway-rules.yaml
+"$promtool" test rules tests/promtool/verifier-rules.test.yaml tests/promtool/gateway-rules.test.yaml
 
 # The operator image (tests/e2e_image.rs pushes and runs it). Its release build
 # for x86_64-unknown-linux-musl is the slow part: minutes cold, cached in target/

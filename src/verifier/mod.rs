@@ -174,31 +174,48 @@ pub enum Error {
     Listen { addr: SocketAddr, source: std::io::Error },
 }
 
+/// The key index the verifier and the gateway share, fed by its watches: one
+/// implementation of "which keys are live", whichever process answers.
+pub struct KeyIndex {
+    pub verifier: Arc<Verifier>,
+    pub synced: Arc<watch::Synced>,
+    watches: tokio::task::JoinHandle<()>,
+}
+
+impl KeyIndex {
+    /// Starts the watches of the three kinds; registers the key-check metrics.
+    pub fn start(client: kube::Client, registry: &mut Registry, key_header: Option<&str>, strip: bool) -> Self {
+        let index = Arc::new(RwLock::new(Index::default()));
+        let metrics = Arc::new(metrics::Metrics::default());
+        metrics.register(registry);
+        let synced = Arc::new(watch::Synced::default());
+        let verifier = Arc::new(Verifier::new(index.clone(), metrics.clone(), key_header, strip));
+        let watches = tokio::spawn(watch::run(client, index, metrics, synced.clone()));
+        Self { verifier, synced, watches }
+    }
+
+    pub fn stop(&self) {
+        self.watches.abort();
+    }
+}
+
+/// Binds a listener, naming the address on failure.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr, source })
+}
+
 /// Runs the watches and the three servers until `shutdown` resolves.
 pub async fn run(
     client: kube::Client,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + Clone + 'static,
 ) -> Result<(), Error> {
-    let index = Arc::new(RwLock::new(Index::default()));
-    let metrics = Arc::new(metrics::Metrics::default());
-    let mut registry = Registry::default();
-    metrics.register(&mut registry);
-    let synced = Arc::new(watch::Synced::default());
-    let verifier = Arc::new(Verifier::new(
-        index.clone(),
-        metrics.clone(),
-        settings.key_header.as_deref(),
-        settings.strip_key_header,
-    ));
-
     // Bind everything first, so a taken port stops the verifier at start.
-    let bind = |addr: SocketAddr| async move {
-        tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr, source })
-    };
     let http = bind(settings.http_addr).await?;
     let grpc = bind(settings.grpc_addr).await?;
     let ops = bind(settings.metrics_addr).await?;
+    let mut registry = Registry::default();
+    let keys = KeyIndex::start(client, &mut registry, settings.key_header.as_deref(), settings.strip_key_header);
     tracing::info!(
         http = %settings.http_addr, grpc = %settings.grpc_addr, metrics = %settings.metrics_addr,
         key_header = ?settings.key_header, strip_key_header = settings.strip_key_header,
@@ -213,13 +230,12 @@ pub async fn run(
             }
         }
     };
-    let http = tokio::spawn(serve(http, http::forward_auth_router(verifier.clone()), "forward-auth"));
-    let ops = tokio::spawn(serve(ops, http::ops_router(Arc::new(registry), synced.clone()), "metrics"));
-    let grpc = tokio::spawn(grpc::serve(grpc, verifier, shutdown.clone()));
-    let watches = tokio::spawn(watch::run(client, index, metrics, synced));
+    let http = tokio::spawn(serve(http, http::forward_auth_router(keys.verifier.clone()), "forward-auth"));
+    let ops = tokio::spawn(serve(ops, http::ops_router(Arc::new(registry), keys.synced.clone()), "metrics"));
+    let grpc = tokio::spawn(grpc::serve(grpc, keys.verifier.clone(), shutdown.clone()));
 
     shutdown.await;
-    watches.abort();
+    keys.stop();
     for server in [http, ops, grpc] {
         let _ = server.await;
     }

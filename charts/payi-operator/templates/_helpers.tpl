@@ -93,3 +93,31 @@ helm.sh/chart: {{ include "payi-operator.chart" . }}
 {{- required "verifier.serviceAccount.name is required when verifier.serviceAccount.create is false" .Values.verifier.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{/* The metering gateway's objects: <fullname>-gateway. */}}
+{{- define "payi-operator.gateway.fullname" -}}
+{{- printf "%s-gateway" (include "payi-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The labels that select the gateway pods (a name of their own, like the verifier's). */}}
+{{- define "payi-operator.gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-gateway" (include "payi-operator.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{- define "payi-operator.gateway.labels" -}}
+{{ include "payi-operator.gateway.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ include "payi-operator.chart" . }}
+{{- end }}
+
+{{/* The ServiceAccount the gateway runs as. */}}
+{{- define "payi-operator.gateway.serviceAccountName" -}}
+{{- if .Values.gateway.serviceAccount.create }}
+{{- default (include "payi-operator.gateway.fullname" .) .Values.gateway.serviceAccount.name }}
+{{- else }}
+{{- required "gateway.serviceAccount.name is required when gateway.serviceAccount.create is false" .Values.gateway.serviceAccount.name }}
+{{- end }}
+{{- end }}
