@@ -221,9 +221,10 @@ fn corpus_files_follow_the_format() {
         }
         count += 1;
         let text = std::fs::read_to_string(&path).unwrap();
-        let name_ok = file.len() > 3 && file[..2].chars().all(|c| c.is_ascii_digit()) && &file[2..3] == "-";
+        let digits = file.chars().take_while(char::is_ascii_digit).count();
+        let name_ok = digits >= 2 && file[digits..].starts_with('-') && file.len() > digits + 6;
         if !name_ok {
-            problems.push(format!("{file}: not named NN-short-name.yaml"));
+            problems.push(format!("{file}: not named NN-short-name.yaml (two or more digits)"));
         }
         let header: Vec<&str> = text.lines().take_while(|l| l.starts_with('#')).collect();
         let expects = header.iter().filter(|l| l.starts_with("# expect: ")).count();

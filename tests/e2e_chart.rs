@@ -297,11 +297,12 @@ fn verifier_options_rules_and_dashboard_follow_the_values() {
         serde_json::from_str(dashboard["data"]["payi-gateway.json"].as_str().unwrap()).expect("the dashboard is JSON");
     let variables: Vec<&str> =
         json["templating"]["list"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
-    assert_eq!(variables, ["datasource", "organization", "group", "application"]);
+    assert_eq!(variables, ["datasource", "organization", "group", "application", "use_case"]);
     // Each level's variable is narrowed by the levels above it.
     let query = |i: usize| json["templating"]["list"][i]["definition"].as_str().unwrap().to_string();
     assert!(query(2).contains("$organization"));
     assert!(query(3).contains("$organization") && query(3).contains("$group"));
+    assert!(query(4).contains("$group") && query(4).contains("$application"));
 
     // Off: none of the verifier's objects.
     let off = render("rel", "payi-system", &["--set", "verifier.enabled=false"]);
