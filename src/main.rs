@@ -37,6 +37,16 @@ enum Command {
         #[arg(long, env = "PAYI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
+    /// The metering AI gateway: a reverse proxy to the AI providers that checks the
+    /// payi key and counts tokens and cost per Organization, Group, Application and
+    /// use case; reads Applications, Groups and Organizations only.
+    Gateway {
+        #[command(flatten)]
+        settings: payi_operator::gateway::Settings,
+        /// Log format.
+        #[arg(long, env = "PAYI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
     Crd {
         /// Directory to write `<plural>.payi.io.yaml` files into, instead of stdout.
@@ -91,6 +101,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Crd { out_dir } => print_crds(out_dir),
         Command::Run(args) => runtime(Threads::Many).and_then(|rt| rt.block_on(run(args))),
+        Command::Gateway { settings, log_format } => {
+            runtime(Threads::Many).and_then(|rt| rt.block_on(run_gateway(settings, log_format)))
+        }
         Command::Verifier { settings, log_format } => {
             runtime(Threads::Many).and_then(|rt| rt.block_on(run_verifier(settings, log_format)))
         }
@@ -147,6 +160,14 @@ async fn run_verifier(settings: verifier::Settings, log_format: LogFormat) -> Re
     let client = kube::Client::try_default().await?;
     let shutdown: Stop = shutdown_signal().boxed().shared();
     verifier::run(client, settings, shutdown).await?;
+    Ok(())
+}
+
+async fn run_gateway(settings: payi_operator::gateway::Settings, log_format: LogFormat) -> Result<(), BoxError> {
+    init_tracing(log_format);
+    let client = kube::Client::try_default().await?;
+    let shutdown: Stop = shutdown_signal().boxed().shared();
+    payi_operator::gateway::run(client, settings, shutdown).await?;
     Ok(())
 }
 

@@ -1,13 +1,197 @@
 //! The metering AI gateway (`payi-operator gateway`): a reverse proxy that
 //! workloads call instead of the AI provider. It checks the key in-process with
-//! the verifier's index and watches, forwards to the provider with the provider's
-//! credential, reads the usage the provider reports, and counts tokens and cost
-//! per Organization, Group, Application and use case.
+//! the verifier's index and watches ([`crate::verifier::KeyIndex`]), forwards to the
+//! provider with the provider's credential, reads the usage the provider reports,
+//! and counts tokens and cost per Organization, Group, Application and use case.
 //!
-//! - `body`: the request body: model, streaming, and asking for streamed usage.
-//! - `usage`: the usage a provider reports, from a JSON body or an SSE stream.
+//! - `providers`: which providers, and how a path picks one (pure).
+//! - `body`: the request body: model, streaming, and asking for streamed usage (pure).
+//! - `usage`: the usage a provider reports, from a JSON body or an SSE stream (pure).
 //! - `pricing`: the price table (USD per million tokens), reloadable.
+//! - `proxy`: one request, from the key check to the metered response.
+//! - `metered`: response bodies that count usage as they pass.
+//! - `metrics`: tokens, cost, outcomes and latencies.
+//! - `server`: the HTTP/1.1 and HTTP/2 listener with a bounded drain.
 
 pub mod body;
+pub mod metered;
+pub mod metrics;
 pub mod pricing;
+pub mod providers;
+pub mod proxy;
+pub mod server;
 pub mod usage;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+
+use crate::verifier::{self, KeyIndex};
+use pricing::{PriceTable, Prices, Unpriced};
+use providers::Providers;
+use proxy::{Credentials, Gateway, HttpsClient, Limits};
+
+/// Command-line settings of `payi-operator gateway`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Address of the proxy (HTTP/1.1 and cleartext HTTP/2).
+    #[arg(long, env = "PAYI_GATEWAY_ADDR", default_value = "0.0.0.0:8000")]
+    pub listen_addr: SocketAddr,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "PAYI_GATEWAY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// The providers file (YAML, see docs/ai-gateway.md).
+    #[arg(long, env = "PAYI_GATEWAY_PROVIDERS")]
+    pub providers_file: PathBuf,
+    /// A price table (YAML) replacing the shipped one; re-read while running.
+    #[arg(long, env = "PAYI_GATEWAY_PRICES")]
+    pub prices_file: Option<PathBuf>,
+    /// How often the price table and the provider credential files are re-read, in seconds.
+    #[arg(long, env = "PAYI_GATEWAY_RELOAD_SECONDS", default_value_t = 10)]
+    pub reload_seconds: u64,
+    /// A header that carries the payi key, read before `xProxy-Api-Key` and `Authorization`.
+    #[arg(long, env = "PAYI_GATEWAY_KEY_HEADER")]
+    pub key_header: Option<String>,
+    /// Request bodies larger than this many bytes get 413 before any upstream call.
+    #[arg(long, env = "PAYI_GATEWAY_MAX_REQUEST_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Seconds a client may take to send its request body.
+    #[arg(long, env = "PAYI_GATEWAY_REQUEST_BODY_SECONDS", default_value_t = 30)]
+    pub request_body_seconds: u64,
+    /// Seconds the provider may take to send its response headers (a long generation without streaming).
+    #[arg(long, env = "PAYI_GATEWAY_UPSTREAM_TIMEOUT_SECONDS", default_value_t = 600)]
+    pub upstream_timeout_seconds: u64,
+    /// Seconds the provider may send nothing in the middle of a body or stream.
+    #[arg(long, env = "PAYI_GATEWAY_UPSTREAM_IDLE_SECONDS", default_value_t = 120)]
+    pub upstream_idle_seconds: u64,
+    /// After SIGTERM, seconds in-flight requests and streams get to finish.
+    #[arg(long, env = "PAYI_GATEWAY_DRAIN_SECONDS", default_value_t = 25)]
+    pub drain_seconds: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Listen(#[from] verifier::Error),
+    #[error("reading the providers file {path}: {source}")]
+    ProvidersFile { path: PathBuf, source: std::io::Error },
+    #[error("the providers file {path}: {source}")]
+    Providers { path: PathBuf, source: providers::ProvidersError },
+    #[error("the price table {path}: {source}")]
+    Prices { path: PathBuf, source: pricing::PricingError },
+    #[error("the shipped price table: {0}")]
+    DefaultPrices(pricing::PricingError),
+    #[error("TLS setup for the providers: {0}")]
+    Tls(rustls::Error),
+}
+
+/// Runs the gateway until `shutdown` resolves, then drains.
+pub async fn run(
+    client: kube::Client,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + Clone + 'static,
+) -> Result<(), Error> {
+    let providers = read_providers(&settings.providers_file)?;
+    let prices = Arc::new(Prices::new(PriceTable::default_table().map_err(Error::DefaultPrices)?));
+    if let Some(path) = &settings.prices_file {
+        prices.reload_from(path).map_err(|source| Error::Prices { path: path.clone(), source })?;
+    }
+    let listener = verifier::bind(settings.listen_addr).await?;
+    let ops = verifier::bind(settings.metrics_addr).await?;
+    let mut registry = Registry::default();
+    let key_header = settings.key_header.as_deref();
+    let keys = KeyIndex::start_with(client, &mut registry, |index, metrics| {
+        verifier::Verifier::new(index, metrics, key_header, false).with_provider_key_headers()
+    });
+    let metrics = Arc::new(metrics::Metrics::default());
+    metrics.register(&mut registry);
+    let credentials = Credentials::default();
+    credentials.reload(&providers);
+    let gateway = Arc::new(Gateway {
+        verifier: keys.verifier.clone(),
+        providers,
+        credentials,
+        client: https_client()?,
+        metrics,
+        prices,
+        unpriced: Arc::new(Unpriced::default()),
+        limits: Limits {
+            max_request_bytes: settings.max_request_bytes,
+            request_body_timeout: Duration::from_secs(settings.request_body_seconds),
+            upstream_timeout: Duration::from_secs(settings.upstream_timeout_seconds),
+            upstream_idle: Duration::from_secs(settings.upstream_idle_seconds),
+        },
+    });
+    tracing::info!(
+        addr = %settings.listen_addr, metrics = %settings.metrics_addr,
+        providers = ?gateway.providers.providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        "gateway starting"
+    );
+    let reload = tokio::spawn(reload_loop(gateway.clone(), settings.prices_file.clone(), settings.reload_seconds));
+    let ops_router = verifier::http::ops_router(Arc::new(registry), keys.synced.clone());
+    let ops_shutdown = shutdown.clone();
+    let ops = tokio::spawn(async move {
+        if let Err(error) = axum::serve(ops, ops_router).with_graceful_shutdown(ops_shutdown).await {
+            tracing::error!(%error, "gateway metrics server stopped");
+        }
+    });
+    server::serve(listener, gateway, Duration::from_secs(settings.drain_seconds), shutdown).await;
+    reload.abort();
+    keys.stop();
+    let _ = ops.await;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+fn read_providers(path: &PathBuf) -> Result<Providers, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ProvidersFile { path: path.clone(), source })?;
+    Providers::parse(&text).map_err(|source| Error::Providers { path: path.clone(), source })
+}
+
+/// HTTP/1.1 and HTTP/2 (by ALPN) to the providers, over rustls with the system's
+/// roots; plain http for in-cluster OpenAI-compatible servers.
+fn https_client() -> Result<HttpsClient, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match builder.with_provider_and_native_roots(provider.clone()) {
+        Ok(builder) => builder,
+        Err(error) => {
+            tracing::warn!(%error, "no system CA certificates: https providers will fail to connect");
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(Error::Tls)?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+        }
+    };
+    let connector = builder.https_or_http().enable_http1().enable_http2().build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector);
+    Ok(client)
+}
+
+/// Re-reads the price table and the provider credentials, so a changed ConfigMap
+/// or a rotated Secret (both mounted files) takes effect without a restart.
+async fn reload_loop(gateway: Arc<Gateway>, prices_file: Option<PathBuf>, seconds: u64) {
+    let mut tick = tokio::time::interval(Duration::from_secs(seconds.max(1)));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        gateway.credentials.reload(&gateway.providers);
+        if let Some(path) = &prices_file {
+            match gateway.prices.reload_from(path) {
+                Ok(true) => tracing::info!(path = %path.display(), "price table reloaded"),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "price table not reloaded; keeping the last good one")
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,372 @@
-//! (being written)
+//! The usage a provider reports, read from its answer: a JSON body, or the
+//! events of an SSE stream as they pass. Pure: bytes and strings in, counts out.
+//!
+//! The five token types are disjoint, so their sum is the request's total:
+//! - `input`: input tokens not read from a cache (OpenAI: `prompt_tokens` minus
+//!   `cached_tokens`; Anthropic: `input_tokens`, which already excludes them);
+//! - `cached_input`: input read from the provider's prompt cache (OpenAI
+//!   `cached_tokens`, Anthropic `cache_read_input_tokens`);
+//! - `cache_write`: input written to the cache (Anthropic `cache_creation_input_tokens`);
+//! - `output`: generated tokens that are not reasoning (OpenAI reports reasoning
+//!   inside `completion_tokens`; it is taken out here);
+//! - `reasoning`: OpenAI's `reasoning_tokens` (Anthropic reports thinking inside
+//!   `output_tokens` and does not split it, so it stays in `output`).
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The provider APIs the gateway meters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Responses,
+    Messages,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input: u64,
+    pub cached_input: u64,
+    pub cache_write: u64,
+    pub output: u64,
+    pub reasoning: u64,
+}
+
+impl Usage {
+    /// Each token type with its metric label.
+    pub fn kinds(&self) -> [(&'static str, u64); 5] {
+        [
+            ("input", self.input),
+            ("cached_input", self.cached_input),
+            ("cache_write", self.cache_write),
+            ("output", self.output),
+            ("reasoning", self.reasoning),
+        ]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.kinds().iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// What one answer said: its model and its usage, each when present.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reported {
+    pub model: Option<String>,
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error("the provider's answer is not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+}
+
+/// OpenAI's usage object, in all its shapes (chat and completions use
+/// prompt/completion names, the Responses API input/output names).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct OpenaiUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    prompt_tokens_details: Option<Details>,
+    completion_tokens_details: Option<Details>,
+    input_tokens_details: Option<Details>,
+    output_tokens_details: Option<Details>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Details {
+    cached_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
+}
+
+impl OpenaiUsage {
+    fn usage(&self) -> Usage {
+        let prompt = self.prompt_tokens.or(self.input_tokens).unwrap_or(0);
+        let completion = self.completion_tokens.or(self.output_tokens).unwrap_or(0);
+        let input_details = self.prompt_tokens_details.as_ref().or(self.input_tokens_details.as_ref());
+        let output_details = self.completion_tokens_details.as_ref().or(self.output_tokens_details.as_ref());
+        let cached = input_details.and_then(|d| d.cached_tokens).unwrap_or(0).min(prompt);
+        let reasoning = output_details.and_then(|d| d.reasoning_tokens).unwrap_or(0).min(completion);
+        Usage {
+            input: prompt - cached,
+            cached_input: cached,
+            cache_write: 0,
+            output: completion - reasoning,
+            reasoning,
+        }
+    }
+}
+
+/// Anthropic's usage object (`message_start` has all of it, `message_delta` the
+/// cumulative output so far, and sometimes the input figures again).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AnthropicUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl AnthropicUsage {
+    /// Applies this report over what was known: present fields replace (every
+    /// Anthropic figure is cumulative), absent ones keep their value.
+    fn apply(&self, usage: &mut Usage) {
+        if let Some(n) = self.input_tokens {
+            usage.input = n;
+        }
+        if let Some(n) = self.cache_read_input_tokens {
+            usage.cached_input = n;
+        }
+        if let Some(n) = self.cache_creation_input_tokens {
+            usage.cache_write = n;
+        }
+        if let Some(n) = self.output_tokens {
+            usage.output = n;
+        }
+    }
+}
+
+fn model_of(value: &Value) -> Option<String> {
+    value.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).map(str::to_string)
+}
+
+/// Reads a usage object of `api`'s kind; `None` when it is absent or null.
+fn usage_of(api: Api, value: Option<&Value>) -> Option<Usage> {
+    let value = value.filter(|v| v.is_object())?;
+    match api {
+        Api::Messages => {
+            let reported = AnthropicUsage::deserialize(value).ok()?;
+            let mut usage = Usage::default();
+            reported.apply(&mut usage);
+            Some(usage)
+        }
+        _ => OpenaiUsage::deserialize(value).ok().map(|u| u.usage()),
+    }
+}
+
+/// The model and usage of a whole (non-streaming) JSON answer.
+pub fn from_body(api: Api, body: &[u8]) -> Result<Reported, UsageError> {
+    let value: Value = serde_json::from_slice(body)?;
+    Ok(Reported { model: model_of(&value), usage: usage_of(api, value.get("usage")) })
+}
+
+/// What the gateway does with one stream event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Pass it to the client.
+    Forward,
+    /// OpenAI's usage-only chunk (`choices: []` with a usage): hidden from a client
+    /// that did not ask for it.
+    UsageOnly,
+}
+
+/// Follows one SSE stream's events and keeps the latest usage it reported.
+#[derive(Debug)]
+pub struct StreamMeter {
+    api: Api,
+    model: Option<String>,
+    usage: Usage,
+    reported: bool,
+    complete: bool,
+}
+
+impl StreamMeter {
+    pub fn new(api: Api) -> Self {
+        Self { api, model: None, usage: Usage::default(), reported: false, complete: false }
+    }
+
+    /// Reads one event (its `event:` name, empty when none, and its data).
+    /// Data that is not JSON is passed on and changes nothing.
+    pub fn event(&mut self, event: &str, data: &str) -> EventKind {
+        if data.trim() == "[DONE]" {
+            self.complete = true;
+            return EventKind::Forward;
+        }
+        let Ok(value) = serde_json::from_str::<Value>(data) else {
+            return EventKind::Forward;
+        };
+        match self.api {
+            Api::Messages => self.anthropic(&value),
+            Api::Responses => self.responses(event, &value),
+            _ => return self.openai_chunk(&value),
+        }
+        EventKind::Forward
+    }
+
+    /// Chat completions and completions chunks: the usage comes in a last chunk
+    /// (`stream_options.include_usage`), whose `choices` is empty.
+    fn openai_chunk(&mut self, value: &Value) -> EventKind {
+        self.take_model(value);
+        let Some(usage) = usage_of(self.api, value.get("usage")) else {
+            return EventKind::Forward;
+        };
+        self.usage = usage;
+        self.reported = true;
+        let no_choices = value.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty);
+        if no_choices { EventKind::UsageOnly } else { EventKind::Forward }
+    }
+
+    /// The Responses API: `response.completed` (or `.incomplete`/`.failed`)
+    /// carries the response with its usage.
+    fn responses(&mut self, event: &str, value: &Value) {
+        let kind = value.get("type").and_then(Value::as_str).unwrap_or(event);
+        let Some(response) = value.get("response") else { return };
+        self.take_model(response);
+        if let Some(usage) = usage_of(self.api, response.get("usage")) {
+            self.usage = usage;
+            self.reported = true;
+        }
+        if kind == "response.completed" {
+            self.complete = true;
+        }
+    }
+
+    /// Anthropic: `message_start` has the input (and one output token so far),
+    /// each `message_delta` the cumulative output; `message_stop` ends it.
+    fn anthropic(&mut self, value: &Value) {
+        match value.get("type").and_then(Value::as_str) {
+            Some("message_start") => {
+                if let Some(message) = value.get("message") {
+                    self.take_model(message);
+                    self.apply_anthropic(message.get("usage"));
+                }
+            }
+            Some("message_delta") => self.apply_anthropic(value.get("usage")),
+            Some("message_stop") => self.complete = true,
+            _ => {}
+        }
+    }
+
+    fn apply_anthropic(&mut self, usage: Option<&Value>) {
+        let Some(reported) = usage.and_then(|u| AnthropicUsage::deserialize(u).ok()) else { return };
+        reported.apply(&mut self.usage);
+        self.reported = true;
+    }
+
+    fn take_model(&mut self, value: &Value) {
+        if self.model.is_none() {
+            self.model = model_of(value);
+        }
+    }
+
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    /// The latest usage reported (zeros when none was).
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    /// Whether any usage was reported.
+    pub fn reported(&self) -> bool {
+        self.reported
+    }
+
+    /// Whether the stream's own end marker arrived (`[DONE]`, `message_stop`,
+    /// `response.completed`).
+    pub fn complete(&self) -> bool {
+        self.complete
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_chat_usage_splits_cached_and_reasoning() {
+        let body = br#"{"model":"o3-mini","usage":{"prompt_tokens":100,"completion_tokens":50,"total_tokens":150,
+            "prompt_tokens_details":{"cached_tokens":40},"completion_tokens_details":{"reasoning_tokens":20}}}"#;
+        let r = from_body(Api::ChatCompletions, body).unwrap();
+        assert_eq!(r.model.as_deref(), Some("o3-mini"));
+        let u = r.usage.unwrap();
+        assert_eq!(u, Usage { input: 60, cached_input: 40, cache_write: 0, output: 30, reasoning: 20 });
+        assert_eq!(u.total(), 150);
+    }
+
+    #[test]
+    fn embeddings_and_responses_usage() {
+        let e = from_body(Api::Embeddings, br#"{"model":"m","usage":{"prompt_tokens":8,"total_tokens":8}}"#).unwrap();
+        assert_eq!(e.usage.unwrap(), Usage { input: 8, ..Usage::default() });
+        let r = br#"{"model":"gpt-4o","usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":4},
+            "output_tokens":7,"output_tokens_details":{"reasoning_tokens":2},"total_tokens":17}}"#;
+        let u = from_body(Api::Responses, r).unwrap().usage.unwrap();
+        assert_eq!(u, Usage { input: 6, cached_input: 4, cache_write: 0, output: 5, reasoning: 2 });
+    }
+
+    #[test]
+    fn anthropic_usage_keeps_cache_reads_and_writes_apart() {
+        let body = br#"{"model":"claude-sonnet-4-5","usage":{"input_tokens":12,"output_tokens":9,
+            "cache_creation_input_tokens":3,"cache_read_input_tokens":7}}"#;
+        let u = from_body(Api::Messages, body).unwrap().usage.unwrap();
+        assert_eq!(u, Usage { input: 12, cached_input: 7, cache_write: 3, output: 9, reasoning: 0 });
+    }
+
+    #[test]
+    fn absent_null_or_odd_usage_is_none_and_bad_json_an_error() {
+        assert_eq!(from_body(Api::ChatCompletions, br#"{"model":"m"}"#).unwrap().usage, None);
+        assert_eq!(from_body(Api::ChatCompletions, br#"{"usage":null}"#).unwrap().usage, None);
+        assert_eq!(from_body(Api::ChatCompletions, br#"{"usage":{"prompt_tokens":"x"}}"#).unwrap().usage, None);
+        assert!(from_body(Api::ChatCompletions, br#"{"id": "x", "usage": {"#).is_err());
+        assert_eq!(from_body(Api::ChatCompletions, br#"[1,2]"#).unwrap(), Reported::default());
+        // Cached above prompt (a provider bug) cannot underflow.
+        let odd = br#"{"usage":{"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":5}}}"#;
+        assert_eq!(from_body(Api::ChatCompletions, odd).unwrap().usage.unwrap().cached_input, 1);
+    }
+
+    #[test]
+    fn an_openai_stream_reports_its_last_usage_chunk_as_usage_only() {
+        let mut m = StreamMeter::new(Api::ChatCompletions);
+        let first = r#"{"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}"#;
+        assert_eq!(m.event("", first), EventKind::Forward);
+        assert!(!m.reported());
+        let last = r#"{"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3}}"#;
+        assert_eq!(m.event("", last), EventKind::UsageOnly);
+        assert!(!m.complete());
+        assert_eq!(m.event("", "[DONE]"), EventKind::Forward);
+        assert!(m.complete() && m.reported());
+        assert_eq!(m.usage(), Usage { input: 9, output: 3, ..Usage::default() });
+        assert_eq!(m.model(), Some("gpt-4o-mini"));
+        // Not JSON: passed on, nothing changes.
+        assert_eq!(m.event("", "{not json"), EventKind::Forward);
+    }
+
+    #[test]
+    fn an_anthropic_stream_counts_cumulative_output() {
+        let mut m = StreamMeter::new(Api::Messages);
+        let start = r#"{"type":"message_start","message":{"model":"claude-haiku-4-5","usage":{"input_tokens":20,
+            "cache_read_input_tokens":7,"cache_creation_input_tokens":3,"output_tokens":1}}}"#;
+        m.event("message_start", start);
+        assert_eq!(m.usage(), Usage { input: 20, cached_input: 7, cache_write: 3, output: 1, reasoning: 0 });
+        m.event("content_block_delta", r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"a"}}"#);
+        m.event("message_delta", r#"{"type":"message_delta","usage":{"output_tokens":5}}"#);
+        m.event("message_delta", r#"{"type":"message_delta","usage":{"output_tokens":11}}"#);
+        assert_eq!(m.usage().output, 11);
+        assert_eq!(m.usage().input, 20);
+        assert!(!m.complete());
+        m.event("message_stop", r#"{"type":"message_stop"}"#);
+        assert!(m.complete());
+        assert_eq!(m.model(), Some("claude-haiku-4-5"));
+    }
+
+    #[test]
+    fn a_responses_stream_takes_usage_from_the_completed_response() {
+        let mut m = StreamMeter::new(Api::Responses);
+        m.event("response.created", r#"{"type":"response.created","response":{"model":"gpt-4o","usage":null}}"#);
+        assert!(!m.reported());
+        m.event("response.output_text.delta", r#"{"type":"response.output_text.delta","delta":"x"}"#);
+        let done = r#"{"type":"response.completed","response":{"model":"gpt-4o","usage":{"input_tokens":5,"output_tokens":2}}}"#;
+        assert_eq!(m.event("response.completed", done), EventKind::Forward);
+        assert!(m.complete() && m.reported());
+        assert_eq!(m.usage(), Usage { input: 5, output: 2, ..Usage::default() });
+    }
+}

@@ -56,7 +56,14 @@ pub struct Verifier {
     /// Lowercase: HTTP/2 and Envoy's ext_authz headers are lowercase.
     key_header: Option<String>,
     strip_key_header: bool,
+    /// Read last, after `Authorization: Bearer`: the headers the provider SDKs put
+    /// their api_key in (`x-api-key`, `api-key`), for the gateway, whose clients
+    /// are those SDKs configured with the payi key.
+    provider_key_headers: &'static [&'static str],
 }
+
+/// Where the Anthropic and Azure OpenAI SDKs send their api_key.
+pub const PROVIDER_KEY_HEADERS: &[&str] = &["x-api-key", "api-key"];
 
 impl Verifier {
     pub fn new(
@@ -66,12 +73,19 @@ impl Verifier {
         strip_key_header: bool,
     ) -> Self {
         let key_header = key_header.map(str::to_ascii_lowercase).filter(|h| !h.is_empty());
-        Self { index, metrics, key_header, strip_key_header }
+        Self { index, metrics, key_header, strip_key_header, provider_key_headers: &[] }
+    }
+
+    /// Also reads the key from the provider SDKs' own key headers (the gateway).
+    pub fn with_provider_key_headers(mut self) -> Self {
+        self.provider_key_headers = PROVIDER_KEY_HEADERS;
+        self
     }
 
     /// The key a request presents and the header it came in; see [`presented_key`].
     pub fn presented_key<'a>(&self, header: impl Fn(&str) -> Option<&'a str>) -> Option<(&'a str, String)> {
-        presented_key(self.key_header.as_deref(), header)
+        presented_key(self.key_header.as_deref(), &header)
+            .or_else(|| self.provider_key_headers.iter().find_map(|name| whole_value(name, header(name))))
     }
 
     /// Decides on a request now from its headers (a lookup by lowercase name), and
@@ -151,15 +165,19 @@ pub fn presented_key<'a>(
     header: impl Fn(&str) -> Option<&'a str>,
 ) -> Option<(&'a str, String)> {
     for name in key_header.into_iter().chain([use_case::XPROXY_API_KEY]) {
-        if let Some(value) = header(name) {
-            let value = bearer(value).unwrap_or(value).trim();
-            if !value.is_empty() {
-                return Some((value, name.to_string()));
-            }
+        if let Some(found) = whole_value(name, header(name)) {
+            return Some(found);
         }
     }
     let credentials = bearer(header("authorization")?)?;
     Some((credentials, "authorization".to_string()))
+}
+
+/// A header whose whole value (or its `Bearer` credentials) is the key.
+fn whole_value<'a>(name: &str, value: Option<&'a str>) -> Option<(&'a str, String)> {
+    let value = value?;
+    let value = bearer(value).unwrap_or(value).trim();
+    (!value.is_empty()).then(|| (value, name.to_string()))
 }
 
 /// The credentials of a `Bearer` authorization value (the scheme is case-insensitive).
@@ -185,11 +203,20 @@ pub struct KeyIndex {
 impl KeyIndex {
     /// Starts the watches of the three kinds; registers the key-check metrics.
     pub fn start(client: kube::Client, registry: &mut Registry, key_header: Option<&str>, strip: bool) -> Self {
+        Self::start_with(client, registry, |index, metrics| Verifier::new(index, metrics, key_header, strip))
+    }
+
+    /// Starts the watches with a verifier `make` builds over the index and metrics.
+    pub fn start_with(
+        client: kube::Client,
+        registry: &mut Registry,
+        make: impl FnOnce(Arc<RwLock<Index>>, Arc<metrics::Metrics>) -> Verifier,
+    ) -> Self {
         let index = Arc::new(RwLock::new(Index::default()));
         let metrics = Arc::new(metrics::Metrics::default());
         metrics.register(registry);
         let synced = Arc::new(watch::Synced::default());
-        let verifier = Arc::new(Verifier::new(index.clone(), metrics.clone(), key_header, strip));
+        let verifier = Arc::new(make(index.clone(), metrics.clone()));
         let watches = tokio::spawn(watch::run(client, index, metrics, synced.clone()));
         Self { verifier, synced, watches }
     }

@@ -1,0 +1,464 @@
+//! Response bodies that pass the provider's bytes on as they arrive and read the
+//! usage out of them on the way, so nothing is buffered for the client: a JSON
+//! body is copied aside (up to a bound) and parsed at its end; an SSE stream is
+//! parsed event by event with `eventsource-stream`.
+//!
+//! Whatever happens, each request is counted exactly once ([`Metering`]): at the
+//! end of the body, or, when the client goes away or the provider cuts the body,
+//! when the body is dropped, with the usage reported so far and the outcome
+//! `incomplete`.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use eventsource_stream::{Event, EventStream};
+use futures::Stream;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::Sleep;
+
+use super::metrics::{Metrics, OTHER_MODEL, Outcome, UsageLabels};
+use super::pricing::{Prices, Unpriced, cost_usd};
+use super::usage::{self, Api, EventKind, StreamMeter, Usage};
+use crate::verifier::metrics::Name;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The most of a JSON body kept to read its usage; a larger body is passed on
+/// whole but its usage is not read.
+pub const JSON_COPY_LIMIT: usize = 16 * 1024 * 1024;
+/// The most an SSE stream may send without completing an event before the
+/// gateway stops reading it (and passes the rest on unread).
+pub const SSE_EVENT_LIMIT: usize = 1024 * 1024;
+
+/// Everything needed to count one request once, whenever it ends.
+pub struct Metering {
+    pub labels: UsageLabels,
+    /// The price table's provider key (`openai`, `anthropic`).
+    pub price_provider: String,
+    pub request_model: Option<String>,
+    pub metrics: Arc<Metrics>,
+    pub prices: Arc<Prices>,
+    pub unpriced: Arc<Unpriced>,
+    pub started: Instant,
+    pub stream: bool,
+    done: bool,
+}
+
+impl Metering {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        labels: UsageLabels,
+        price_provider: String,
+        request_model: Option<String>,
+        metrics: Arc<Metrics>,
+        prices: Arc<Prices>,
+        unpriced: Arc<Unpriced>,
+        started: Instant,
+        stream: bool,
+    ) -> Self {
+        Self { labels, price_provider, request_model, metrics, prices, unpriced, started, stream, done: false }
+    }
+
+    /// Counts the request; later calls do nothing.
+    pub fn finish(&mut self, model: Option<&str>, usage: Option<Usage>, outcome: Outcome) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let model = model.or(self.request_model.as_deref()).unwrap_or_default().to_string();
+        let table = self.prices.current();
+        let priced = table.lookup(&self.price_provider, &model);
+        let (label, cost) = match (priced, usage.as_ref()) {
+            (Some((name, price)), Some(usage)) => (name.to_string(), Some(cost_usd(usage, price))),
+            (Some((name, _)), None) => (name.to_string(), None),
+            (None, _) => (OTHER_MODEL.to_string(), None),
+        };
+        if priced.is_none() && !model.is_empty() && usage.is_some() {
+            self.metrics
+                .unpriced
+                .get_or_create(&super::metrics::UnpricedLabels { provider: self.labels.provider.clone() })
+                .inc();
+            if self.unpriced.first_time(&self.price_provider, &model) {
+                tracing::warn!(provider = %self.price_provider, model, "model not in the price table: tokens counted, cost not");
+            }
+        }
+        let mut labels = self.labels.clone();
+        labels.model = Name(label.into());
+        self.metrics.record(&labels, &usage.unwrap_or_default(), cost, outcome);
+        Metrics::observe(&self.metrics.request_duration, &self.labels.provider, self.started.elapsed());
+    }
+
+    fn first_byte(&self) {
+        if self.stream {
+            Metrics::observe(&self.metrics.first_byte, &self.labels.provider, self.started.elapsed());
+        }
+    }
+}
+
+/// A body that fails when the provider sends nothing for `idle`.
+pub struct Idle<B> {
+    inner: B,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<B> Idle<B> {
+    pub fn new(inner: B, idle: Duration) -> Self {
+        Self { inner, idle, timer: Box::pin(tokio::time::sleep(idle)) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the provider sent nothing for {0:?}")]
+pub struct IdleTimeout(Duration);
+
+impl<B> Body for Idle<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(deadline);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleTimeout(this.idle))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The provider's body passed on; for a metered API its JSON is copied aside and
+/// its usage read at the end.
+pub struct JsonBody<B> {
+    inner: B,
+    api: Option<Api>,
+    /// The outcome when no usage is read (`api` is `None`).
+    unmetered: Outcome,
+    copy: Vec<u8>,
+    too_long: bool,
+    metering: Metering,
+}
+
+impl<B> JsonBody<B> {
+    pub fn new(inner: B, api: Option<Api>, metering: Metering) -> Self {
+        Self { inner, api, unmetered: Outcome::Unmetered, copy: Vec::new(), too_long: false, metering }
+    }
+
+    /// Passed on unread, counted with `outcome` (a provider's error answer).
+    pub fn passthrough(inner: B, outcome: Outcome, metering: Metering) -> Self {
+        Self { inner, api: None, unmetered: outcome, copy: Vec::new(), too_long: false, metering }
+    }
+
+    fn finish(&mut self) {
+        let Some(api) = self.api else {
+            return self.metering.finish(None, None, self.unmetered);
+        };
+        let reported = match self.too_long {
+            true => None,
+            false => usage::from_body(api, &self.copy).ok(),
+        };
+        match reported {
+            Some(r) if r.usage.is_some() => self.metering.finish(r.model.as_deref(), r.usage, Outcome::Metered),
+            Some(r) => self.metering.finish(r.model.as_deref(), None, Outcome::UsageUnreadable),
+            None => self.metering.finish(None, None, Outcome::UsageUnreadable),
+        }
+    }
+}
+
+impl<B> Body for JsonBody<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref()
+                    && this.api.is_some()
+                    && !this.too_long
+                {
+                    if this.copy.len() + data.len() > JSON_COPY_LIMIT {
+                        (this.too_long, this.copy) = (true, Vec::new());
+                    } else {
+                        this.copy.extend_from_slice(data);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(error)) => {
+                this.metering.finish(None, None, Outcome::Incomplete);
+                Poll::Ready(Some(Err(error)))
+            }
+            None => {
+                this.finish();
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for JsonBody<B> {
+    fn drop(&mut self) {
+        // Not at its end: the client left, or the body failed.
+        self.metering.finish(None, None, Outcome::Incomplete);
+    }
+}
+
+/// What the SSE parser and the body share: the provider's body, and the chunks
+/// the parser pulled from it that wait to be passed on.
+struct Pulled<B> {
+    inner: B,
+    /// Keep pulled chunks for the client (raw mode); in re-encoding mode the events are sent instead.
+    keep: bool,
+    chunks: VecDeque<Bytes>,
+    since_event: usize,
+    /// The stream cannot be parsed (too long without an event, or not SSE).
+    broken: bool,
+}
+
+type Shared<B> = Arc<Mutex<Pulled<B>>>;
+
+fn lock<B>(shared: &Shared<B>) -> std::sync::MutexGuard<'_, Pulled<B>> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The provider's body as a stream of chunks for the SSE parser, keeping a copy
+/// of each for the client in raw mode.
+struct Tee<B> {
+    shared: Shared<B>,
+}
+
+impl<B> Stream for Tee<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Item = Result<Bytes, BoxError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut pulled = lock(&self.shared);
+        loop {
+            if pulled.broken {
+                return Poll::Ready(None);
+            }
+            let frame = match ready!(Pin::new(&mut pulled.inner).poll_frame(cx)) {
+                None => return Poll::Ready(None),
+                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+                Some(Ok(frame)) => frame,
+            };
+            let Ok(data) = frame.into_data() else { continue };
+            if pulled.keep {
+                pulled.chunks.push_back(data.clone());
+            }
+            pulled.since_event += data.len();
+            if pulled.since_event > SSE_EVENT_LIMIT {
+                pulled.broken = true;
+                return Poll::Ready(None);
+            }
+            return Poll::Ready(Some(Ok(data)));
+        }
+    }
+}
+
+/// An SSE stream passed on as it comes, with its usage read event by event.
+/// When the gateway asked for OpenAI's usage chunk itself, events are re-encoded
+/// so that chunk can be left out; otherwise the provider's bytes pass unchanged.
+pub struct SseBody<B> {
+    events: Pin<Box<EventStream<Tee<B>>>>,
+    shared: Shared<B>,
+    meter: StreamMeter,
+    /// Re-encode events and hide the usage-only chunk.
+    hide_usage: bool,
+    out: VecDeque<Bytes>,
+    sent_any: bool,
+    ended: bool,
+    metering: Metering,
+}
+
+impl<B> SseBody<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    pub fn new(inner: B, api: Api, hide_usage: bool, metering: Metering) -> Self {
+        let pulled = Pulled { inner, keep: !hide_usage, chunks: VecDeque::new(), since_event: 0, broken: false };
+        let shared = Arc::new(Mutex::new(pulled));
+        Self {
+            events: Box::pin(EventStream::new(Tee { shared: shared.clone() })),
+            shared,
+            meter: StreamMeter::new(api),
+            hide_usage,
+            out: VecDeque::new(),
+            sent_any: false,
+            ended: false,
+            metering,
+        }
+    }
+
+    /// The next chunk to send, if one is waiting.
+    fn next_out(&mut self) -> Option<Bytes> {
+        match self.hide_usage {
+            true => self.out.pop_front(),
+            false => lock(&self.shared).chunks.pop_front(),
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        lock(&self.shared).since_event = 0;
+        let kind = self.meter.event(&event.event, &event.data);
+        if self.hide_usage && kind == EventKind::Forward {
+            self.out.push_back(encode(&event));
+        }
+    }
+
+    fn finish(&mut self, outcome: Option<Outcome>) {
+        let usage = self.meter.reported().then(|| self.meter.usage());
+        let outcome = outcome.unwrap_or(match (self.meter.complete(), usage.is_some()) {
+            (true, true) => Outcome::Metered,
+            (true, false) => Outcome::UsageUnreadable,
+            (false, _) => Outcome::Incomplete,
+        });
+        let model = self.meter.model().map(str::to_string);
+        self.metering.finish(model.as_deref(), usage, outcome);
+    }
+
+    fn send(&mut self, chunk: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.sent_any {
+            self.sent_any = true;
+            self.metering.first_byte();
+        }
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn fail(&mut self, error: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.finish(Some(Outcome::Incomplete));
+        self.ended = true;
+        Poll::Ready(Some(Err(error)))
+    }
+
+    /// A stream the parser gave up on: the rest passes on unread (raw mode), or,
+    /// when events were being re-encoded, the response ends with an error.
+    fn poll_unread(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.hide_usage {
+            return self.fail("the provider's event stream could not be read".into());
+        }
+        let polled = Pin::new(&mut lock(&self.shared).inner).poll_frame(cx);
+        match ready!(polled) {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => self.send(data),
+                Err(_) => Poll::Ready(Some(Ok(Frame::data(Bytes::new())))),
+            },
+            Some(Err(error)) => self.fail(error),
+            None => {
+                self.finish(Some(Outcome::Incomplete));
+                self.ended = true;
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl<B> Body for SseBody<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(chunk) = this.next_out() {
+                return this.send(chunk);
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            if lock(&this.shared).broken {
+                return this.poll_unread(cx);
+            }
+            match this.events.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(event))) => this.on_event(event),
+                Poll::Ready(Some(Err(eventsource_stream::EventStreamError::Transport(error)))) => {
+                    return this.fail(error);
+                }
+                Poll::Ready(Some(Err(parse))) => {
+                    // Not valid SSE (or not UTF-8): count what was read, pass the rest on unread.
+                    tracing::debug!(error = %parse, "provider stream is not valid SSE");
+                    lock(&this.shared).broken = true;
+                }
+                // Either the end, or the Tee stopped feeding a broken stream (the next turn sees it).
+                Poll::Ready(None) if lock(&this.shared).broken => {}
+                Poll::Ready(None) => {
+                    this.finish(None);
+                    this.ended = true;
+                }
+                Poll::Pending => {
+                    return match this.next_out() {
+                        Some(chunk) => this.send(chunk),
+                        None => Poll::Pending,
+                    };
+                }
+            }
+        }
+    }
+}
+
+impl<B> Drop for SseBody<B> {
+    fn drop(&mut self) {
+        let usage = self.meter.reported().then(|| self.meter.usage());
+        let model = self.meter.model().map(str::to_string);
+        self.metering.finish(model.as_deref(), usage, Outcome::Incomplete);
+    }
+}
+
+/// An event in SSE framing again (only for streams whose usage chunk is hidden).
+fn encode(event: &Event) -> Bytes {
+    let mut text = String::with_capacity(event.data.len() + event.event.len() + 16);
+    if !event.event.is_empty() && event.event != "message" {
+        text.push_str("event: ");
+        text.push_str(&event.event);
+        text.push('\n');
+    }
+    if !event.id.is_empty() {
+        text.push_str("id: ");
+        text.push_str(&event.id);
+        text.push('\n');
+    }
+    for line in event.data.split('\n') {
+        text.push_str("data: ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push('\n');
+    Bytes::from(text)
+}

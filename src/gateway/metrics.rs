@@ -1,0 +1,217 @@
+//! Prometheus metrics of the gateway: tokens and cost per Organization, Group,
+//! Application, use case, provider and model; requests by outcome; latencies.
+//!
+//! Label values are bounded: attribution comes from the index (declared names or
+//! the open policy's catch-all), `model` from the price table or [`OTHER_MODEL`].
+//! The key checks themselves are counted by the verifier's own metrics
+//! (`payi_gateway_requests_total`, protocol `gateway`).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::usage::Usage;
+use crate::verifier::metrics::Name;
+
+/// The `model` label of a model the price table does not know.
+pub const OTHER_MODEL: &str = "(unpriced)";
+
+/// Whose usage, where it went, and which model.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UsageLabels {
+    pub organization: Name,
+    pub group: Name,
+    pub application: Name,
+    pub use_case: Name,
+    pub provider: Name,
+    pub model: Name,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub organization: Name,
+    pub group: Name,
+    pub application: Name,
+    pub use_case: Name,
+    pub provider: Name,
+    pub model: Name,
+    /// `input`, `cached_input`, `cache_write`, `output` or `reasoning` (a part of `output`).
+    pub token_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub organization: Name,
+    pub group: Name,
+    pub application: Name,
+    pub use_case: Name,
+    pub provider: Name,
+    pub model: Name,
+    /// See [`Outcome::as_str`].
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: Name,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnpricedLabels {
+    pub provider: Name,
+}
+
+/// How a proxied request ended, for the `outcome` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The provider answered 2xx and reported usage, all of it read.
+    Metered,
+    /// 2xx on a path whose usage is not read (e.g. `/v1/models`).
+    Unmetered,
+    /// 2xx, but no usage could be read (none reported, or a malformed body).
+    UsageUnreadable,
+    /// The provider answered 4xx or 5xx; passed through unchanged.
+    ProviderError,
+    /// The body or stream ended early (client gone, provider cut it): usage counted so far.
+    Incomplete,
+    UpstreamTimeout,
+    /// Connection refused or reset, TLS or protocol failure before the response.
+    UpstreamUnavailable,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Metered => "metered",
+            Outcome::Unmetered => "unmetered",
+            Outcome::UsageUnreadable => "usage_unreadable",
+            Outcome::ProviderError => "provider_error",
+            Outcome::Incomplete => "incomplete",
+            Outcome::UpstreamTimeout => "upstream_timeout",
+            Outcome::UpstreamUnavailable => "upstream_unavailable",
+        }
+    }
+}
+
+pub struct Metrics {
+    pub tokens: Family<TokenLabels, Counter>,
+    pub cost: Family<UsageLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    pub requests: Family<OutcomeLabels, Counter>,
+    pub unpriced: Family<UnpricedLabels, Counter>,
+    pub refused_too_large: Counter,
+    pub request_duration: Family<ProviderLabels, Histogram>,
+    pub upstream_duration: Family<ProviderLabels, Histogram>,
+    pub first_byte: Family<ProviderLabels, Histogram>,
+}
+
+/// 100 µs to about 110 s: from a cached answer on loopback to a long generation.
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 21))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            tokens: Family::default(),
+            cost: Family::default(),
+            requests: Family::default(),
+            unpriced: Family::default(),
+            refused_too_large: Counter::default(),
+            request_duration: Family::new_with_constructor(latency),
+            upstream_duration: Family::new_with_constructor(latency),
+            first_byte: Family::new_with_constructor(latency),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("payi_gateway");
+        r.register(
+            "tokens",
+            "Tokens the providers reported, by Organization, Group, Application, use case, provider, model and \
+             token type (reasoning is a part of output)",
+            self.tokens.clone(),
+        );
+        r.register(
+            "cost_usd",
+            "Cost in USD from the price table, same labels as tokens without token_type",
+            self.cost.clone(),
+        );
+        r.register(
+            "proxied_requests",
+            "Proxied requests by attribution, provider, model and outcome",
+            self.requests.clone(),
+        );
+        r.register(
+            "unpriced_requests",
+            "Requests for a model the price table does not know: tokens counted, cost not",
+            self.unpriced.clone(),
+        );
+        r.register(
+            "request_body_too_large",
+            "Requests refused with 413 before any upstream call",
+            self.refused_too_large.clone(),
+        );
+        r.register(
+            "proxy_duration_seconds",
+            "Time from the request to the end of the response, by provider",
+            self.request_duration.clone(),
+        );
+        r.register(
+            "upstream_duration_seconds",
+            "Time from sending upstream to the provider's response headers, by provider",
+            self.upstream_duration.clone(),
+        );
+        r.register(
+            "time_to_first_byte_seconds",
+            "Streams: time from the request to the first body byte sent on, by provider",
+            self.first_byte.clone(),
+        );
+    }
+
+    /// Counts one finished request's tokens and cost (`None`: unpriced).
+    pub fn record(&self, labels: &UsageLabels, usage: &Usage, cost_usd: Option<f64>, outcome: Outcome) {
+        for (token_type, count) in usage.kinds() {
+            if count > 0 {
+                self.tokens.get_or_create(&token_labels(labels, token_type)).inc_by(count);
+            }
+        }
+        if let Some(cost) = cost_usd {
+            self.cost.get_or_create(labels).inc_by(cost);
+        }
+        self.requests.get_or_create(&outcome_labels(labels, outcome)).inc();
+    }
+
+    pub fn observe(family: &Family<ProviderLabels, Histogram>, provider: &Name, took: Duration) {
+        family.get_or_create(&ProviderLabels { provider: provider.clone() }).observe(took.as_secs_f64());
+    }
+}
+
+fn token_labels(l: &UsageLabels, token_type: &'static str) -> TokenLabels {
+    TokenLabels {
+        organization: l.organization.clone(),
+        group: l.group.clone(),
+        application: l.application.clone(),
+        use_case: l.use_case.clone(),
+        provider: l.provider.clone(),
+        model: l.model.clone(),
+        token_type,
+    }
+}
+
+fn outcome_labels(l: &UsageLabels, outcome: Outcome) -> OutcomeLabels {
+    OutcomeLabels {
+        organization: l.organization.clone(),
+        group: l.group.clone(),
+        application: l.application.clone(),
+        use_case: l.use_case.clone(),
+        provider: l.provider.clone(),
+        model: l.model.clone(),
+        outcome: outcome.as_str(),
+    }
+}

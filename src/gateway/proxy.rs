@@ -1,0 +1,417 @@
+//! One request through the gateway: route it to a provider, check the key with
+//! the verifier's index (in-process), read the body within its bound, forward it
+//! with the provider's credential and without anything of the cluster's, and pass
+//! the response back through a metered body.
+//!
+//! What leaves for the provider (decided in [`upstream_headers`], a pure function):
+//! - never the payi key, any `xProxy-*` header (except `xProxy-Forward-<name>`,
+//!   sent as `<name>`, as Pay-i's proxy does), any `x-payi-*` header, or hop-by-hop
+//!   headers;
+//! - the provider credential from its file when one is configured, replacing any
+//!   credential the client sent; otherwise the client's own provider credential
+//!   (e.g. `Authorization: Bearer sk-...` next to `xProxy-Api-Key`), as Pay-i's proxy
+//!   forwards it;
+//! - `accept-encoding: identity`, so the usage in the response can be read.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use super::body::{self, Prepared};
+use super::metered::{BoxError, Idle, JsonBody, Metering, SseBody};
+use super::metrics::{Metrics, Outcome, UsageLabels};
+use super::pricing::{Prices, Unpriced};
+use super::providers::{Kind, Provider, Providers, Route};
+use crate::verifier::metrics::Name;
+use crate::verifier::{Answer, Verifier};
+
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Bounds on one request.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Larger request bodies get 413 before any upstream call.
+    pub max_request_bytes: usize,
+    /// How long the client may take to send its body.
+    pub request_body_timeout: Duration,
+    /// How long the provider may take to send its response headers.
+    pub upstream_timeout: Duration,
+    /// How long the provider may send nothing in the middle of a body.
+    pub upstream_idle: Duration,
+}
+
+/// Provider credentials by provider name, read from their files; never logged.
+#[derive(Default)]
+pub struct Credentials(RwLock<HashMap<String, Arc<str>>>);
+
+impl Credentials {
+    /// Reads every configured credential file; a file that cannot be read keeps
+    /// the value it had and is reported by provider name only.
+    pub fn reload(&self, providers: &Providers) {
+        for provider in &providers.providers {
+            let Some(path) = &provider.credential_file else { continue };
+            match std::fs::read_to_string(path) {
+                Ok(text) if !text.trim().is_empty() => {
+                    let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+                    if map.get(&provider.name).is_none_or(|old| **old != *text.trim()) {
+                        map.insert(provider.name.clone(), text.trim().into());
+                    }
+                }
+                Ok(_) => tracing::warn!(provider = %provider.name, path, "provider credential file is empty"),
+                Err(error) => {
+                    tracing::warn!(provider = %provider.name, path, %error, "cannot read provider credential")
+                }
+            }
+        }
+    }
+
+    fn get(&self, provider: &str) -> Option<Arc<str>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).get(provider).cloned()
+    }
+}
+
+pub struct Gateway {
+    pub verifier: Arc<Verifier>,
+    pub providers: Providers,
+    pub credentials: Credentials,
+    pub client: HttpsClient,
+    pub metrics: Arc<Metrics>,
+    pub prices: Arc<Prices>,
+    pub unpriced: Arc<Unpriced>,
+    pub limits: Limits,
+}
+
+impl Gateway {
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let Some(route) = self.providers.route(&path) else {
+            return error(StatusCode::NOT_FOUND, "no_provider", "no provider is configured at this path");
+        };
+        let headers = request.headers();
+        let answer = self.verifier.check("gateway", |name| headers.get(name).and_then(|v| v.to_str().ok()));
+        if answer.allowed().is_none() {
+            let status = StatusCode::from_u16(answer.decision.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            return error(status, answer.decision.as_str(), &answer.reason());
+        }
+        let credential = match &route.provider.credential_file {
+            Some(_) => match self.credentials.get(&route.provider.name) {
+                Some(secret) => Some(secret),
+                None => {
+                    let message = "the gateway has no credential for this provider";
+                    return error(StatusCode::SERVICE_UNAVAILABLE, "no_credential", message);
+                }
+            },
+            None => None,
+        };
+        let (parts, body) = request.into_parts();
+        let bytes = match self.read_body(&parts.headers, body).await {
+            Ok(bytes) => bytes,
+            Err(refusal) => return refusal,
+        };
+        let prepared = match (route.api, parts.method == hyper::Method::POST) {
+            (Some(api), true) => match body::prepare(api, bytes) {
+                Ok(prepared) => prepared,
+                Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_body", &e.to_string()),
+            },
+            _ => Prepared { model: None, stream: false, body: bytes, asked_usage_ourselves: false },
+        };
+        let metering = self.metering(&answer, &route, &prepared, started);
+        let outgoing = upstream_headers(&parts.headers, &answer, route.provider.kind, credential.as_deref());
+        self.forward(parts.method, &route, outgoing, prepared, metering).await
+    }
+
+    /// The request body, within the size and time bounds.
+    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, Response<ResponseBody>> {
+        let max = self.limits.max_request_bytes;
+        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max as u64) {
+            return Err(self.too_large());
+        }
+        let collect = Limited::new(body, max).collect();
+        match tokio::time::timeout(self.limits.request_body_timeout, collect).await {
+            Err(_) => Err(error(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body took too long")),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(self.too_large()),
+            Ok(Err(_)) => Err(error(StatusCode::BAD_REQUEST, "request_body", "the request body could not be read")),
+        }
+    }
+
+    fn too_large(&self) -> Response<ResponseBody> {
+        self.metrics.refused_too_large.inc();
+        let message = format!("the request body is larger than {} bytes", self.limits.max_request_bytes);
+        error(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", &message)
+    }
+
+    fn metering(&self, answer: &Answer, route: &Route, prepared: &Prepared, started: Instant) -> Metering {
+        let a = answer.allowed().cloned();
+        let name = |v: Option<Arc<str>>| Name(v.unwrap_or_else(|| "".into()));
+        let labels = UsageLabels {
+            organization: name(a.as_ref().map(|a| a.organization.clone())),
+            group: name(a.as_ref().map(|a| a.group.clone())),
+            application: name(a.as_ref().map(|a| a.application.clone())),
+            use_case: name(answer.context.label().cloned()),
+            provider: Name(route.provider.name.as_str().into()),
+            model: Name::default(),
+        };
+        Metering::new(
+            labels,
+            price_provider(route.provider).to_string(),
+            prepared.model.clone(),
+            self.metrics.clone(),
+            self.prices.clone(),
+            self.unpriced.clone(),
+            started,
+            prepared.stream,
+        )
+    }
+
+    async fn forward(
+        &self,
+        method: hyper::Method,
+        route: &Route<'_>,
+        headers: HeaderMap,
+        prepared: Prepared,
+        mut metering: Metering,
+    ) -> Response<ResponseBody> {
+        let mut request = Request::new(Full::new(prepared.body));
+        *request.method_mut() = method;
+        *request.headers_mut() = headers;
+        match route.upstream.parse() {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(_) => {
+                metering.finish(None, None, Outcome::UpstreamUnavailable);
+                return error(StatusCode::BAD_GATEWAY, "bad_upstream_url", "the provider's URL is not valid");
+            }
+        }
+        let sent = Instant::now();
+        let response = match tokio::time::timeout(self.limits.upstream_timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => {
+                tracing::warn!(provider = %route.provider.name, error = %e, "provider unreachable");
+                metering.finish(None, None, Outcome::UpstreamUnavailable);
+                return error(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the provider could not be reached");
+            }
+            Err(_) => {
+                metering.finish(None, None, Outcome::UpstreamTimeout);
+                return error(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the provider did not answer in time");
+            }
+        };
+        Metrics::observe(&self.metrics.upstream_duration, &metering.labels.provider, sent.elapsed());
+        let (mut parts, incoming) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = Idle::new(incoming, self.limits.upstream_idle);
+        let is_sse = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let body: ResponseBody = match (route.api, parts.status.is_success(), is_sse) {
+            (Some(api), true, true) => {
+                if prepared.asked_usage_ourselves {
+                    parts.headers.remove(header::CONTENT_LENGTH);
+                }
+                UnsyncBoxBody::new(SseBody::new(body, api, prepared.asked_usage_ourselves, metering))
+            }
+            (api, true, _) => UnsyncBoxBody::new(JsonBody::new(body, api, metering)),
+            (_, false, _) => UnsyncBoxBody::new(JsonBody::passthrough(body, Outcome::ProviderError, metering)),
+        };
+        Response::from_parts(parts, body)
+    }
+}
+
+/// Which price table section a provider's models are in.
+fn price_provider(provider: &Provider) -> &'static str {
+    match provider.kind {
+        Kind::Openai | Kind::Azure => "openai",
+        Kind::Anthropic => "anthropic",
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded either way.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|h| h.trim().to_ascii_lowercase()))
+        .collect();
+    for name in HOP_BY_HOP.iter().copied().chain(listed.iter().map(String::as_str)) {
+        headers.remove(name);
+    }
+}
+
+/// The headers sent to the provider (pure; see the module doc).
+pub fn upstream_headers(incoming: &HeaderMap, answer: &Answer, kind: Kind, credential: Option<&str>) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(incoming.len());
+    for (name, value) in incoming {
+        let n = name.as_str();
+        if let Some(forwarded) = n.strip_prefix("xproxy-forward-") {
+            if let Ok(name) = HeaderName::from_bytes(forwarded.as_bytes()) {
+                out.append(name, value.clone());
+            }
+            continue;
+        }
+        let dropped = n.starts_with("xproxy-")
+            || n.starts_with("x-payi-")
+            || answer.key_header.as_deref() == Some(n)
+            || n == "host"
+            || n == "content-length"
+            || n == "accept-encoding"
+            || (credential.is_some() && kind.credential_headers().contains(&n));
+        if !dropped {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    strip_hop_by_hop(&mut out);
+    // The forwarded names go through the same filter: no smuggling the key or the hierarchy back in.
+    let smuggled: Vec<HeaderName> = out
+        .keys()
+        .filter(|n| {
+            let n = n.as_str();
+            n.starts_with("xproxy-") || n.starts_with("x-payi-") || answer.key_header.as_deref() == Some(n)
+        })
+        .cloned()
+        .collect();
+    for name in smuggled {
+        out.remove(name);
+    }
+    if let Some(secret) = credential {
+        let (name, value) = kind.credential_header(secret);
+        if let Ok(mut value) = HeaderValue::from_str(&value) {
+            value.set_sensitive(true);
+            out.insert(name, value);
+        }
+    }
+    out.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    out
+}
+
+/// A JSON error in the shape the providers' SDKs read (`error.message`).
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response<ResponseBody> {
+    let body = serde_json::json!({"error": {"message": message, "type": "payi_gateway", "code": code}});
+    let mut response =
+        Response::new(UnsyncBoxBody::new(Full::new(Bytes::from(body.to_string())).map_err(|never| match never {})));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::UNAUTHORIZED {
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(crate::verifier::http::CHALLENGE));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verifier::index::Decision;
+    use crate::verifier::use_case::RequestContext;
+
+    fn answer(key_header: &str) -> Answer {
+        Answer {
+            decision: Decision::Allowed,
+            attribution: None,
+            context: RequestContext::default(),
+            refusal: None,
+            key_header: Some(key_header.into()),
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    fn names(map: &HeaderMap) -> Vec<(String, String)> {
+        let mut v: Vec<_> =
+            map.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap().to_string())).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_key_xproxy_and_hierarchy_headers_never_leave() {
+        let incoming = headers(&[
+            ("xproxy-api-key", "payi_secret"),
+            ("authorization", "Bearer sk-client"),
+            ("xproxy-usecase-name", "summarize"),
+            ("xproxy-user-id", "alice"),
+            ("x-payi-application", "chat"),
+            ("x-payi-use-case", "summarize"),
+            ("content-type", "application/json"),
+            ("content-length", "12"),
+            ("accept-encoding", "gzip"),
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "1"),
+            ("host", "gateway"),
+            ("openai-organization", "org-1"),
+            ("xproxy-forward-x-trace", "t1"),
+            ("xproxy-forward-x-payi-group", "smuggled"),
+            ("xproxy-forward-xproxy-api-key", "payi_secret"),
+        ]);
+        let out = upstream_headers(&incoming, &answer("xproxy-api-key"), Kind::Openai, None);
+        assert_eq!(
+            names(&out),
+            [
+                ("accept-encoding".to_string(), "identity".to_string()),
+                ("authorization".into(), "Bearer sk-client".into()),
+                ("content-type".into(), "application/json".into()),
+                ("openai-organization".into(), "org-1".into()),
+                ("x-trace".into(), "t1".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_configured_credential_replaces_the_clients() {
+        let incoming = headers(&[("authorization", "Bearer payi_key"), ("x-api-key", "sk-client")]);
+        let out = upstream_headers(&incoming, &answer("authorization"), Kind::Anthropic, Some("sk-ant-ours"));
+        assert_eq!(out.get("x-api-key").unwrap(), "sk-ant-ours");
+        assert!(out.get("x-api-key").unwrap().is_sensitive());
+        assert_eq!(out.get("authorization"), None);
+        let out = upstream_headers(&headers(&[("api-key", "x")]), &answer("authorization"), Kind::Azure, Some("az"));
+        assert_eq!(out.get("api-key").unwrap(), "az");
+        // The payi key in Authorization with no credential configured: nothing is sent in its place.
+        let out = upstream_headers(
+            &headers(&[("authorization", "Bearer payi_k")]),
+            &answer("authorization"),
+            Kind::Openai,
+            None,
+        );
+        assert_eq!(out.get("authorization"), None);
+    }
+
+    #[test]
+    fn errors_are_json_the_sdks_read() {
+        let response = error(StatusCode::UNAUTHORIZED, "unknown", "unknown API key");
+        assert_eq!(response.status(), 401);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
+    }
+}
