@@ -30,8 +30,10 @@ export PAYI_HELM="$helm"
 # The chart's recording rules, exactly the file its PrometheusRule renders.
 echo "==> promtool check rules, promtool test rules (promtool built once, cached)"
 promtool="$(hack/tools/promtool.sh)"
-"$promtool" check rules charts/payi-operator/files/verifier-rules.yaml charts/payi-operator/files/gateway-rules.yaml
-"$promtool" test rules tests/promtool/verifier-rules.test.yaml tests/promtool/gateway-rules.test.yaml
+"$promtool" check rules charts/payi-operator/files/verifier-rules.yaml charts/payi-operator/files/gateway-rules.yaml \
+  examples/envoy-ai-gateway/rules.yaml
+"$promtool" test rules tests/promtool/verifier-rules.test.yaml tests/promtool/gateway-rules.test.yaml \
+  tests/promtool/envoy-ai-gateway-rules.test.yaml
 
 # The operator image (tests/e2e_image.rs pushes and runs it). Its release build
 # for x86_64-unknown-linux-musl is the slow part: minutes cold, cached in target/
@@ -45,12 +47,19 @@ PLATFORMS=linux/amd64 IMAGE_OUT=target/e2e-image/main hack/image.sh build
 echo "==> install the Helm chart's objects into payi-system"
 kubectl="$(dirname "$KUBECONFIG")/kubectl"
 "$kubectl" create namespace payi-system --dry-run=client -o yaml | "$kubectl" apply --server-side -f - >/dev/null
-"$helm" template payi-operator charts/payi-operator --namespace payi-system \
+"$helm" template payi-operator charts/payi-operator --namespace payi-system --set gateway.enabled=true \
   | "$kubectl" apply --server-side --field-manager=payi-tests --force-conflicts -f - >/dev/null
 export PAYI_TEST_OPERATOR_AS=system:serviceaccount:payi-system:payi-operator
 export PAYI_TEST_LEASE_NAMESPACE=payi-system
 # The verifier under test (tests/e2e_verifier.rs) runs as the chart's verifier ServiceAccount.
 export PAYI_TEST_VERIFIER_AS=system:serviceaccount:payi-system:payi-operator-verifier
+# The gateway under test (tests/e2e_gateway.rs) runs as the chart's gateway ServiceAccount.
+export PAYI_TEST_GATEWAY_AS=system:serviceaccount:payi-system:payi-operator-gateway
+
+# The provider SDKs the gateway's tests drive (openai, anthropic, payi from PyPI),
+# in a cached virtual environment; made here so its time shows as its own step.
+echo "==> provider SDKs venv (hack/tools/sdk-venv.sh; cached)"
+hack/tools/sdk-venv.sh >/dev/null
 
 echo "==> cargo test (unit and end-to-end; operator runs as $PAYI_TEST_OPERATOR_AS)"
 # fault-injection compiles the PAYI_CRASH_AT crash points into the binary the crash tests run.
