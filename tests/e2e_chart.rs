@@ -537,7 +537,15 @@ async fn rendered_chart_applies_and_extends_the_built_in_roles() {
     // The harness installs the CRDs and creates the release namespace.
     let env = common::TestEnv::new("chart").await;
     let release = common::unique("chart");
-    let objects = render(&release, &env.namespace, &["--set", "verifier.grafanaDashboard.enabled=true"]);
+    let values = [
+        "--set",
+        "verifier.grafanaDashboard.enabled=true",
+        "--set",
+        "gateway.enabled=true",
+        "--set",
+        "gateway.grafanaDashboard.enabled=true",
+    ];
+    let objects = render(&release, &env.namespace, &values);
     assert!(!objects.is_empty());
 
     // Cluster-scoped objects outlive the namespace; remember them for the clean-up,
@@ -678,7 +686,20 @@ async fn apply_and_check(env: &common::TestEnv, objects: &[Value], cluster_scope
     env.apps().create(&PostParams::default(), &app).await.unwrap();
     let forged = json!({"status": {"keys": [{"secretKey": "PAYI_API_KEY", "fingerprint": "sha256:0000000000000000",
         "digest": format!("sha256:{}", "0".repeat(64)), "createdAt": "2026-01-01T00:00:00Z"}]}});
-    for user in [&viewer, &editor, &reader, &admin, &verifier_sa] {
+    // The gateway: the same read-only access as the verifier, no Secrets through the API.
+    let gateway_sa = objects
+        .iter()
+        .find(|o| kind(o) == "ServiceAccount" && name(o).ends_with("-gateway"))
+        .map(|o| format!("system:serviceaccount:{ns}:{}", name(o)))
+        .expect("the gateway's ServiceAccount");
+    for resource in ["organizations", "groups", "applications"] {
+        assert!(can(client, &gateway_sa, "watch", resource, "payi.io", None).await, "gateway cannot watch {resource}");
+        assert!(!can(client, &gateway_sa, "update", resource, "payi.io", Some(ns)).await);
+    }
+    for verb in ["get", "list"] {
+        assert!(!can(client, &gateway_sa, verb, "secrets", "", Some(ns)).await, "the gateway can {verb} Secrets");
+    }
+    for user in [&viewer, &editor, &reader, &admin, &verifier_sa, &gateway_sa] {
         for verb in ["update", "patch"] {
             assert!(!can_status(client, user, verb, ns).await, "{user} may {verb} applications/status");
         }
@@ -689,10 +710,107 @@ async fn apply_and_check(env: &common::TestEnv, objects: &[Value], cluster_scope
     }
 
     // The operator's own ServiceAccount holds exactly its ClusterRole.
-    let operator_sa = of_kind(objects, "ServiceAccount").into_iter().find(|o| !name(o).ends_with("-verifier"));
+    let operator_sa = of_kind(objects, "ServiceAccount")
+        .into_iter()
+        .find(|o| !name(o).ends_with("-verifier") && !name(o).ends_with("-gateway"));
     let operator = format!("system:serviceaccount:{ns}:{}", name(operator_sa.expect("the operator's ServiceAccount")));
     assert!(can(client, &operator, "create", "secrets", "", Some("default")).await);
     assert!(!can(client, &operator, "delete", "secrets", "", Some("default")).await);
     assert!(can(client, &operator, "update", "leases", "coordination.k8s.io", Some(ns)).await);
     assert!(!can(client, &operator, "update", "leases", "coordination.k8s.io", Some("default")).await);
+}
+
+#[test]
+fn the_gateway_renders_only_when_enabled_with_read_only_rbac_and_its_files() {
+    let off = render("rel", "payi-system", &[]);
+    assert!(off.iter().all(|o| !name(o).contains("gateway")), "gateway objects by default: {:?}", summary(&off));
+
+    let objects = render(
+        "rel",
+        "payi-system",
+        &[
+            "--set",
+            "gateway.enabled=true",
+            "--set",
+            "gateway.replicaCount=3",
+            "--set",
+            "gateway.providers[0].name=openai",
+            "--set",
+            "gateway.providers[0].kind=openai",
+            "--set",
+            "gateway.providers[0].baseURL=https://api.openai.com",
+            "--set",
+            "gateway.providers[0].credentialSecret.name=openai-key",
+            "--set",
+            "gateway.providers[0].credentialSecret.key=api-key",
+            "--set",
+            "gateway.prices.providers.openai.my-model.input=1",
+            "--set",
+            "gateway.prices.providers.openai.my-model.output=2",
+            "--set",
+            "gateway.prometheusRule.enabled=true",
+            "--set",
+            "gateway.grafanaDashboard.enabled=true",
+        ],
+    );
+    let deployment = one(&objects, "Deployment", "rel-payi-operator-gateway");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "rel-payi-operator-gateway");
+    assert_eq!(pod["terminationGracePeriodSeconds"], 30, "drainSeconds 25 + 5");
+    let container = &pod["containers"][0];
+    let args = strings(&container["args"]);
+    assert_eq!(args[0], "gateway");
+    for arg in [
+        "--providers-file=/etc/payi-gateway/config/providers.yaml",
+        "--prices-file=/etc/payi-gateway/config/prices.yaml",
+    ] {
+        assert!(args.iter().any(|a| a == arg), "{arg} not in {args:?}");
+    }
+    assert!(container.get("env").is_none_or(|e| !e.to_string().contains("POD_NAME")), "no leader election");
+    assert_eq!(container["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "metrics"}));
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    // The credential is a mounted Secret at the path the providers file names.
+    let volumes = pod["volumes"].to_string();
+    assert!(volumes.contains("\"secretName\":\"openai-key\""), "{volumes}");
+    let config = one(&objects, "ConfigMap", "rel-payi-operator-gateway");
+    let providers: Value = serde_yaml::from_str(config["data"]["providers.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(providers["providers"][0]["credentialFile"], "/etc/payi-gateway/credentials/openai/api-key");
+    let parsed =
+        payi_operator::gateway::providers::Providers::parse(config["data"]["providers.yaml"].as_str().unwrap());
+    assert!(parsed.is_ok(), "the gateway reads the rendered providers file: {parsed:?}");
+    let prices = payi_operator::gateway::pricing::PriceTable::parse(config["data"]["prices.yaml"].as_str().unwrap());
+    assert!(prices.unwrap().lookup("openai", "my-model").is_some(), "the rendered price table parses");
+    let mounts = container["volumeMounts"].to_string();
+    assert!(mounts.contains("/etc/payi-gateway/credentials/openai"), "{mounts}");
+
+    // Read-only on the three kinds; no Secrets, no writes.
+    let role = one(&objects, "ClusterRole", "rel-payi-operator-gateway");
+    let want = expand(&[("payi.io", &["organizations", "groups", "applications"], &["get", "list", "watch"])]);
+    assert_eq!(grants(role), want);
+    let binding = one(&objects, "ClusterRoleBinding", "rel-payi-operator-gateway");
+    assert_eq!(binding["subjects"][0]["name"], "rel-payi-operator-gateway");
+    assert!(of_kind(&objects, "Role").iter().all(|r| !name(r).contains("gateway")));
+
+    let service = one(&objects, "Service", "rel-payi-operator-gateway");
+    assert_eq!(service["spec"]["selector"], deployment["spec"]["selector"]["matchLabels"]);
+    one(&objects, "ServiceAccount", "rel-payi-operator-gateway");
+
+    // The PrometheusRule is files/gateway-rules.yaml verbatim (the file promtool tests).
+    let rule = one(&objects, "PrometheusRule", "rel-payi-operator-gateway");
+    let file: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo().join(CHART).join("files/gateway-rules.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(rule["spec"], file);
+    let records: Vec<&str> =
+        file["groups"][0]["rules"].as_array().unwrap().iter().filter_map(|r| r["record"].as_str()).collect();
+    for level in ["use_case", "application", "group", "organization"] {
+        for what in ["tokens", "cost_usd"] {
+            let record = format!("{level}:payi_gateway_{what}:rate5m");
+            assert!(records.contains(&record.as_str()), "{record} not in {records:?}");
+        }
+    }
+    let dashboards =
+        of_kind(&objects, "ConfigMap").into_iter().filter(|c| name(c).contains("gateway-dashboard")).count();
+    assert_eq!(dashboards, 1, "{:?}", summary(&objects));
 }
