@@ -206,6 +206,11 @@ where
                         this.copy.extend_from_slice(data);
                     }
                 }
+                // A body of known length is whole once its last byte came: hyper
+                // does not poll it again, so it is counted now, not on drop.
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(error)) => {
