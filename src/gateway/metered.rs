@@ -467,3 +467,133 @@ fn encode(event: &Event) -> Bytes {
     text.push('\n');
     Bytes::from(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::pricing::PriceTable;
+    use http_body_util::{BodyExt, StreamBody};
+
+    type Chunks = StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>>>;
+
+    fn body(chunks: &[&str], error_at_end: bool) -> Chunks {
+        let mut frames: Vec<Result<Frame<Bytes>, BoxError>> =
+            chunks.iter().map(|c| Ok(Frame::data(Bytes::from(c.to_string())))).collect();
+        if error_at_end {
+            frames.push(Err("connection reset".into()));
+        }
+        StreamBody::new(futures::stream::iter(frames))
+    }
+
+    fn metering(metrics: &Arc<Metrics>) -> Metering {
+        let labels = UsageLabels {
+            organization: Name("acme".into()),
+            group: Name("eng".into()),
+            application: Name("chat".into()),
+            use_case: Name::default(),
+            provider: Name("openai".into()),
+            model: Name::default(),
+        };
+        let table = PriceTable::parse("providers: {openai: {gpt-4o-mini: {input: 1, output: 2}}}").unwrap();
+        let prices = Arc::new(Prices::new(table));
+        let unpriced = Arc::new(Unpriced::default());
+        Metering::new(labels, "openai".into(), None, metrics.clone(), prices, unpriced, Instant::now(), true)
+    }
+
+    fn count(metrics: &Metrics, outcome: &str) -> u64 {
+        let mut text = String::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("payi_gateway_proxied_requests_total{") && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    fn tokens(metrics: &Metrics, token_type: &'static str) -> u64 {
+        let labels = |t| TokenLabels {
+            organization: Name("acme".into()),
+            group: Name("eng".into()),
+            application: Name("chat".into()),
+            use_case: Name::default(),
+            provider: Name("openai".into()),
+            model: Name("gpt-4o-mini".into()),
+            token_type: t,
+        };
+        metrics.tokens.get_or_create(&labels(token_type)).get()
+    }
+
+    use super::super::metrics::TokenLabels;
+
+    const FIRST: &str =
+        "data: {\"model\":\"gpt-4o-mini\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n";
+    const USAGE: &str =
+        "data: {\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2}}\n\n";
+    const DONE: &str = "data: [DONE]\n\n";
+
+    async fn collect<B: Body<Data = Bytes, Error = BoxError> + Unpin>(b: B) -> Result<String, BoxError> {
+        Ok(String::from_utf8(b.collect().await?.to_bytes().to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_stream_whose_usage_the_gateway_asked_for_hides_that_chunk_and_counts_it() {
+        let metrics = Arc::new(Metrics::default());
+        // Split across chunk boundaries on purpose.
+        let wire = format!("{FIRST}{USAGE}{DONE}");
+        let (a, b) = wire.split_at(30);
+        let out = collect(SseBody::new(body(&[a, b], false), Api::ChatCompletions, true, metering(&metrics))).await;
+        let out = out.unwrap();
+        assert!(out.contains("\"content\":\"Hi\"") && out.ends_with("data: [DONE]\n\n"), "{out}");
+        assert!(!out.contains("prompt_tokens"), "the usage chunk reached the client: {out}");
+        assert_eq!((tokens(&metrics, "input"), tokens(&metrics, "output")), (7, 2));
+        assert_eq!(count(&metrics, "metered"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stream_the_client_asked_usage_for_passes_byte_for_byte() {
+        let metrics = Arc::new(Metrics::default());
+        let wire = format!("{FIRST}{USAGE}{DONE}");
+        let out = collect(SseBody::new(body(&[&wire], false), Api::ChatCompletions, false, metering(&metrics))).await;
+        assert_eq!(out.unwrap(), wire);
+        assert_eq!(tokens(&metrics, "input"), 7);
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_by_the_provider_is_incomplete_and_keeps_what_was_reported() {
+        let metrics = Arc::new(Metrics::default());
+        let cut = SseBody::new(body(&[FIRST, USAGE], true), Api::ChatCompletions, false, metering(&metrics));
+        assert!(collect(cut).await.is_err());
+        assert_eq!(count(&metrics, "incomplete"), 1);
+        assert_eq!(tokens(&metrics, "input"), 7, "the usage reported before the cut counts");
+        // Dropped by a departing client before the end: counted once, incomplete.
+        let metrics = Arc::new(Metrics::default());
+        let mut left =
+            SseBody::new(body(&[FIRST, USAGE, DONE], false), Api::ChatCompletions, false, metering(&metrics));
+        let first = left.frame().await.unwrap().unwrap();
+        assert!(first.data_ref().is_some());
+        drop(left);
+        assert_eq!((count(&metrics, "incomplete"), count(&metrics, "metered")), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn json_bodies_are_counted_once_and_malformed_ones_as_unreadable() {
+        let metrics = Arc::new(Metrics::default());
+        let json = r#"{"model":"gpt-4o-mini","usage":{"prompt_tokens":5,"completion_tokens":1}}"#;
+        let (a, b) = json.split_at(12);
+        let out = collect(JsonBody::new(body(&[a, b], false), Some(Api::ChatCompletions), metering(&metrics))).await;
+        assert_eq!(out.unwrap(), json);
+        assert_eq!((tokens(&metrics, "input"), count(&metrics, "metered")), (5, 1));
+        let metrics = Arc::new(Metrics::default());
+        let bad = collect(JsonBody::new(
+            body(&["{\"id\": \"x\", \"usage\": {"], false),
+            Some(Api::ChatCompletions),
+            metering(&metrics),
+        ));
+        assert!(bad.await.is_ok(), "a malformed body is still passed on");
+        assert_eq!(count(&metrics, "usage_unreadable"), 1);
+        assert_eq!(count(&metrics, "incomplete"), 0, "counted once");
+    }
+}
