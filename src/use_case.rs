@@ -47,7 +47,7 @@ mod tests {
         let spec = ApplicationSpec {
             use_cases: use_cases
                 .iter()
-                .map(|(n, v)| UseCase { name: n.to_string(), description: None, version: *v })
+                .map(|(n, v)| UseCase { name: n.to_string(), version: *v, ..Default::default() })
                 .collect(),
             use_case_policy: policy,
             ..Default::default()

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{About, Access, ParentRef};
 use super::formats;
+use super::limits::Limit;
 
 /// Desired state of an Application.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -59,6 +60,12 @@ pub struct ApplicationSpec {
     /// default) refuses it; `Open` attributes it to one catch-all use case.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_case_policy: Option<UseCasePolicy>,
+    /// Budgets of this level (docs/limits.md): spend in USD per window, charged by
+    /// the gateway for every request this level covers. Names are unique; at most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub limits: Vec<Limit>,
 }
 
 /// One end-to-end scenario of an Application, the fourth level of attribution.
@@ -79,6 +86,11 @@ pub struct UseCase {
     #[x_kube(validation = Rule::new("self >= 1 && self <= 1000000")
         .message("use case versions are whole numbers from 1 to 1000000"))]
     pub version: Option<i64>,
+    /// Budgets of this use case alone (docs/limits.md). Names are unique; at most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub limits: Vec<Limit>,
 }
 
 /// How a request's use case is checked against the declared ones.

@@ -3,6 +3,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::common::{About, Access, Counts, NamespacePolicy, ParentRef};
+use super::limits::Limit;
 
 /// Desired state of a Group.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -37,6 +38,12 @@ pub struct GroupSpec {
     /// Who may use this level's keys (`owners`) or only look (`readers`).
     #[serde(default, flatten)]
     pub access: Access,
+    /// Budgets of this level (docs/limits.md): spend in USD per window, charged by
+    /// the gateway for every request this level covers. Names are unique; at most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub limits: Vec<Limit>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]

@@ -4,6 +4,7 @@ mod application;
 mod common;
 pub mod formats;
 mod group;
+pub mod limits;
 mod organization;
 
 pub use application::{
@@ -15,6 +16,7 @@ pub use common::{
     SubjectKind,
 };
 pub use group::{Group, GroupSpec, GroupStatus};
+pub use limits::{Limit, LimitPeriod, LimitType};
 pub use organization::{Organization, OrganizationSpec, OrganizationStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{

@@ -310,8 +310,8 @@ mod tests {
     fn use_cases_hang_under_their_application_with_their_versions() {
         let mut chat = app("chat", "eng");
         chat.spec.use_cases = vec![
-            crate::crd::UseCase { name: "summarize".into(), description: None, version: Some(2) },
-            crate::crd::UseCase { name: "draft".into(), description: None, version: None },
+            crate::crd::UseCase { name: "summarize".into(), version: Some(2), ..Default::default() },
+            crate::crd::UseCase { name: "draft".into(), ..Default::default() },
         ];
         chat.status = Some(crate::crd::ApplicationStatus {
             use_cases: Some(crate::use_case::published(&chat, true)),
