@@ -79,6 +79,7 @@ fn main() {
             catching_up: false,
             keys: vec![KeyView { digest: digest_of(&key), expires_at_ms: None }],
             use_cases: Default::default(),
+            limits: Default::default(),
         };
         index.apply_application(&view);
         presented = key;

@@ -62,6 +62,7 @@ fn main() {
                 catching_up: false,
                 keys,
                 use_cases: Default::default(),
+                limits: Default::default(),
             }
         })
         .collect();

@@ -15,6 +15,7 @@ pub mod key;
 pub mod key_secret;
 pub mod keyring;
 pub mod leader;
+pub mod limits;
 pub mod memory;
 pub mod metrics;
 pub mod namespace_policy;

@@ -113,6 +113,7 @@ mod tests {
                 application: "chat".into(),
                 namespace: "team".into(),
                 use_cases: Default::default(),
+                limits: Default::default(),
             }),
             context: RequestContext::default(),
             refusal: None,

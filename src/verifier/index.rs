@@ -16,13 +16,17 @@
 //! - A digest claimed by two Applications belongs to neither: it is refused and
 //!   reported through [`Conflict`], never attributed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
 use super::use_case::UseCases;
 use crate::key;
+use crate::limits::rule::{Covering, LimitRule, UseCaseRules};
+
+/// A live Group: its Organization and its limits.
+type GroupRecord = (Arc<str>, Arc<[LimitRule]>);
 
 /// The SHA-256 of a key.
 pub type Digest = [u8; 32];
@@ -67,6 +71,34 @@ pub struct Attribution {
     pub namespace: Arc<str>,
     /// What the Application's status publishes; requests are checked against it.
     pub use_cases: Arc<UseCases>,
+    /// The limits of every level above the key (enforced by the gateway).
+    pub limits: Limits,
+}
+
+/// The limits of an Application and of its Group and Organization.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub organization: Arc<[LimitRule]>,
+    pub group: Arc<[LimitRule]>,
+    pub application: Arc<[LimitRule]>,
+    /// Per use case name.
+    pub use_cases: UseCaseRules,
+}
+
+impl Limits {
+    /// Every rule that covers a request of `use_case` (none: the Application's and above),
+    /// most specific first.
+    pub fn covering(&self, use_case: Option<&str>) -> Covering {
+        let own = use_case.and_then(|u| self.use_cases.iter().find(|(n, _)| &**n == u)).map(|(_, r)| &r[..]);
+        Covering::of(own.into_iter().chain([&self.application[..], &self.group[..], &self.organization[..]]))
+    }
+}
+
+/// An Application's own limits and its use cases', as the index keeps them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppLimits {
+    pub application: Arc<[LimitRule]>,
+    pub use_cases: UseCaseRules,
 }
 
 /// One key of an Application as its status publishes it.
@@ -92,6 +124,8 @@ pub struct ApplicationView {
     pub keys: Vec<KeyView>,
     /// The use cases its status publishes.
     pub use_cases: UseCases,
+    /// Its limits and its use cases' (from the spec).
+    pub limits: AppLimits,
 }
 
 /// A digest that two or more Applications claim; it is refused for all of them.
@@ -191,6 +225,7 @@ struct AppRecord {
     group: Arc<str>,
     digests: Vec<Digest>,
     use_cases: Arc<UseCases>,
+    limits: AppLimits,
 }
 
 impl AppRecord {
@@ -214,10 +249,10 @@ enum Claim {
 
 #[derive(Debug, Default)]
 pub struct Index {
-    /// Live Organizations.
-    organizations: HashSet<Arc<str>>,
-    /// Live Groups and the Organization each belongs to.
-    groups: HashMap<Arc<str>, Arc<str>>,
+    /// Live Organizations and their limits.
+    organizations: HashMap<Arc<str>, Arc<[LimitRule]>>,
+    /// Live Groups, the Organization each belongs to, and their limits.
+    groups: HashMap<Arc<str>, GroupRecord>,
     /// Live Applications.
     applications: HashMap<AppId, Arc<AppRecord>>,
     digests: HashMap<Digest, Claim>,
@@ -226,8 +261,15 @@ pub struct Index {
 
 impl Index {
     pub fn apply_organization(&mut self, name: &str) {
-        if !self.organizations.contains(name) {
-            self.organizations.insert(name.into());
+        self.apply_organization_with_limits(name, Arc::from([]));
+    }
+
+    pub fn apply_organization_with_limits(&mut self, name: &str, limits: Arc<[LimitRule]>) {
+        match self.organizations.get_mut(name) {
+            Some(existing) => *existing = limits,
+            None => {
+                self.organizations.insert(name.into(), limits);
+            }
         }
     }
 
@@ -236,7 +278,15 @@ impl Index {
     }
 
     pub fn apply_group(&mut self, name: &str, organization: &str) {
-        self.groups.insert(name.into(), organization.into());
+        self.apply_group_with_limits(name, organization, Arc::from([]));
+    }
+
+    pub fn apply_group_with_limits(&mut self, name: &str, organization: &str, limits: Arc<[LimitRule]>) {
+        let organization = match self.organizations.get_key_value(organization) {
+            Some((interned, _)) => interned.clone(),
+            None => organization.into(),
+        };
+        self.groups.insert(name.into(), (organization, limits));
     }
 
     pub fn delete_group(&mut self, name: &str) {
@@ -258,6 +308,7 @@ impl Index {
             group: self.intern_group(&view.group),
             digests: view.keys.iter().map(|k| k.digest).collect(),
             use_cases: Arc::new(view.use_cases.clone()),
+            limits: view.limits.clone(),
         });
         let mut conflicts = vec![];
         for key in &view.keys {
@@ -318,7 +369,7 @@ impl Index {
     }
 
     pub fn organization_names(&self) -> Vec<String> {
-        self.organizations.iter().map(|n| n.to_string()).collect()
+        self.organizations.keys().map(|n| n.to_string()).collect()
     }
 
     pub fn group_names(&self) -> Vec<String> {
@@ -330,14 +381,20 @@ impl Index {
     }
 
     fn attribute(&self, app: &AppRecord) -> Option<Attribution> {
-        let organization = self.groups.get(&app.group)?;
-        let organization = self.organizations.get(organization)?;
+        let (organization, group_limits) = self.groups.get(&app.group)?;
+        let (organization, organization_limits) = self.organizations.get_key_value(organization)?;
         Some(Attribution {
             organization: organization.clone(),
             group: app.group.clone(),
             application: app.name.clone(),
             namespace: app.namespace.clone(),
             use_cases: app.use_cases.clone(),
+            limits: Limits {
+                organization: organization_limits.clone(),
+                group: group_limits.clone(),
+                application: app.limits.application.clone(),
+                use_cases: app.limits.use_cases.clone(),
+            },
         })
     }
 
@@ -417,6 +474,7 @@ mod tests {
             catching_up: false,
             keys: keys.iter().map(|(k, exp)| KeyView { digest: digest_of(k), expires_at_ms: *exp }).collect(),
             use_cases: UseCases::default(),
+            limits: Default::default(),
         }
     }
 
@@ -604,5 +662,45 @@ mod tests {
         assert_eq!(parse_digest(&published[..published.len() - 1]), None);
         assert_eq!(parse_digest(published.trim_start_matches("sha256:")), None);
         assert_eq!(parse_digest(""), None);
+    }
+
+    #[test]
+    fn a_key_carries_the_limits_of_every_level_most_specific_first() {
+        use crate::crd::{Limit, LimitPeriod, LimitType};
+        use crate::limits::rule::compile;
+        let limit = |name: &str| Limit {
+            name: name.into(),
+            max: "10".into(),
+            period: LimitPeriod::Month,
+            kind: LimitType::Block,
+            ..Default::default()
+        };
+        let mut index = Index::default();
+        index.apply_organization_with_limits("acme", compile("organization/acme", &[limit("monthly")]));
+        index.apply_group_with_limits("eng", "acme", compile("group/eng", &[limit("monthly")]));
+        let k = key();
+        let mut view = app("chat", "eng", &[(&k, None)]);
+        view.limits = AppLimits {
+            application: compile("application/team/chat", &[limit("weekly")]),
+            use_cases: Arc::from([(Arc::from("draft"), compile("use_case/team/chat/draft", &[limit("daily")]))]),
+        };
+        index.apply_application(&view);
+        let limits = index.verify(Some(&k), NOW).attribution.unwrap().limits;
+        let ids = |c: Covering| c.rules.iter().map(|r| r.id.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(limits.covering(Some("draft"))),
+            [
+                "use_case/team/chat/draft/daily",
+                "application/team/chat/weekly",
+                "group/eng/monthly",
+                "organization/acme/monthly"
+            ]
+        );
+        assert_eq!(ids(limits.covering(Some("other"))).len(), 3);
+        assert_eq!(ids(limits.covering(None)).len(), 3);
+        // A Group's new limits reach keys already indexed.
+        index.apply_group_with_limits("eng", "acme", compile("group/eng", &[]));
+        let limits = index.verify(Some(&k), NOW).attribution.unwrap().limits;
+        assert_eq!(ids(limits.covering(None)), ["application/team/chat/weekly", "organization/acme/monthly"]);
     }
 }

@@ -120,6 +120,7 @@ mod tests {
             application: "chat".into(),
             namespace: "team".into(),
             use_cases: Default::default(),
+            limits: Default::default(),
         };
         let allowed = answer(Decision::Allowed, Some(attribution.clone()), None);
         metrics.observe("http", &allowed, Duration::from_micros(20));

@@ -13,11 +13,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::index::{AppId, ApplicationView, Index, KeyView, parse_digest};
+use super::index::{AppId, AppLimits, ApplicationView, Index, KeyView, parse_digest};
 use super::metrics::Metrics;
 use super::use_case::UseCases;
 use crate::conditions;
 use crate::crd::{Application, Group, Organization};
+use crate::limits::rule;
 
 /// Whether each watch has listed its kind once; `/readyz` waits for all three.
 #[derive(Debug, Default)]
@@ -65,7 +66,26 @@ pub fn application_view(app: &Application) -> ApplicationView {
     let use_cases = status.and_then(|s| s.use_cases.as_ref()).map_or_else(UseCases::default, |u| {
         UseCases::new(u.policy, u.items.iter().map(|i| (i.name.clone(), i.version)))
     });
-    ApplicationView { id, group: app.spec.group_ref.name.clone(), live, catching_up, keys, use_cases }
+    let limits = app_limits(app, &id);
+    ApplicationView { id, group: app.spec.group_ref.name.clone(), live, catching_up, keys, use_cases, limits }
+}
+
+/// An Application's limits and its use cases' (the spec says them; the gateway enforces them).
+fn app_limits(app: &Application, id: &AppId) -> AppLimits {
+    let level = format!("application/{}/{}", id.namespace, id.name);
+    let use_cases = app
+        .spec
+        .use_cases
+        .iter()
+        .filter(|u| !u.limits.is_empty())
+        .map(|u| {
+            (
+                Arc::from(u.name.as_str()),
+                rule::compile(&format!("use_case/{}/{}/{}", id.namespace, id.name, u.name), &u.limits),
+            )
+        })
+        .collect();
+    AppLimits { application: rule::compile(&level, &app.spec.limits), use_cases }
 }
 
 /// One of the three watched kinds, as the index sees it.
@@ -91,7 +111,8 @@ impl Watched for Organization {
         if self.metadata.deletion_timestamp.is_some() {
             index.delete_organization(&self.name_any());
         } else {
-            index.apply_organization(&self.name_any());
+            let limits = rule::compile(&format!("organization/{}", self.name_any()), &self.spec.limits);
+            index.apply_organization_with_limits(&self.name_any(), limits);
         }
         vec![]
     }
@@ -116,7 +137,8 @@ impl Watched for Group {
         if self.metadata.deletion_timestamp.is_some() {
             index.delete_group(&self.name_any());
         } else {
-            index.apply_group(&self.name_any(), &self.spec.organization_ref.name);
+            let limits = rule::compile(&format!("group/{}", self.name_any()), &self.spec.limits);
+            index.apply_group_with_limits(&self.name_any(), &self.spec.organization_ref.name, limits);
         }
         vec![]
     }

@@ -1,0 +1,11 @@
+//! Budgets: spend in USD per window at every level, kept in a ledger (Redis)
+//! that every gateway replica shares, charged after each metered request and
+//! checked before the provider is called (docs/limits.md).
+//!
+//! - `window`: day, week, month in UTC (pure).
+//! - `rule`: limits compiled for enforcement, their ids and ledger keys (pure).
+//! - `ledger`: the Redis ledger: one read before the call, one atomic charge after.
+
+pub mod ledger;
+pub mod rule;
+pub mod window;
