@@ -45,6 +45,8 @@ pub struct Metering {
     pub unpriced: Arc<Unpriced>,
     pub started: Instant,
     pub stream: bool,
+    /// Charges the request's cost (micro-USD) to the limits that cover it.
+    pub charge: Option<Box<dyn FnOnce(u64) + Send>>,
     done: bool,
 }
 
@@ -60,7 +62,18 @@ impl Metering {
         started: Instant,
         stream: bool,
     ) -> Self {
-        Self { labels, price_provider, request_model, metrics, prices, unpriced, started, stream, done: false }
+        Self {
+            labels,
+            price_provider,
+            request_model,
+            metrics,
+            prices,
+            unpriced,
+            started,
+            stream,
+            charge: None,
+            done: false,
+        }
     }
 
     /// Counts the request; later calls do nothing.
@@ -84,6 +97,9 @@ impl Metering {
             if self.unpriced.first_time(&self.price_provider, &model) {
                 tracing::warn!(provider = %self.price_provider, model, "model not in the price table: tokens counted, cost not");
             }
+        }
+        if let (Some(cost), Some(charge)) = (cost, self.charge.take()) {
+            charge((cost * 1e6).round() as u64);
         }
         let mut labels = self.labels.clone();
         labels.model = Name(label.into());

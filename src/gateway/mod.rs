@@ -30,10 +30,11 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 
+use crate::limits::ledger::{Ledger, LedgerMetrics};
 use crate::verifier::{self, KeyIndex};
 use pricing::{PriceTable, Prices, Unpriced};
 use providers::Providers;
-use proxy::{Credentials, Gateway, HttpsClient, Limits};
+use proxy::{Credentials, Gateway, HttpsClient, LedgerPolicy, Limits};
 
 /// Command-line settings of `payi-operator gateway`.
 #[derive(Debug, Clone, clap::Args)]
@@ -68,6 +69,26 @@ pub struct Settings {
     /// Seconds the provider may send nothing in the middle of a body or stream.
     #[arg(long, env = "PAYI_GATEWAY_UPSTREAM_IDLE_SECONDS", default_value_t = 120)]
     pub upstream_idle_seconds: u64,
+    /// The limits ledger (docs/limits.md): `redis://[user:password@]host:port[/db]`.
+    /// Absent: limits are not enforced. From a Secret in the chart.
+    #[arg(long, env = "PAYI_GATEWAY_LIMITS_REDIS_URL", hide_env_values = true)]
+    pub limits_redis_url: Option<String>,
+    /// How long a ledger read or charge may take, in milliseconds.
+    #[arg(long, env = "PAYI_GATEWAY_LIMITS_TIMEOUT_MS", default_value_t = 100)]
+    pub limits_timeout_ms: u64,
+    /// Refuse requests covered by a block limit (503) while the ledger cannot be read,
+    /// instead of letting them through uncounted against the limit (the default).
+    #[arg(long, env = "PAYI_GATEWAY_LIMITS_FAIL_CLOSED")]
+    pub limits_fail_closed: bool,
+    /// Seconds added to the clock that picks limit windows: for tests of window rollover.
+    #[arg(
+        long,
+        env = "PAYI_GATEWAY_LIMITS_TIME_OFFSET_SECONDS",
+        default_value_t = 0,
+        hide = true,
+        allow_hyphen_values = true
+    )]
+    pub limits_time_offset_seconds: i64,
     /// After SIGTERM, seconds in-flight requests and streams get to finish.
     #[arg(long, env = "PAYI_GATEWAY_DRAIN_SECONDS", default_value_t = 25)]
     pub drain_seconds: u64,
@@ -85,6 +106,8 @@ pub enum Error {
     Prices { path: PathBuf, source: pricing::PricingError },
     #[error("the shipped price table: {0}")]
     DefaultPrices(pricing::PricingError),
+    #[error(transparent)]
+    Ledger(#[from] crate::limits::ledger::LedgerError),
     #[error("TLS setup for the providers: {0}")]
     Tls(rustls::Error),
 }
@@ -111,6 +134,15 @@ pub async fn run(
     metrics.register(&mut registry);
     let credentials = Credentials::default();
     credentials.reload(&providers);
+    let ledger = match &settings.limits_redis_url {
+        Some(url) => {
+            let metrics = Arc::new(LedgerMetrics::default());
+            metrics.register(&mut registry);
+            Some(Ledger::new(url, Duration::from_millis(settings.limits_timeout_ms), metrics)?)
+        }
+        None => None,
+    };
+    let charges = ledger.clone().map(|l| tokio::spawn(l.run()));
     let gateway = Arc::new(Gateway {
         verifier: keys.verifier.clone(),
         providers,
@@ -124,6 +156,11 @@ pub async fn run(
             request_body_timeout: Duration::from_secs(settings.request_body_seconds),
             upstream_timeout: Duration::from_secs(settings.upstream_timeout_seconds),
             upstream_idle: Duration::from_secs(settings.upstream_idle_seconds),
+        },
+        ledger: ledger.clone(),
+        ledger_policy: LedgerPolicy {
+            fail_closed: settings.limits_fail_closed,
+            time_offset: chrono::TimeDelta::seconds(settings.limits_time_offset_seconds),
         },
     });
     tracing::info!(
@@ -141,6 +178,13 @@ pub async fn run(
     });
     server::serve(listener, gateway, Duration::from_secs(settings.drain_seconds), shutdown).await;
     reload.abort();
+    if let Some(ledger) = &ledger {
+        // Charges of the requests just drained still go to the ledger.
+        ledger.drain(Duration::from_secs(2)).await;
+    }
+    if let Some(charges) = charges {
+        charges.abort();
+    }
     keys.stop();
     let _ = ops.await;
     tracing::info!("gateway stopped");
@@ -154,7 +198,7 @@ fn read_providers(path: &PathBuf) -> Result<Providers, Error> {
 
 /// HTTP/1.1 and HTTP/2 (by ALPN) to the providers, over rustls with the system's
 /// roots; plain http for in-cluster OpenAI-compatible servers.
-fn https_client() -> Result<HttpsClient, Error> {
+pub fn https_client() -> Result<HttpsClient, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
     let builder = match builder.with_provider_and_native_roots(provider.clone()) {

@@ -31,6 +31,10 @@ use super::metered::{BoxError, Idle, JsonBody, Metering, SseBody};
 use super::metrics::{Metrics, Outcome, UsageLabels};
 use super::pricing::{Prices, Unpriced};
 use super::providers::{Kind, Provider, Providers, Route};
+use crate::crd::LimitType;
+use crate::crd::limits::usd_text;
+use crate::limits::ledger::{Ledger, LedgerKey, LimitLabels};
+use crate::limits::rule::{LimitRule, first_blocking};
 use crate::verifier::metrics::Name;
 use crate::verifier::{Answer, Verifier};
 
@@ -89,6 +93,18 @@ pub struct Gateway {
     pub prices: Arc<Prices>,
     pub unpriced: Arc<Unpriced>,
     pub limits: Limits,
+    /// The limits ledger; `None`: limits are not enforced.
+    pub ledger: Option<Arc<Ledger>>,
+    pub ledger_policy: LedgerPolicy,
+}
+
+/// What happens to a request covered by a block limit when the ledger cannot be read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LedgerPolicy {
+    /// Refuse (503) instead of letting the request through.
+    pub fail_closed: bool,
+    /// Added to the clock for windows (tests of rollover only).
+    pub time_offset: chrono::TimeDelta,
 }
 
 impl Gateway {
@@ -126,9 +142,60 @@ impl Gateway {
             },
             _ => Prepared { model: None, stream: false, body: bytes, asked_usage_ourselves: false },
         };
-        let metering = self.metering(&answer, &route, &prepared, started);
+        let mut metering = self.metering(&answer, &route, &prepared, started);
+        match self.check_limits(&answer).await {
+            Ok(charge) => metering.charge = charge,
+            Err(refusal) => return refusal,
+        }
         let outgoing = upstream_headers(&parts.headers, &answer, route.provider.kind, credential.as_deref());
         self.forward(parts.method, &route, outgoing, prepared, metering).await
+    }
+
+    /// Checks the limits that cover the request against the ledger; returns how to
+    /// charge it afterwards, or the refusal when a block limit is spent.
+    async fn check_limits(
+        &self,
+        answer: &Answer,
+    ) -> Result<Option<Box<dyn FnOnce(u64) + Send>>, Response<ResponseBody>> {
+        let (Some(ledger), Some(attribution)) = (&self.ledger, answer.allowed()) else { return Ok(None) };
+        let covering = attribution.limits.covering(answer.context.label().map(|l| &**l));
+        if covering.is_empty() {
+            return Ok(None);
+        }
+        let now = chrono::Utc::now() + self.ledger_policy.time_offset;
+        let keys: Vec<LedgerKey> =
+            covering.rules.iter().map(|r| r.key(now)).map(|(key, ttl)| LedgerKey { key, ttl }).collect();
+        let names: Vec<String> = keys.iter().map(|k| k.key.clone()).collect();
+        match ledger.spent(&names).await {
+            Ok(spent) => {
+                if let Some((rule, spent)) = first_blocking(&covering.rules, &spent) {
+                    ledger.metrics.refused.get_or_create(&LimitLabels { limit: rule.id.to_string() }).inc();
+                    return Err(limit_reached(rule, spent));
+                }
+            }
+            Err(failure)
+                if self.ledger_policy.fail_closed && covering.rules.iter().any(|r| r.kind == LimitType::Block) =>
+            {
+                ledger.metrics.unchecked.inc();
+                tracing::warn!(error = %failure, "limits ledger unreadable; refusing (fail-closed)");
+                let message = "the limits ledger is unavailable; requests covered by a block limit are refused";
+                return Err(error(StatusCode::SERVICE_UNAVAILABLE, "limits_unavailable", message));
+            }
+            Err(failure) => {
+                ledger.metrics.unchecked.inc();
+                tracing::warn!(error = %failure, "limits ledger unreadable; request let through unchecked (fail-open)");
+            }
+        }
+        for rule in &covering.rules {
+            ledger
+                .metrics
+                .max
+                .get_or_create(&LimitLabels { limit: rule.id.to_string() })
+                .set(rule.max_micro as f64 / 1e6);
+        }
+        let ids = covering.rules.iter().map(|r| r.id.clone()).collect();
+        let ledger = ledger.clone();
+        Ok(Some(Box::new(move |micro| ledger.charge(keys, ids, micro))))
     }
 
     /// The request body, within the size and time bounds.
@@ -307,6 +374,30 @@ pub fn upstream_headers(incoming: &HeaderMap, answer: &Answer, kind: Kind, crede
     }
     out.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     out
+}
+
+/// Pay-i's answer for a blocked limit (HTTP 400, `xproxy_error.code`
+/// `limit_reached`, the limit in `xproxy_result.blocked_limit_ids`), with an
+/// `error.message` the providers' SDKs show, naming the limit and its level.
+pub fn limit_reached(rule: &LimitRule, spent_micro: u64) -> Response<ResponseBody> {
+    let id = &*rule.id;
+    let message = format!("limit {id} reached: {} of {} USD spent", usd_text(spent_micro), usd_text(rule.max_micro));
+    let body = serde_json::json!({
+        "statusCode": 400,
+        "message": "Bad Request",
+        "error": {"message": message, "type": "payi_gateway", "code": "limit_reached"},
+        "xproxy_error": {"code": "limit_reached", "message": "Insufficient limit for the requested operation"},
+        "xproxy_result": {"limits": {id: {"state": "blocked"}}, "blocked_limit_ids": [id]},
+    });
+    let mut response =
+        Response::new(UnsyncBoxBody::new(Full::new(Bytes::from(body.to_string())).map_err(|never| match never {})));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(value) = HeaderValue::from_str(id) {
+        headers.insert("x-payi-limit", value);
+    }
+    response
 }
 
 /// A JSON error in the shape the providers' SDKs read (`error.message`).

@@ -70,6 +70,8 @@ pub struct LedgerMetrics {
     pub queued: Gauge,
     pub dropped: Counter,
     pub unchecked: Counter,
+    /// Requests refused by each block limit.
+    pub refused: Family<LimitLabels, Counter>,
     /// Spend and maximum per limit, as this replica last saw them.
     pub spend: Family<LimitLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub max: Family<LimitLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
