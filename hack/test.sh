@@ -31,9 +31,9 @@ export PAYI_HELM="$helm"
 echo "==> promtool check rules, promtool test rules (promtool built once, cached)"
 promtool="$(hack/tools/promtool.sh)"
 "$promtool" check rules charts/payi-operator/files/verifier-rules.yaml charts/payi-operator/files/gateway-rules.yaml \
-  examples/envoy-ai-gateway/rules.yaml
+  charts/payi-operator/files/limits-rules.yaml examples/envoy-ai-gateway/rules.yaml
 "$promtool" test rules tests/promtool/verifier-rules.test.yaml tests/promtool/gateway-rules.test.yaml \
-  tests/promtool/envoy-ai-gateway-rules.test.yaml
+  tests/promtool/limits-rules.test.yaml tests/promtool/envoy-ai-gateway-rules.test.yaml
 
 # The operator image (tests/e2e_image.rs pushes and runs it). Its release build
 # for x86_64-unknown-linux-musl is the slow part: minutes cold, cached in target/
@@ -55,6 +55,11 @@ export PAYI_TEST_LEASE_NAMESPACE=payi-system
 export PAYI_TEST_VERIFIER_AS=system:serviceaccount:payi-system:payi-operator-verifier
 # The gateway under test (tests/e2e_gateway.rs) runs as the chart's gateway ServiceAccount.
 export PAYI_TEST_GATEWAY_AS=system:serviceaccount:payi-system:payi-operator-gateway
+
+# Debian packages the end-to-end tests run for real: nginx (the verifier behind
+# auth_request) and redis-server (the limits ledger). Installed once.
+echo "==> nginx and redis-server (hack/tools/apt.sh; installed when missing)"
+hack/tools/apt.sh nginx redis-server >/dev/null
 
 # The provider SDKs the gateway's tests drive (openai, anthropic, payi from PyPI),
 # in a cached virtual environment; made here so its time shows as its own step.

@@ -810,6 +810,37 @@ fn the_gateway_renders_only_when_enabled_with_read_only_rbac_and_its_files() {
             assert!(records.contains(&record.as_str()), "{record} not in {records:?}");
         }
     }
+    assert!(!args.iter().any(|a| a.starts_with("--limits")), "no ledger configured, no limit flags: {args:?}");
+
+    // Limits: the ledger URL from a Secret, the policy flags, the alert rules verbatim.
+    let limits = render(
+        "rel",
+        "payi-system",
+        &[
+            "--set",
+            "gateway.enabled=true",
+            "--set",
+            "gateway.limits.redisURLSecret.name=ledger",
+            "--set",
+            "gateway.limits.failClosed=true",
+            "--set",
+            "gateway.limits.prometheusRule.enabled=true",
+        ],
+    );
+    let container =
+        &one(&limits, "Deployment", "rel-payi-operator-gateway")["spec"]["template"]["spec"]["containers"][0];
+    let limit_args = strings(&container["args"]);
+    assert!(limit_args.contains(&"--limits-fail-closed".to_string()), "{limit_args:?}");
+    assert_eq!(
+        container["env"][0],
+        json!({"name": "PAYI_GATEWAY_LIMITS_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "ledger", "key": "url"}}})
+    );
+    let alerts = one(&limits, "PrometheusRule", "rel-payi-operator-gateway-limits");
+    let file: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo().join(CHART).join("files/limits-rules.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(alerts["spec"], file);
+
     let dashboards =
         of_kind(&objects, "ConfigMap").into_iter().filter(|c| name(c).contains("gateway-dashboard")).count();
     assert_eq!(dashboards, 1, "{:?}", summary(&objects));

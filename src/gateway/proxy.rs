@@ -187,11 +187,10 @@ impl Gateway {
             }
         }
         for rule in &covering.rules {
-            ledger
-                .metrics
-                .max
-                .get_or_create(&LimitLabels { limit: rule.id.to_string() })
-                .set(rule.max_micro as f64 / 1e6);
+            let labels = LimitLabels { limit: rule.id.to_string() };
+            let max = rule.max_micro as f64 / 1e6;
+            ledger.metrics.max.get_or_create(&labels).set(max);
+            ledger.metrics.threshold.get_or_create(&labels).set(max * f64::from(rule.threshold_permille) / 1000.0);
         }
         let ids = covering.rules.iter().map(|r| r.id.clone()).collect();
         let ledger = ledger.clone();

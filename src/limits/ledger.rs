@@ -75,6 +75,8 @@ pub struct LedgerMetrics {
     /// Spend and maximum per limit, as this replica last saw them.
     pub spend: Family<LimitLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub max: Family<LimitLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The spend at which each limit is at risk (`max` × `threshold`).
+    pub threshold: Family<LimitLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -107,6 +109,11 @@ impl LedgerMetrics {
             self.spend.clone(),
         );
         r.register("max_usd", "Maximum of each limit", self.max.clone());
+        r.register(
+            "threshold_usd",
+            "Spend at which each limit is at risk (max times threshold)",
+            self.threshold.clone(),
+        );
     }
 }
 
