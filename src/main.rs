@@ -66,6 +66,13 @@ struct RunArgs {
     /// cold start (docs/benchmark.md): each reconcile waits on several requests.
     #[arg(long, env = "PAYI_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
+    /// The limits ledger the gateways charge (`redis://...`): when set, each limit's
+    /// spend and state are published on its object's status (docs/limits.md).
+    #[arg(long, env = "PAYI_LIMITS_REDIS_URL", hide_env_values = true)]
+    limits_redis_url: Option<String>,
+    /// How often limits status is published, in seconds (at most one write per object per period).
+    #[arg(long, env = "PAYI_LIMITS_STATUS_SECONDS", default_value_t = 30)]
+    limits_status_seconds: u64,
     /// Log format.
     #[arg(long, env = "PAYI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -183,9 +190,18 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
     let server = tokio::spawn(http::serve(listener, Arc::new(registry), health.clone(), shutdown.clone()));
     let trimmer = tokio::spawn(memory::trim_when_quiet(metrics.clone()));
 
+    let limits = match &args.limits_redis_url {
+        Some(url) => {
+            let metrics = Arc::new(payi_operator::limits::ledger::LedgerMetrics::default());
+            let ledger = payi_operator::limits::ledger::Ledger::new(url, Duration::from_millis(500), metrics)?;
+            Some((ledger, Duration::from_secs(args.limits_status_seconds.max(1))))
+        }
+        None => None,
+    };
     let settings = controller::Settings {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         concurrency: args.concurrency.max(1),
+        limits,
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), ?settings, "starting");
     let grace = Duration::from_secs(args.shutdown_seconds);

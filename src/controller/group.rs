@@ -90,6 +90,8 @@ pub fn decide(inputs: &Inputs, now: &Time) -> Plan {
         conditions: conditions::merge(&previous.conditions, &outcomes, group.metadata.generation, now),
         organization: inputs.organization.as_ref().map(|_| org_name.clone()),
         applications: rollup::counts(apps),
+        // Written by the limits task (its own field manager); carried so this write keeps it.
+        limits: previous.limits.clone(),
     };
     Plan { status, finalizer, notes }
 }

@@ -5,6 +5,7 @@ mod context;
 mod events;
 mod grants;
 pub mod group;
+pub mod limits;
 pub mod organization;
 pub mod parent;
 mod status;
@@ -36,6 +37,8 @@ pub struct Settings {
     pub resync: Duration,
     /// Reconciles of one kind that may run at once.
     pub concurrency: u16,
+    /// The limits ledger the gateways charge, and how often limits status is published from it.
+    pub limits: Option<(Arc<crate::limits::ledger::Ledger>, Duration)>,
 }
 
 /// Runs the controllers until `shutdown` resolves, then lets in-flight reconciles
@@ -70,6 +73,7 @@ pub async fn run<F>(
         .graceful_shutdown_on(shutdown.clone())
         .run(|o, c| observed(GROUP, o, c, group::reconcile), |o, e, c| error_policy(GROUP, o, e, c), ctx.clone())
         .for_each(log_result);
+    let limits = settings.limits.clone().map(|(ledger, every)| tokio::spawn(limits::run(ctx.clone(), ledger, every)));
     let orgs = controller(stores.organizations.clone(), outboxes.organizations, &settings)
         .with_config(parents)
         .graceful_shutdown_on(shutdown.clone())
@@ -83,6 +87,9 @@ pub async fn run<F>(
     tokio::select! {
         _ = async { tokio::join!(apps, groups, orgs) } => {}
         _ = watches => {}
+    }
+    if let Some(limits) = limits {
+        limits.abort();
     }
 }
 

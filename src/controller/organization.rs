@@ -84,6 +84,8 @@ pub fn decide(inputs: &Inputs, now: &Time) -> Plan {
         conditions: conditions::merge(&previous.conditions, &outcomes, org.metadata.generation, now),
         groups: rollup::counts(groups),
         applications: rollup::counts(&inputs.applications),
+        // Written by the limits task (its own field manager); carried so this write keeps it.
+        limits: previous.limits.clone(),
     };
     Plan { status, finalizer, notes }
 }

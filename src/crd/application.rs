@@ -28,6 +28,7 @@ use super::limits::Limit;
     printcolumn = r#"{"name":"Organization","type":"string","jsonPath":".status.organization"}"#,
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.keySecretName"}"#,
     printcolumn = r#"{"name":"Use Cases","type":"integer","jsonPath":".status.useCases.declared"}"#,
+    printcolumn = r#"{"name":"Spend","type":"string","jsonPath":".status.limits.summary"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -205,6 +206,9 @@ pub struct ApplicationStatus {
     /// The use cases requests may name, as gateways attribute them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_cases: Option<UseCaseStatus>,
+    /// Spend and state of this object's limits, from the gateways' ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<super::limits::LimitsStatus>,
 }
 
 /// The use cases of an Application as the operator publishes them for gateways:

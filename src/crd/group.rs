@@ -22,6 +22,7 @@ use super::limits::Limit;
     printcolumn = r#"{"name":"Organization","type":"string","jsonPath":".spec.organizationRef.name"}"#,
     printcolumn = r#"{"name":"Apps","type":"integer","jsonPath":".status.applications.total"}"#,
     printcolumn = r#"{"name":"Apps Ready","type":"integer","jsonPath":".status.applications.ready"}"#,
+    printcolumn = r#"{"name":"Spend","type":"string","jsonPath":".status.limits.summary"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -59,4 +60,7 @@ pub struct GroupStatus {
     /// Applications that reference this Group, and how many are Ready.
     #[serde(default)]
     pub applications: Counts,
+    /// Spend and state of this object's limits, from the gateways' ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<super::limits::LimitsStatus>,
 }

@@ -64,6 +64,46 @@ pub enum LimitType {
     Allow,
 }
 
+/// What the operator publishes about an object's limits (written at most every
+/// 30 s, and only when it changed), from the ledger the gateways charge.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitsStatus {
+    /// The worst state of the limits below: `ok`, `thresholdReached` or `exceeded`.
+    pub state: LimitState,
+    /// The limit nearest its maximum, e.g. `212.5/250 USD (monthly)`, for `kubectl get`.
+    pub summary: String,
+    pub items: Vec<LimitStatusItem>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitStatusItem {
+    /// The limit's id, its level included, as the gateway names it when it refuses.
+    pub id: String,
+    pub name: String,
+    /// The use case it belongs to (Application limits of one use case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_case: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: LimitType,
+    /// Spend of the current window, USD.
+    pub spend_usd: String,
+    pub max_usd: String,
+    pub state: LimitState,
+    /// The current window: `2026-12`, `2026-12-07`, the week's Monday, or `all`.
+    pub window: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LimitState {
+    #[default]
+    Ok,
+    ThresholdReached,
+    Exceeded,
+}
+
 impl Limit {
     /// The threshold fraction in effect.
     pub fn threshold(&self) -> f64 {

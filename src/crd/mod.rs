@@ -16,7 +16,7 @@ pub use common::{
     SubjectKind,
 };
 pub use group::{Group, GroupSpec, GroupStatus};
-pub use limits::{Limit, LimitPeriod, LimitType};
+pub use limits::{Limit, LimitPeriod, LimitState, LimitStatusItem, LimitType, LimitsStatus};
 pub use organization::{Organization, OrganizationSpec, OrganizationStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{

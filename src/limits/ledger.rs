@@ -126,6 +126,13 @@ pub struct Ledger {
     pub metrics: Arc<LedgerMetrics>,
 }
 
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the URL: it may hold a password.
+        f.debug_struct("Ledger").field("timeout", &self.timeout).finish_non_exhaustive()
+    }
+}
+
 impl Ledger {
     /// A ledger at `url` (`redis://[user:password@]host:port/db`); connects lazily
     /// and reconnects by itself, so a Redis that is down at start is not an error.

@@ -29,6 +29,21 @@ pub struct LimitRule {
     pub epoch: Arc<str>,
 }
 
+/// The level part of limit ids, one function per level, so the gateway, the
+/// operator and the docs never disagree on them.
+pub fn organization_level(name: &str) -> String {
+    format!("organization/{name}")
+}
+pub fn group_level(name: &str) -> String {
+    format!("group/{name}")
+}
+pub fn application_level(namespace: &str, name: &str) -> String {
+    format!("application/{namespace}/{name}")
+}
+pub fn use_case_level(namespace: &str, application: &str, use_case: &str) -> String {
+    format!("use_case/{namespace}/{application}/{use_case}")
+}
+
 /// The rules of one level's limits (those whose `max` does not parse, which the
 /// schema makes impossible, are left out).
 pub fn compile(level: &str, limits: &[Limit]) -> Arc<[LimitRule]> {

@@ -72,7 +72,7 @@ pub fn application_view(app: &Application) -> ApplicationView {
 
 /// An Application's limits and its use cases' (the spec says them; the gateway enforces them).
 fn app_limits(app: &Application, id: &AppId) -> AppLimits {
-    let level = format!("application/{}/{}", id.namespace, id.name);
+    let level = rule::application_level(&id.namespace, &id.name);
     let use_cases = app
         .spec
         .use_cases
@@ -81,7 +81,7 @@ fn app_limits(app: &Application, id: &AppId) -> AppLimits {
         .map(|u| {
             (
                 Arc::from(u.name.as_str()),
-                rule::compile(&format!("use_case/{}/{}/{}", id.namespace, id.name, u.name), &u.limits),
+                rule::compile(&rule::use_case_level(&id.namespace, &id.name, &u.name), &u.limits),
             )
         })
         .collect();
@@ -111,7 +111,7 @@ impl Watched for Organization {
         if self.metadata.deletion_timestamp.is_some() {
             index.delete_organization(&self.name_any());
         } else {
-            let limits = rule::compile(&format!("organization/{}", self.name_any()), &self.spec.limits);
+            let limits = rule::compile(&rule::organization_level(&self.name_any()), &self.spec.limits);
             index.apply_organization_with_limits(&self.name_any(), limits);
         }
         vec![]
@@ -137,7 +137,7 @@ impl Watched for Group {
         if self.metadata.deletion_timestamp.is_some() {
             index.delete_group(&self.name_any());
         } else {
-            let limits = rule::compile(&format!("group/{}", self.name_any()), &self.spec.limits);
+            let limits = rule::compile(&rule::group_level(&self.name_any()), &self.spec.limits);
             index.apply_group_with_limits(&self.name_any(), &self.spec.organization_ref.name, limits);
         }
         vec![]

@@ -6,9 +6,12 @@
 #![allow(dead_code)]
 
 pub mod ext_authz;
+pub mod gateway;
 pub mod helm;
 pub mod nginx;
 pub mod process;
+pub mod redis;
+pub mod sdk;
 pub mod tools;
 pub mod verifier;
 
@@ -368,6 +371,22 @@ impl Write for Capture {
     }
 }
 
+/// Set before the first `Operator::shared()` of a test binary (e2e_limits) to give
+/// its operator the test process's shared Redis as limits ledger.
+pub static OPERATOR_LIMITS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The limits ledger of the in-process operator, when `OPERATOR_LIMITS` asks for it:
+/// the shared Redis (`redis::shared_url`), limits status published every second.
+fn limits_settings() -> Option<(Arc<payi_operator::limits::ledger::Ledger>, Duration)> {
+    if !OPERATOR_LIMITS.load(std::sync::atomic::Ordering::SeqCst) {
+        return None;
+    }
+    let url = redis::shared_url();
+    let metrics = Arc::new(payi_operator::limits::ledger::LedgerMetrics::default());
+    let ledger = payi_operator::limits::ledger::Ledger::new(url, Duration::from_millis(500), metrics).ok()?;
+    Some((ledger, Duration::from_secs(1)))
+}
+
 /// An operator running in this test process on its own runtime and thread.
 pub struct Operator {
     pub metrics: Arc<Metrics>,
@@ -397,7 +416,8 @@ impl Operator {
                 let shutdown = futures::FutureExt::shared(async move {
                     let _ = stopped.await;
                 });
-                let settings = Settings { resync: Duration::from_secs(3600), concurrency: 8 };
+                let settings =
+                    Settings { resync: Duration::from_secs(3600), concurrency: 8, limits: limits_settings() };
                 let health = Arc::new(payi_operator::health::Health::default());
                 health.set_leading(true);
                 controller::run(

@@ -76,18 +76,9 @@ impl Redis {
         }
     }
 
-    /// One command through redis-cli's wire format, answered as text (for the tests' own reads).
+    /// One command, answered as the raw reply text.
     pub async fn command(&self, args: &[&str]) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(&self.addr).await.expect("connecting to redis");
-        let mut text = format!("*{}\r\n", args.len());
-        for arg in args {
-            text.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        stream.write_all(text.as_bytes()).await.unwrap();
-        let mut buf = vec![0u8; 65536];
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap().unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+        command(&self.addr, args).await
     }
 }
 
@@ -98,4 +89,58 @@ impl Drop for Redis {
             let _ = child.wait();
         }
     }
+}
+
+/// One Redis for the whole test process, for tests that share the in-process
+/// operator (whose ledger URL is fixed when it starts). It lives as long as the
+/// process: a shell holds it and stops it when the test process's end closes
+/// the shell's stdin, however the process ends.
+pub fn shared_url() -> &'static str {
+    static URL: std::sync::OnceLock<(String, std::sync::Mutex<std::process::ChildStdin>)> = std::sync::OnceLock::new();
+    &URL.get_or_init(|| {
+        let out = Command::new("hack/tools/apt.sh")
+            .arg("redis-server")
+            .current_dir(repo())
+            .output()
+            .expect("hack/tools/apt.sh");
+        assert!(out.status.success(), "installing redis-server failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let binary = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let addr = free_port();
+        let port = addr.rsplit(':').next().unwrap().to_string();
+        let dir = log_dir().join(unique("redis-shared"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = format!(
+            "'{binary}' --port {port} --bind 127.0.0.1 --save '' --appendonly no --dir '{}' >'{}/redis.log' 2>&1 & p=$!; \
+             read -r _; kill $p; wait $p",
+            dir.display(),
+            dir.display()
+        );
+        // The shell outlives every test; it is reaped by init when this process ends.
+        #[allow(clippy::zombie_processes)]
+        let mut child =
+            Command::new("bash").args(["-c", &script]).stdin(Stdio::piped()).spawn().expect("starting redis-server");
+        let stdin = child.stdin.take().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the shared redis-server did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (format!("redis://{addr}"), std::sync::Mutex::new(stdin))
+    })
+    .0
+}
+
+/// One command to the Redis at `addr` (host:port or a redis:// URL), answered as the raw reply text.
+pub async fn command(addr: &str, args: &[&str]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = addr.trim_start_matches("redis://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connecting to redis");
+    let mut text = format!("*{}\r\n", args.len());
+    for arg in args {
+        text.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(text.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
