@@ -346,6 +346,10 @@ pub fn decide(
         use_cases: Some(crate::use_case::published(app, outcome.status)),
         ..previous.clone()
     };
+    // status.limits is the limits task's; carried while the spec has limits (see controller/limits.rs).
+    if app.spec.limits.is_empty() && app.spec.use_cases.iter().all(|u| u.limits.is_empty()) {
+        status.limits = None;
+    }
     let mut notes = Note::ready_transition(&previous.conditions, &outcome);
     let Some(keys) = keys else {
         return Ok(Plan { secret: None, access, status, notes, key_move: None, requeue_after: None });

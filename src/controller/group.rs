@@ -91,7 +91,7 @@ pub fn decide(inputs: &Inputs, now: &Time) -> Plan {
         organization: inputs.organization.as_ref().map(|_| org_name.clone()),
         applications: rollup::counts(apps),
         // Written by the limits task (its own field manager); carried so this write keeps it.
-        limits: previous.limits.clone(),
+        limits: previous.limits.clone().filter(|_| !group.spec.limits.is_empty()),
     };
     Plan { status, finalizer, notes }
 }

@@ -95,14 +95,14 @@ fn gather(ctx: &Context) -> Vec<Target> {
     for org in ctx.stores.organizations.state() {
         let rules = named(&compile(&organization_level(&org.name_any()), &org.spec.limits), None);
         let current = org.status.as_ref().and_then(|s| s.limits.clone());
-        if !rules.is_empty() {
+        if !rules.is_empty() || current.is_some() {
             targets.push(Target { object: Object::Organization(org), rules, current });
         }
     }
     for group in ctx.stores.groups.state() {
         let rules = named(&compile(&group_level(&group.name_any()), &group.spec.limits), None);
         let current = group.status.as_ref().and_then(|s| s.limits.clone());
-        if !rules.is_empty() {
+        if !rules.is_empty() || current.is_some() {
             targets.push(Target { object: Object::Group(group), rules, current });
         }
     }
@@ -114,7 +114,7 @@ fn gather(ctx: &Context) -> Vec<Target> {
             rules.extend(named(&rules_of, Some(&use_case.name)));
         }
         let current = app.status.as_ref().and_then(|s| s.limits.clone());
-        if !rules.is_empty() {
+        if !rules.is_empty() || current.is_some() {
             targets.push(Target { object: Object::Application(app), rules, current });
         }
     }
@@ -144,7 +144,12 @@ async fn apply<K>(api: Api<K>, obj: &K, limits: Option<&LimitsStatus>) -> Result
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": {"limits": limits}});
+    // None: this manager lets go of status.limits, which removes it.
+    let status = match limits {
+        Some(limits) => json!({"limits": limits}),
+        None => json!({}),
+    };
+    let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
     api.patch_status(&obj.name_any(), &PatchParams::apply(LIMITS_MANAGER).force(), &Patch::Apply(patch)).await?;
     Ok(())
 }

@@ -85,7 +85,7 @@ pub fn decide(inputs: &Inputs, now: &Time) -> Plan {
         groups: rollup::counts(groups),
         applications: rollup::counts(&inputs.applications),
         // Written by the limits task (its own field manager); carried so this write keeps it.
-        limits: previous.limits.clone(),
+        limits: previous.limits.clone().filter(|_| !org.spec.limits.is_empty()),
     };
     Plan { status, finalizer, notes }
 }
