@@ -835,6 +835,12 @@ fn the_gateway_renders_only_when_enabled_with_read_only_rbac_and_its_files() {
         container["env"][0],
         json!({"name": "PAYI_GATEWAY_LIMITS_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "ledger", "key": "url"}}})
     );
+    let operator = &one(&limits, "Deployment", "rel-payi-operator")["spec"]["template"]["spec"]["containers"][0];
+    let env = operator["env"].as_array().unwrap();
+    assert!(
+        env.iter().any(|e| e["name"] == "PAYI_LIMITS_REDIS_URL" && e["valueFrom"]["secretKeyRef"]["name"] == "ledger"),
+        "the operator reads the same ledger for limits status: {env:?}"
+    );
     let alerts = one(&limits, "PrometheusRule", "rel-payi-operator-gateway-limits");
     let file: Value =
         serde_yaml::from_str(&std::fs::read_to_string(repo().join(CHART).join("files/limits-rules.yaml")).unwrap())
