@@ -21,6 +21,9 @@ pub struct OrganizationNode {
     pub name: String,
     pub ready: String,
     pub reason: String,
+    /// The limit nearest its maximum, from status (`kubectl get`'s Spend column).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spend: Option<String>,
     pub groups: Vec<GroupNode>,
 }
 
@@ -30,6 +33,8 @@ pub struct GroupNode {
     pub name: String,
     pub ready: String,
     pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spend: Option<String>,
     pub applications: Vec<ApplicationNode>,
 }
 
@@ -48,6 +53,8 @@ pub struct ApplicationNode {
     pub key_age_seconds: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotation_due: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spend: Option<String>,
     /// The declared use cases, with the version requests are attributed to.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub use_cases: Vec<UseCaseNode>,
@@ -60,6 +67,9 @@ pub struct UseCaseNode {
     pub version: i64,
     /// Published in status: the verifier and the gateway attribute requests to it.
     pub live: bool,
+    /// Its own limits' spend and maxima, e.g. `1.5/10 USD (daily)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spend: Option<String>,
 }
 
 fn ready_of(conditions: Option<&Vec<Condition>>) -> (String, String) {
@@ -81,20 +91,27 @@ pub fn build(
     let mut orgs: BTreeMap<String, OrganizationNode> = BTreeMap::new();
     for org in organizations {
         let (ready, reason) = ready_of(org.status.as_ref().map(|s| &s.conditions));
-        orgs.insert(org.name_any(), OrganizationNode { name: org.name_any(), ready, reason, groups: vec![] });
+        let spend = spend_of(org.status.as_ref().and_then(|s| s.limits.as_ref()));
+        orgs.insert(org.name_any(), OrganizationNode { name: org.name_any(), ready, reason, spend, groups: vec![] });
     }
     let mut group_nodes: BTreeMap<String, (String, GroupNode)> = BTreeMap::new();
     for group in groups {
         let (ready, reason) = ready_of(group.status.as_ref().map(|s| &s.conditions));
-        let node = GroupNode { name: group.name_any(), ready, reason, applications: vec![] };
+        let spend = spend_of(group.status.as_ref().and_then(|s| s.limits.as_ref()));
+        let node = GroupNode { name: group.name_any(), ready, reason, spend, applications: vec![] };
         group_nodes.insert(group.name_any(), (group.spec.organization_ref.name.clone(), node));
     }
     for app in applications {
         let group = &app.spec.group_ref.name;
         let node = application_node(app, now);
         let entry = group_nodes.entry(group.clone()).or_insert_with(|| {
-            let missing =
-                GroupNode { name: group.clone(), ready: NOT_FOUND.into(), reason: String::new(), applications: vec![] };
+            let missing = GroupNode {
+                name: group.clone(),
+                ready: NOT_FOUND.into(),
+                reason: String::new(),
+                spend: None,
+                applications: vec![],
+            };
             (String::new(), missing)
         });
         entry.1.applications.push(node);
@@ -107,6 +124,7 @@ pub fn build(
                 name: key,
                 ready: NOT_FOUND.into(),
                 reason: String::new(),
+                spend: None,
                 groups: vec![],
             })
             .groups
@@ -131,8 +149,21 @@ fn application_node(app: &Application, now: Timestamp) -> ApplicationNode {
             .and_then(|s| s.rotation.as_ref())
             .and_then(|r| r.next_rotation_at.as_ref())
             .map(|t| t.0.to_string()),
+        spend: spend_of(status.and_then(|s| s.limits.as_ref())),
         use_cases: use_case_nodes(app),
     }
+}
+
+/// `spend/max USD (name)` of each limit, comma-separated; `None` without limits status.
+fn spend_of(limits: Option<&crate::crd::LimitsStatus>) -> Option<String> {
+    let limits = limits?;
+    let own: Vec<String> = limits
+        .items
+        .iter()
+        .filter(|i| i.use_case.is_none())
+        .map(|i| format!("{}/{} USD ({})", i.spend_usd, i.max_usd, i.name))
+        .collect();
+    (!own.is_empty()).then(|| own.join(", "))
 }
 
 fn use_case_nodes(app: &Application) -> Vec<UseCaseNode> {
@@ -143,7 +174,14 @@ fn use_case_nodes(app: &Application) -> Vec<UseCaseNode> {
         .map(|u| {
             let version = u.version.unwrap_or(crate::use_case::DEFAULT_VERSION);
             let live = published.iter().any(|p| p.name == u.name && p.version == version);
-            UseCaseNode { name: u.name.clone(), version, live }
+            let items = app.status.as_ref().and_then(|s| s.limits.as_ref()).map(|l| &l.items[..]).unwrap_or_default();
+            let own: Vec<String> = items
+                .iter()
+                .filter(|i| i.use_case.as_deref() == Some(u.name.as_str()))
+                .map(|i| format!("{}/{} USD ({})", i.spend_usd, i.max_usd, i.name))
+                .collect();
+            let spend = (!own.is_empty()).then(|| own.join(", "));
+            UseCaseNode { name: u.name.clone(), version, live, spend }
         })
         .collect()
 }
@@ -189,8 +227,9 @@ pub fn render_text(tree: &[OrganizationNode], style: Style) -> String {
         "KEY".into(),
         "KEY AGE".into(),
         "ROTATION DUE".into(),
-        String::new(),
+        "SPEND".into(),
     ]];
+    let shown = |spend: &Option<String>| spend.clone().unwrap_or_default();
     let blank = String::new;
     for org in tree {
         rows.push([
@@ -201,7 +240,7 @@ pub fn render_text(tree: &[OrganizationNode], style: Style) -> String {
             blank(),
             blank(),
             blank(),
-            blank(),
+            shown(&org.spend),
         ]);
         for (gi, group) in org.groups.iter().enumerate() {
             let last_group = gi + 1 == org.groups.len();
@@ -214,7 +253,7 @@ pub fn render_text(tree: &[OrganizationNode], style: Style) -> String {
                 blank(),
                 blank(),
                 blank(),
-                blank(),
+                shown(&group.spend),
             ]);
             for (ai, app) in group.applications.iter().enumerate() {
                 let last_app = ai + 1 == group.applications.len();
@@ -227,7 +266,7 @@ pub fn render_text(tree: &[OrganizationNode], style: Style) -> String {
                     app.key_fingerprint.clone().unwrap_or_else(|| "-".into()),
                     app.key_age_seconds.map(human_age).unwrap_or_else(|| "-".into()),
                     app.rotation_due.clone().unwrap_or_else(|| "-".into()),
-                    blank(),
+                    shown(&app.spend),
                 ]);
                 for (ui, use_case) in app.use_cases.iter().enumerate() {
                     let leaf = if ui + 1 == app.use_cases.len() { "└── " } else { "├── " };
@@ -240,22 +279,25 @@ pub fn render_text(tree: &[OrganizationNode], style: Style) -> String {
                         blank(),
                         blank(),
                         blank(),
-                        blank(),
+                        shown(&use_case.spend),
                     ]);
                 }
             }
         }
     }
-    let widths: Vec<usize> = (0..7).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    // The SPEND column only when some level has limits, so trees without any read as before.
+    let columns = if rows.iter().skip(1).any(|r| !r[7].is_empty()) { 8 } else { 7 };
+    let widths: Vec<usize> =
+        (0..columns).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for (i, row) in rows.iter().enumerate() {
         let mut line = String::new();
-        for c in 0..7 {
+        for c in 0..columns {
             let cell = &row[c];
             let pad = widths[c] - cell.chars().count();
             let shown = if c == 2 && i > 0 { style.ready(cell) } else { cell.clone() };
             line.push_str(&shown);
-            if c < 6 {
+            if c + 1 < columns {
                 line.push_str(&" ".repeat(pad + 2));
             }
         }
@@ -320,12 +362,47 @@ mod tests {
         let tree =
             build(&[org("acme")], &[group("eng", "acme")], &[chat, app("search", "eng")], None, Timestamp::UNIX_EPOCH);
         let nodes = &tree[0].groups[0].applications[0].use_cases;
-        assert_eq!(nodes[0], UseCaseNode { name: "summarize".into(), version: 2, live: true });
-        assert_eq!(nodes[1], UseCaseNode { name: "draft".into(), version: 1, live: true });
+        assert_eq!(nodes[0], UseCaseNode { name: "summarize".into(), version: 2, live: true, spend: None });
+        assert_eq!(nodes[1], UseCaseNode { name: "draft".into(), version: 1, live: true, spend: None });
+        assert!(!render_text(&tree, Style { colour: false }).contains("SPEND"), "no limits, no SPEND column");
         let text = render_text(&tree, Style { colour: false });
         assert!(text.contains("    ├── Application/chat"), "{text}");
         assert!(text.contains("    │   ├── UseCase/summarize v2") && text.contains("True"), "{text}");
         assert!(text.contains("    │   └── UseCase/draft v1"), "{text}");
+    }
+
+    #[test]
+    fn spend_and_maxima_show_at_each_level_that_has_limits() {
+        use crate::crd::{LimitState, LimitStatusItem, LimitType, LimitsStatus};
+        let item = |name: &str, use_case: Option<&str>, spend: &str, max: &str| LimitStatusItem {
+            id: format!("x/{name}"),
+            name: name.into(),
+            use_case: use_case.map(str::to_string),
+            kind: LimitType::Block,
+            spend_usd: spend.into(),
+            max_usd: max.into(),
+            state: LimitState::Ok,
+            window: "2026-12".into(),
+        };
+        let mut eng = group("eng", "acme");
+        eng.status = Some(crate::crd::GroupStatus {
+            limits: Some(LimitsStatus { items: vec![item("monthly", None, "12.5", "250")], ..Default::default() }),
+            ..Default::default()
+        });
+        let mut chat = app("chat", "eng");
+        chat.spec.use_cases = vec![crate::crd::UseCase { name: "draft".into(), ..Default::default() }];
+        chat.status = Some(crate::crd::ApplicationStatus {
+            use_cases: Some(crate::use_case::published(&chat, true)),
+            limits: Some(LimitsStatus { items: vec![item("daily", Some("draft"), "1", "2")], ..Default::default() }),
+            ..Default::default()
+        });
+        let tree = build(&[org("acme")], &[eng], &[chat], None, Timestamp::UNIX_EPOCH);
+        assert_eq!(tree[0].groups[0].spend.as_deref(), Some("12.5/250 USD (monthly)"));
+        assert_eq!(tree[0].groups[0].applications[0].spend, None);
+        assert_eq!(tree[0].groups[0].applications[0].use_cases[0].spend.as_deref(), Some("1/2 USD (daily)"));
+        let text = render_text(&tree, Style { colour: false });
+        assert!(text.lines().next().unwrap().ends_with("SPEND"), "{text}");
+        assert!(text.contains("12.5/250 USD (monthly)") && text.contains("1/2 USD (daily)"), "{text}");
     }
 
     #[test]
