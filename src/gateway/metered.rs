@@ -458,7 +458,14 @@ impl<B> Drop for SseBody<B> {
     fn drop(&mut self) {
         let usage = self.meter.reported().then(|| self.meter.usage());
         let model = self.meter.model().map(str::to_string);
-        self.metering.finish(model.as_deref(), usage, Outcome::Incomplete);
+        // A client that stops reading at the stream's own end marker ([DONE],
+        // message_stop) got all of it; anything earlier is incomplete.
+        let outcome = match (self.meter.complete(), usage.is_some()) {
+            (true, true) => Outcome::Metered,
+            (true, false) => Outcome::UsageUnreadable,
+            (false, _) => Outcome::Incomplete,
+        };
+        self.metering.finish(model.as_deref(), usage, outcome);
     }
 }
 

@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod helm;
 pub mod nginx;
 pub mod process;
+pub mod providers;
 pub mod redis;
 pub mod sdk;
 pub mod tools;
