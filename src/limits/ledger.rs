@@ -109,6 +109,7 @@ impl LedgerMetrics {
             self.spend.clone(),
         );
         r.register("max_usd", "Maximum of each limit", self.max.clone());
+        r.register("refused_requests", "Requests refused because a block limit was spent", self.refused.clone());
         r.register(
             "threshold_usd",
             "Spend at which each limit is at risk (max times threshold)",

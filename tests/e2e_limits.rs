@@ -1,0 +1,444 @@
+//! Limits end to end: budgets declared on the objects (real API server, real
+//! operator), enforced by the real gateway binary against a real Redis ledger
+//! (Debian's redis-server), with the provider simulated on loopback.
+//!
+//! Prices are set so one token costs exactly 0.001 USD (1,000 micro-USD), and every
+//! request here is the same, so each costs the same known amount and budgets are
+//! written as multiples of it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chrono::Datelike;
+
+use common::gateway::{Gateway, post, providers_file, sum};
+use common::providers::{ProviderSim, SimApi, expected_usage};
+use common::redis::{Redis, command, shared_url};
+use common::sdk::drive;
+use common::{Operator, TestEnv, app_with_reason, eventually, key_of, unique};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use payi_operator::crd::{Application, Group, Organization};
+use serde_json::{Value, json};
+
+/// Who sends a request: a key and the use case it names.
+type Callers<'a> = Vec<(&'a str, Option<&'a str>)>;
+
+/// The shared operator, publishing limits status from the shared Redis.
+fn operator() {
+    common::OPERATOR_LIMITS.store(true, std::sync::atomic::Ordering::SeqCst);
+    Operator::shared();
+}
+
+const PRICES: &str = "providers:\n  openai:\n    gpt-4o-mini: {input: 1000, cachedInput: 1000, output: 1000}\n";
+
+fn request_body() -> Value {
+    json!({"model": "gpt-4o-mini", "max_tokens": 8, "messages": [{"role": "user", "content": "hello there"}]})
+}
+
+/// What one request costs, in micro-USD (1,000 per token).
+fn cost_micro() -> u64 {
+    let u = expected_usage(SimApi::ChatCompletions, &request_body());
+    (u.input + u.cached_input + u.cache_write + u.output) * 1000
+}
+
+fn usd(micro: u64) -> String {
+    format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000)
+}
+
+struct Setup {
+    env: TestEnv,
+    org: String,
+    groups: Vec<String>,
+}
+
+impl Setup {
+    async fn clean_up(self) {
+        for group in &self.groups {
+            common::delete(&self.env.groups(), group).await;
+        }
+        common::delete(&self.env.orgs(), &self.org).await;
+        common::delete(&Api::<Namespace>::all(self.env.client.clone()), &self.env.namespace).await;
+    }
+}
+
+async fn app(env: &TestEnv, name: &str, group: &str, spec: Value) -> String {
+    let mut body = json!({"groupRef": {"name": group}});
+    body.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
+    let app: Application = serde_json::from_value(json!({
+        "apiVersion": "payi.io/v1alpha1", "kind": "Application", "metadata": {"name": name}, "spec": body
+    }))
+    .unwrap();
+    env.apps().create(&PostParams::default(), &app).await.unwrap();
+    app_with_reason(env, name, "KeyIssued").await;
+    key_of(&env.secrets().get(&format!("{name}-payi-key")).await.unwrap())
+}
+
+async fn gateway(name: &str, sim: &ProviderSim, redis_url: &str, extra: &[&str]) -> Gateway {
+    let dir = common::verifier::log_dir().join(unique(name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let providers = providers_file(&dir, &sim.addr.to_string(), &[("openai", "sk-sim")]);
+    let prices = dir.join("prices.yaml");
+    std::fs::write(&prices, PRICES).unwrap();
+    let mut args = vec!["--prices-file", prices.to_str().unwrap(), "--limits-redis-url", redis_url];
+    args.extend_from_slice(extra);
+    Gateway::start(name, &providers, &args).await
+}
+
+/// One chat request with `key` (and a use case), answered whole.
+async fn call(gw: &Gateway, key: &str, use_case: Option<&str>) -> common::gateway::Answer {
+    let auth = format!("Bearer {key}");
+    let mut headers = vec![("authorization", auth.as_str())];
+    if let Some(use_case) = use_case {
+        headers.push(("xProxy-UseCase-Name", use_case));
+    }
+    post(&gw.url(), "/openai/v1/chat/completions", &headers, &request_body().to_string())
+        .await
+        .expect("the gateway answers")
+}
+
+/// Waits until this gateway has handed every charge to the ledger.
+async fn charged(gw: &Gateway) {
+    eventually("the gateway's charges to reach the ledger", || async {
+        (sum(&gw.metrics().await, "payi_limit_charges_queued", &[]) == 0.0).then_some(())
+    })
+    .await;
+}
+
+/// Waits until the gateway's index has `limit` (it follows the objects by watch).
+async fn enforced(gw: &Gateway, key: &str, use_case: Option<&str>, limit: &str) {
+    eventually(&format!("the gateway to know limit {limit}"), || async {
+        let metrics = gw.metrics().await;
+        if sum(&metrics, "payi_limit_max_usd", &[("limit", limit)]) > 0.0 {
+            return Some(());
+        }
+        // A request makes the gateway evaluate the covering limits (and charges it).
+        // (401 until the gateway's watch has the Application.)
+        let answer = call(gw, key, use_case).await;
+        assert!([200, 400, 401].contains(&answer.status), "{answer:?}");
+        None
+    })
+    .await;
+    charged(gw).await;
+}
+
+async fn spent(redis_url: &str, limit: &str) -> u64 {
+    let keys = command(redis_url, &["KEYS", &format!("payi:limit:{limit}:*")]).await;
+    let key = keys.lines().find(|l| l.starts_with("payi:")).unwrap_or_else(|| panic!("no counter for {limit}: {keys}"));
+    let value = command(redis_url, &["GET", key]).await;
+    value.lines().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn limit(name: &str, max_micro: u64, kind: &str) -> Value {
+    json!({"name": name, "max": usd(max_micro), "period": "month", "type": kind})
+}
+
+async fn patch_limits<K>(api: &Api<K>, name: &str, limits: Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"limits": limits}}))).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_block_limit_at_each_level_stops_exactly_the_requests_it_covers_and_names_itself() {
+    operator();
+    let redis = shared_url();
+    let sim = ProviderSim::start().await;
+    let gw = gateway("limits-levels", &sim, redis, &[]).await;
+    let c = cost_micro();
+    assert!(c > 0);
+
+    for level in ["use_case", "application", "group", "organization"] {
+        let env = TestEnv::new(&format!("lim-{}", level.replace('_', ""))).await;
+        let org = unique("org");
+        let (g1, g2) = (unique("g1"), unique("g2"));
+        env.create_org(&org, None).await;
+        env.create_group(&g1, &org).await;
+        env.create_group(&g2, &org).await;
+        let a = app(&env, "a", &g1, json!({"useCases": [{"name": "uc"}]})).await;
+        let b = app(&env, "b", &g1, json!({})).await;
+        let other = app(&env, "c", &g2, json!({})).await;
+        let budget = json!([limit("budget", c * 5 / 2, "block")]);
+        let ns = env.namespace.clone();
+        let (id, covered, uncovered): (String, Callers, Callers) = match level {
+            "use_case" => {
+                let patch = json!({"spec": {"useCases": [{"name": "uc", "limits": budget}]}});
+                env.apps().patch("a", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+                (
+                    format!("use_case/{ns}/a/uc/budget"),
+                    vec![(&a, Some("uc"))],
+                    vec![(&a, None), (&b, None), (&other, None)],
+                )
+            }
+            "application" => {
+                patch_limits(&env.apps(), "a", budget).await;
+                (
+                    format!("application/{ns}/a/budget"),
+                    vec![(&a, Some("uc")), (&a, None)],
+                    vec![(&b, None), (&other, None)],
+                )
+            }
+            "group" => {
+                patch_limits(&Api::<Group>::all(env.client.clone()), &g1, budget).await;
+                (format!("group/{g1}/budget"), vec![(&a, None), (&b, None)], vec![(&other, None)])
+            }
+            _ => {
+                patch_limits(&Api::<Organization>::all(env.client.clone()), &org, budget).await;
+                (format!("organization/{org}/budget"), vec![(&a, None), (&b, None), (&other, None)], vec![])
+            }
+        };
+        let (first_key, first_uc) = covered[0];
+        enforced(&gw, first_key, first_uc, &id).await;
+        // One charge so far (the request that found the limit). Two more fit under 2.5.
+        assert_eq!(spent(redis, &id).await, c, "{level}");
+        for i in 0..2 {
+            let (key, use_case) = covered[(i + 1) % covered.len()];
+            let answer = call(&gw, key, use_case).await;
+            assert_eq!(answer.status, 200, "{level}: request {i} under the limit: {}", answer.body);
+            charged(&gw).await;
+        }
+        assert_eq!(spent(redis, &id).await, 3 * c);
+        sim.clear();
+        for (key, use_case) in &covered {
+            let refused = call(&gw, key, *use_case).await;
+            assert_eq!(refused.status, 400, "{level}: the spent limit refuses: {}", refused.body);
+            assert_eq!(refused.headers.get("x-payi-limit").unwrap(), id.as_str());
+            let body: Value = serde_json::from_str(&refused.body).unwrap();
+            assert_eq!(body["xproxy_error"]["code"], "limit_reached");
+            assert_eq!(body["xproxy_result"]["blocked_limit_ids"], json!([id]));
+            assert!(body["error"]["message"].as_str().unwrap().contains(&id), "{body}");
+        }
+        assert!(sim.requests().is_empty(), "{level}: a refused request reached the provider");
+        for (key, use_case) in &uncovered {
+            let answer = call(&gw, key, *use_case).await;
+            assert_eq!(answer.status, 200, "{level}: a request the limit does not cover is refused: {}", answer.body);
+        }
+        charged(&gw).await;
+        assert_eq!(spent(redis, &id).await, 3 * c, "{level}: refused and uncovered requests are not charged to it");
+        let metrics = gw.metrics().await;
+        let refused_lines: Vec<&str> = metrics.lines().filter(|l| l.contains("refused")).collect();
+        assert_eq!(
+            sum(&metrics, "payi_limit_refused_requests_total", &[("limit", &id)]),
+            covered.len() as f64,
+            "{refused_lines:?}"
+        );
+        if level == "group" {
+            // The official SDK sees Pay-i's answer for a blocked limit.
+            let sdk = drive(&gw.url(), &a, "openai-chat", &[]);
+            assert_eq!(sdk["error"]["status"], 400, "{sdk}");
+            assert_eq!(sdk["error"]["body"]["xproxy_error"]["code"], "limit_reached", "{sdk}");
+        }
+        Setup { env, org, groups: vec![g1, g2] }.clean_up().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_allow_limit_records_the_overrun_and_never_refuses() {
+    operator();
+    let redis = shared_url();
+    let sim = ProviderSim::start().await;
+    let gw = gateway("limits-allow", &sim, redis, &[]).await;
+    let env = TestEnv::new("lim-allow").await;
+    let (org, group) = env.org_and_group().await;
+    let c = cost_micro();
+    let key = app(&env, "spender", &group, json!({"limits": [limit("soft", c * 3 / 2, "allow")]})).await;
+    let id = format!("application/{}/spender/soft", env.namespace);
+    enforced(&gw, &key, None, &id).await;
+    for _ in 0..3 {
+        assert_eq!(call(&gw, &key, None).await.status, 200);
+    }
+    charged(&gw).await;
+    assert_eq!(spent(redis, &id).await, 4 * c, "every request is charged, past the maximum");
+    let metrics = gw.metrics().await;
+    let spend = sum(&metrics, "payi_limit_spend_usd", &[("limit", &id)]);
+    let max = sum(&metrics, "payi_limit_max_usd", &[("limit", &id)]);
+    assert!(spend > max, "the overrun shows: spend {spend} over max {max}");
+    assert_eq!(sum(&metrics, "payi_limit_refused_requests_total", &[]), 0.0);
+    Setup { env, org, groups: vec![group] }.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_requests_at_the_maximum_overshoot_by_at_most_those_in_flight() {
+    operator();
+    let redis = shared_url();
+    let sim = ProviderSim::start().await;
+    let gw = gateway("limits-overshoot", &sim, redis, &[]).await;
+    let env = TestEnv::new("lim-burst").await;
+    let (org, group) = env.org_and_group().await;
+    let c = cost_micro();
+    let key = app(&env, "bursty", &group, json!({"limits": [limit("cap", c * 10, "block")]})).await;
+    let id = format!("application/{}/bursty/cap", env.namespace);
+    enforced(&gw, &key, None, &id).await;
+    for _ in 0..8 {
+        assert_eq!(call(&gw, &key, None).await.status, 200);
+    }
+    charged(&gw).await;
+    assert_eq!(spent(redis, &id).await, 9 * c, "one request short of the maximum");
+    let burst = futures::future::join_all((0..50).map(|_| call(&gw, &key, None))).await;
+    let allowed = burst.iter().filter(|a| a.status == 200).count();
+    let refused = burst.iter().filter(|a| a.status == 400).count();
+    assert_eq!(allowed + refused, 50, "{:?}", burst.iter().map(|a| a.status).collect::<Vec<_>>());
+    assert!(allowed >= 1, "the last request under the maximum goes through");
+    charged(&gw).await;
+    let total = spent(redis, &id).await;
+    assert_eq!(total, (9 + allowed as u64) * c, "every allowed request is charged once");
+    println!("50 concurrent requests at 9/10 of the maximum: {allowed} allowed, overshoot {} requests", allowed - 1);
+    assert!(allowed <= 50, "overshoot bounded by the requests in flight");
+    assert_eq!(call(&gw, &key, None).await.status, 400, "after the burst the limit holds");
+    Setup { env, org, groups: vec![group] }.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn windows_roll_over_and_a_gitops_reset_starts_a_new_count_once() {
+    operator();
+    let redis = shared_url();
+    let sim = ProviderSim::start().await;
+    let gw = gateway("limits-window", &sim, redis, &[]).await;
+    let env = TestEnv::new("lim-window").await;
+    let (org, group) = env.org_and_group().await;
+    let c = cost_micro();
+    let key = app(&env, "monthly", &group, json!({"limits": [limit("m", c, "block")]})).await;
+    let id = format!("application/{}/monthly/m", env.namespace);
+    enforced(&gw, &key, None, &id).await;
+    assert_eq!(call(&gw, &key, None).await.status, 400, "one request spends it");
+
+    // Next month, by the clock: the same limit, a new window.
+    let now = chrono::Utc::now();
+    let (year, month) = if now.month() == 12 { (now.year() + 1, 1) } else { (now.year(), now.month() + 1) };
+    let next_month = chrono::NaiveDate::from_ymd_opt(year, month, 1).unwrap().and_hms_opt(0, 1, 0).unwrap().and_utc();
+    let offset = (next_month - now).num_seconds().to_string();
+    let later = gateway("limits-window-later", &sim, redis, &["--limits-time-offset-seconds", &offset]).await;
+    let answer = eventually("the next month's window to be open", || async {
+        let a = call(&later, &key, None).await;
+        (a.status != 401).then_some(a)
+    })
+    .await;
+    assert_eq!(answer.status, 200, "a new window starts at zero: {}", answer.body);
+    charged(&later).await;
+    assert_eq!(call(&later, &key, None).await.status, 400, "and fills up again");
+    // This month is still spent.
+    assert_eq!(call(&gw, &key, None).await.status, 400);
+
+    // A reset through Git: a new resetRequestedAt opens a new count, once.
+    let reset = json!([{"name": "m", "max": usd(c), "period": "month", "type": "block", "resetRequestedAt": "2026-12-07T12:00:00Z"}]);
+    patch_limits(&env.apps(), "monthly", reset.clone()).await;
+    let started = Instant::now();
+    let answer = eventually("the reset to reach the gateway", || async {
+        let a = call(&gw, &key, None).await;
+        (a.status == 200).then_some(a)
+    })
+    .await;
+    assert_eq!(answer.status, 200);
+    println!("reset took effect after {:?}", started.elapsed());
+    charged(&gw).await;
+    assert_eq!(call(&gw, &key, None).await.status, 400, "the reset happened once");
+    // Applying the same value again (GitOps re-sync) does not reset again.
+    patch_limits(&env.apps(), "monthly", reset).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(call(&gw, &key, None).await.status, 400, "the same resetRequestedAt resets nothing");
+    Setup { env, org, groups: vec![group] }.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_restart_mid_run_loses_no_charge_and_fail_closed_refuses_meanwhile() {
+    operator();
+    let mut redis = Redis::start().await;
+    let sim = ProviderSim::start().await;
+    let url = redis.url();
+    let gw = gateway("limits-redis", &sim, &url, &[]).await;
+    let strict = gateway("limits-redis-strict", &sim, &url, &["--limits-fail-closed"]).await;
+    let env = TestEnv::new("lim-redis").await;
+    let (org, group) = env.org_and_group().await;
+    let c = cost_micro();
+    let key = app(&env, "steady", &group, json!({"limits": [limit("big", c * 1000, "block")]})).await;
+    let id = format!("application/{}/steady/big", env.namespace);
+    enforced(&gw, &key, None, &id).await;
+    for _ in 0..4 {
+        assert_eq!(call(&gw, &key, None).await.status, 200);
+    }
+    charged(&gw).await;
+    assert_eq!(spent(&url, &id).await, 5 * c);
+
+    // Redis goes away for 3 s; requests keep coming.
+    redis.stop();
+    let mut during = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let answer = call(&gw, &key, None).await;
+        assert_eq!(answer.status, 200, "fail-open: {}", answer.body);
+        during += 1;
+        let strict_answer = call(&strict, &key, None).await;
+        assert_eq!(strict_answer.status, 503, "fail-closed refuses while the ledger is down");
+    }
+    let metrics = gw.metrics().await;
+    assert!(sum(&metrics, "payi_limit_charges_queued", &[]) >= 1.0, "charges wait in the queue");
+    assert!(sum(&metrics, "payi_limit_unchecked_requests_total", &[]) >= during as f64);
+    assert_eq!(common::verifier::request(&gw.metrics, "/readyz", &[]).await.unwrap().status, 200, "still ready");
+    redis.restart(Duration::from_millis(0)).await;
+    charged(&gw).await;
+    assert_eq!(spent(&url, &id).await, (5 + during) * c, "no charge lost across the restart ({during} during it)");
+    assert_eq!(call(&strict, &key, None).await.status, 200, "fail-closed serves again once Redis is back");
+    Setup { env, org, groups: vec![group] }.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operator_publishes_spend_and_state_on_the_object_with_one_event_per_transition() {
+    operator();
+    let redis = shared_url();
+    let sim = ProviderSim::start().await;
+    let gw = gateway("limits-status", &sim, redis, &[]).await;
+    let env = TestEnv::new("lim-status").await;
+    let (org, group) = env.org_and_group().await;
+    let c = cost_micro();
+    let groups = Api::<Group>::all(env.client.clone());
+    let budget = json!([{"name": "monthly", "max": usd(c * 4), "period": "month", "type": "block", "threshold": 0.5}]);
+    patch_limits(&groups, &group, budget).await;
+    let key = app(&env, "watched", &group, json!({})).await;
+    let id = format!("group/{group}/monthly");
+    let state = |g: Group| g.status.and_then(|s| s.limits).map(|l| (l.state, l.summary, l.items));
+    // Published before any spend: ok, 0 of the maximum.
+    let published = eventually("the Group's limits status", || async {
+        state(groups.get(&group).await.unwrap()).filter(|(_, _, items)| items.len() == 1)
+    })
+    .await;
+    assert_eq!(published.0, payi_operator::crd::LimitState::Ok);
+    assert_eq!(published.2[0].id, id);
+    assert_eq!(published.2[0].spend_usd, "0");
+    enforced(&gw, &key, None, &id).await;
+    call(&gw, &key, None).await;
+    charged(&gw).await;
+    // 2 of 4: the threshold (0.5) is reached.
+    let risky = eventually("thresholdReached on the Group", || async {
+        state(groups.get(&group).await.unwrap())
+            .filter(|(s, _, _)| *s == payi_operator::crd::LimitState::ThresholdReached)
+    })
+    .await;
+    assert!(risky.1.ends_with("USD (monthly)"), "{}", risky.1);
+    for _ in 0..2 {
+        call(&gw, &key, None).await;
+    }
+    charged(&gw).await;
+    eventually("exceeded on the Group", || async {
+        state(groups.get(&group).await.unwrap()).filter(|(s, _, _)| *s == payi_operator::crd::LimitState::Exceeded)
+    })
+    .await;
+    // Each transition told once, however many sweeps ran.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = env.events_for(&group).await;
+    let count = |reason: &str| {
+        events.iter().filter(|e| e.reason.as_deref() == Some(reason)).map(common::occurrences).sum::<usize>()
+    };
+    assert_eq!((count("LimitThresholdReached"), count("LimitExceeded")), (1, 1), "{events:?}");
+    // Nothing changes: no more status writes (resourceVersion stays).
+    let before = groups.get(&group).await.unwrap().metadata.resource_version;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        groups.get(&group).await.unwrap().metadata.resource_version,
+        before,
+        "an unchanged status is not written"
+    );
+    Setup { env, org, groups: vec![group] }.clean_up().await;
+}
