@@ -3,7 +3,7 @@
 //! ServiceAccount under `make test`) checks them with the verifier's index, and the
 //! official openai, anthropic and payi Python SDKs (from PyPI, in the venv the test
 //! setup makes) call it unchanged. Only the providers are simulated
-//! (tests/common/provider_sim.rs, on loopback, their wire formats).
+//! (tests/common/providers.rs, on loopback, their wire formats).
 //!
 //! The mixed run's tokens and cost are asserted exactly, per use case, Application,
 //! Group and Organization, from what the simulator reported for each request it saw.
