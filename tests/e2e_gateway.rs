@@ -533,3 +533,54 @@ async fn not_ready_until_the_index_is_built() {
     assert_ne!(answer.unwrap().status, 200);
     assert!(sim.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prices_and_provider_credentials_are_reloaded_without_a_restart() {
+    Operator::shared();
+    let env = TestEnv::new("gw-reload").await;
+    let (org, group) = env.org_and_group().await;
+    let key = app(&env, "reloaded", &group, json!([])).await;
+    let sim = ProviderSim::start().await;
+    let (gw, dir) = gateway("gw-reload", &sim, &["--reload-seconds", "1"]).await;
+    let auth = format!("Bearer {key}");
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "price me"}]}).to_string();
+    let url = gw.url();
+    let headers = [("authorization", auth.as_str())];
+    let cost = || async {
+        let m = gw.metrics().await;
+        sum(&m, "payi_gateway_cost_usd_total", &[("application", "reloaded")])
+    };
+    let first = eventually("the key to work", || async {
+        post(&url, "/openai/v1/chat/completions", &headers, &body).await.ok().filter(|a| a.status == 200)
+    })
+    .await;
+    assert_eq!(first.status, 200);
+    let one = eventually("the first cost", || async { Some(cost().await).filter(|c| *c > 0.0) }).await;
+
+    // Ten times the prices, and a rotated provider credential: both files rewritten in place.
+    let tenfold =
+        PRICES.replace("{input: 1.0, cachedInput: 0.5, output: 4.0}", "{input: 10.0, cachedInput: 5.0, output: 40.0}");
+    assert_ne!(tenfold, PRICES);
+    std::fs::write(dir.0.join("prices.yaml"), tenfold).unwrap();
+    std::fs::write(dir.0.join("credential-openai"), "sk-rotated-credential-0009\n").unwrap();
+    let rotated = eventually("the rotated credential to be sent", || async {
+        sim.clear();
+        let answer = post(&url, "/openai/v1/chat/completions", &headers, &body).await.ok()?;
+        let seen = sim.requests().pop()?;
+        (answer.status == 200 && seen.header("authorization") == Some("Bearer sk-rotated-credential-0009"))
+            .then_some(())
+    })
+    .await;
+    let _ = rotated;
+    // The last request was priced by the new table: ten times the first one's cost.
+    let before = cost().await;
+    assert_eq!(post(&url, "/openai/v1/chat/completions", &headers, &body).await.unwrap().status, 200);
+    let after = eventually("the request to be counted", || async { Some(cost().await).filter(|c| *c > before) }).await;
+    let added = after - before;
+    assert!((added - 10.0 * one).abs() < 1e-12, "the reloaded table prices ten times higher: {added} vs {one}");
+    assert!(gw.logs().contains("price table reloaded"), "the reload is logged");
+    assert!(!gw.logs().contains("sk-rotated-credential-0009"), "the credential is never logged");
+    common::delete(&env.groups(), &group).await;
+    common::delete(&env.orgs(), &org).await;
+    common::delete(&Api::<Namespace>::all(env.client.clone()), &env.namespace).await;
+}
