@@ -3,7 +3,7 @@
 //! ServiceAccount under `make test`) checks them with the verifier's index, and the
 //! official openai, anthropic and payi Python SDKs (from PyPI, in the venv the test
 //! setup makes) call it unchanged. Only the providers are simulated
-//! (tests/common/providers.rs, on loopback, their wire formats).
+//! (tests/common/provider_sim.rs, on loopback, their wire formats).
 //!
 //! The mixed run's tokens and cost are asserted exactly, per use case, Application,
 //! Group and Organization, from what the simulator reported for each request it saw.
@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::gateway::{Gateway, post, providers_file, send, sum};
-use common::providers::{ProviderSim, Recorded, SimApi, SimUsage, expected_usage};
+use common::provider_sim::{ProviderSim, Recorded, SimApi, SimUsage, expected_usage};
 use common::sdk::drive;
 use common::{Operator, TestEnv, app_with_reason, eventually, key_of, unique};
 use k8s_openapi::api::core::v1::Namespace;
@@ -563,7 +563,7 @@ async fn prices_and_provider_credentials_are_reloaded_without_a_restart() {
     assert_ne!(tenfold, PRICES);
     std::fs::write(dir.0.join("prices.yaml"), tenfold).unwrap();
     std::fs::write(dir.0.join("credential-openai"), "sk-rotated-credential-0009\n").unwrap();
-    let rotated = eventually("the rotated credential to be sent", || async {
+    eventually("the rotated credential to be sent", || async {
         sim.clear();
         let answer = post(&url, "/openai/v1/chat/completions", &headers, &body).await.ok()?;
         let seen = sim.requests().pop()?;
@@ -571,7 +571,6 @@ async fn prices_and_provider_credentials_are_reloaded_without_a_restart() {
             .then_some(())
     })
     .await;
-    let _ = rotated;
     // The last request was priced by the new table: ten times the first one's cost.
     let before = cost().await;
     assert_eq!(post(&url, "/openai/v1/chat/completions", &headers, &body).await.unwrap().status, 200);

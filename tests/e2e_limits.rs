@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::Datelike;
 
 use common::gateway::{Gateway, post, providers_file, sum};
-use common::providers::{ProviderSim, SimApi, expected_usage};
+use common::provider_sim::{ProviderSim, SimApi, expected_usage};
 use common::redis::{Redis, command, shared_url};
 use common::sdk::drive;
 use common::{Operator, TestEnv, app_with_reason, eventually, key_of, unique};

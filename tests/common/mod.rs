@@ -10,7 +10,7 @@ pub mod gateway;
 pub mod helm;
 pub mod nginx;
 pub mod process;
-pub mod providers;
+pub mod provider_sim;
 pub mod redis;
 pub mod sdk;
 pub mod tools;
