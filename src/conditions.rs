@@ -9,6 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 pub const READY: &str = "Ready";
 /// Rollup on Groups and Organizations: are all their Applications Ready?
 pub const APPLICATIONS_READY: &str = "ApplicationsReady";
+/// Present when the object has limits: False once one passed its threshold or maximum.
+pub const LIMITS_OK: &str = "LimitsOk";
 
 /// kstatus conventions (used by Flux, kpt, `kubectl wait`-style tools): present
 /// and True only while the object is on its way (`Reconciling`) or stuck until a

@@ -425,6 +425,18 @@ async fn the_operator_publishes_spend_and_state_on_the_object_with_one_event_per
         state(groups.get(&group).await.unwrap()).filter(|(s, _, _)| *s == payi_operator::crd::LimitState::Exceeded)
     })
     .await;
+    // The LimitsOk condition says the same, naming the limit; Ready is untouched.
+    let condition = eventually("LimitsOk=False (Exceeded)", || async {
+        let g = groups.get(&group).await.unwrap();
+        let conditions = g.status.map(|s| s.conditions).unwrap_or_default();
+        let limits_ok = conditions.iter().find(|c| c.type_ == "LimitsOk").cloned()?;
+        let ready = conditions.iter().find(|c| c.type_ == "Ready").cloned()?;
+        (limits_ok.reason == "Exceeded").then_some((limits_ok, ready))
+    })
+    .await;
+    assert_eq!(condition.0.status, "False");
+    assert!(condition.0.message.contains(&id), "{}", condition.0.message);
+    assert_eq!(condition.1.status, "True", "a spent budget is not a configuration error");
     // Each transition told once, however many sweeps ran.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let events = env.events_for(&group).await;

@@ -332,24 +332,22 @@ pub fn decide(
         _ => outcome,
     };
 
+    // status.limits is the limits task's; carried (with its LimitsOk condition) while the
+    // spec has limits (see controller/limits.rs).
+    let has_limits = !app.spec.limits.is_empty() || app.spec.use_cases.iter().any(|u| !u.limits.is_empty());
+    let limits = previous.limits.clone().filter(|_| has_limits);
+    let mut outcomes = conditions::with_kstatus(&outcome);
+    outcomes.extend(crate::limits::status::limits_condition(limits.as_ref()));
     let mut status = ApplicationStatus {
+        limits,
         group: parents.group.clone(),
         organization: parents.organization.clone(),
         observed_generation: app.metadata.generation,
-        conditions: conditions::merge(
-            &previous.conditions,
-            &conditions::with_kstatus(&outcome),
-            app.metadata.generation,
-            now,
-        ),
+        conditions: conditions::merge(&previous.conditions, &outcomes, app.metadata.generation, now),
         access_roles: access.iter().filter_map(|g| g.role.metadata.name.clone()).collect(),
         use_cases: Some(crate::use_case::published(app, outcome.status)),
         ..previous.clone()
     };
-    // status.limits is the limits task's; carried while the spec has limits (see controller/limits.rs).
-    if app.spec.limits.is_empty() && app.spec.use_cases.iter().all(|u| u.limits.is_empty()) {
-        status.limits = None;
-    }
     let mut notes = Note::ready_transition(&previous.conditions, &outcome);
     let Some(keys) = keys else {
         return Ok(Plan { secret: None, access, status, notes, key_move: None, requeue_after: None });

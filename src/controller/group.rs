@@ -85,13 +85,15 @@ pub fn decide(inputs: &Inputs, now: &Time) -> Plan {
     let notes = Note::ready_transition(&previous.conditions, &ready);
     let mut outcomes = conditions::with_kstatus(&ready);
     outcomes.push(rollup::applications_ready(apps));
+    let limits = previous.limits.clone().filter(|_| !group.spec.limits.is_empty());
+    outcomes.extend(crate::limits::status::limits_condition(limits.as_ref()));
     let status = GroupStatus {
         observed_generation: group.metadata.generation,
         conditions: conditions::merge(&previous.conditions, &outcomes, group.metadata.generation, now),
         organization: inputs.organization.as_ref().map(|_| org_name.clone()),
         applications: rollup::counts(apps),
         // Written by the limits task (its own field manager); carried so this write keeps it.
-        limits: previous.limits.clone().filter(|_| !group.spec.limits.is_empty()),
+        limits,
     };
     Plan { status, finalizer, notes }
 }

@@ -79,13 +79,15 @@ pub fn decide(inputs: &Inputs, now: &Time) -> Plan {
     let notes = Note::ready_transition(&previous.conditions, &ready);
     let mut outcomes = conditions::with_kstatus(&ready);
     outcomes.push(rollup::applications_ready(&inputs.applications));
+    let limits = previous.limits.clone().filter(|_| !org.spec.limits.is_empty());
+    outcomes.extend(crate::limits::status::limits_condition(limits.as_ref()));
     let status = OrganizationStatus {
         observed_generation: org.metadata.generation,
         conditions: conditions::merge(&previous.conditions, &outcomes, org.metadata.generation, now),
         groups: rollup::counts(groups),
         applications: rollup::counts(&inputs.applications),
         // Written by the limits task (its own field manager); carried so this write keeps it.
-        limits: previous.limits.clone().filter(|_| !org.spec.limits.is_empty()),
+        limits,
     };
     Plan { status, finalizer, notes }
 }

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::rule::LimitRule;
 use super::window::window;
+use crate::conditions::Outcome;
 use crate::crd::limits::usd_text;
 use crate::crd::{LimitState, LimitStatusItem, LimitsStatus};
 use crate::note::Note;
@@ -61,6 +62,26 @@ pub fn limits_status(readings: &[Reading<'_>], now: DateTime<Utc>) -> Option<Lim
 
 fn window_label(name: &str) -> String {
     name.strip_prefix(['d', 'w', 'm']).unwrap_or(name).to_string()
+}
+
+/// The `LimitsOk` condition for an object whose status has limits. Its message
+/// names limits, never amounts, so it changes only when a state does (spend moves
+/// every sweep; the condition is rewritten on transitions only).
+pub fn limits_condition(limits: Option<&LimitsStatus>) -> Option<Outcome> {
+    let limits = limits?;
+    let ids = |state: LimitState| {
+        limits.items.iter().filter(|i| i.state == state).map(|i| i.id.as_str()).collect::<Vec<_>>().join(", ")
+    };
+    let (status, reason, message) = match limits.state {
+        LimitState::Ok => {
+            (true, "WithinLimits", format!("all {} limits are under their thresholds", limits.items.len()))
+        }
+        LimitState::ThresholdReached => {
+            (false, "ThresholdReached", format!("past the threshold: {}", ids(LimitState::ThresholdReached)))
+        }
+        LimitState::Exceeded => (false, "Exceeded", format!("at or over the maximum: {}", ids(LimitState::Exceeded))),
+    };
+    Some(Outcome { type_: crate::conditions::LIMITS_OK, status, reason, message })
 }
 
 /// An Event for each limit whose state changed (a limit seen for the first time
@@ -141,6 +162,17 @@ mod tests {
         let s = status([100_000_000, 0]).unwrap();
         assert_eq!(s.state, LimitState::Exceeded);
         assert!(limits_status(&[], now()).is_none());
+    }
+
+    #[test]
+    fn the_condition_follows_the_worst_state_and_not_the_amounts() {
+        assert!(limits_condition(None).is_none());
+        let ok = limits_condition(status([1, 0]).as_ref()).unwrap();
+        assert_eq!((ok.type_, ok.status, ok.reason), ("LimitsOk", true, "WithinLimits"));
+        let over = limits_condition(status([100_000_000, 0]).as_ref()).unwrap();
+        assert_eq!((over.status, over.reason), (false, "Exceeded"));
+        assert_eq!(over.message, "at or over the maximum: group/eng/monthly");
+        assert_eq!(over, limits_condition(status([120_000_000, 0]).as_ref()).unwrap(), "more spend, same condition");
     }
 
     #[test]
