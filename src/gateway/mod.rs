@@ -196,6 +196,9 @@ fn read_providers(path: &PathBuf) -> Result<Providers, Error> {
     Providers::parse(&text).map_err(|source| Error::Providers { path: path.clone(), source })
 }
 
+/// How long a TCP connection to a provider may take to open.
+pub const PROVIDER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// HTTP/1.1 and HTTP/2 (by ALPN) to the providers, over rustls with the system's
 /// roots; plain http for in-cluster OpenAI-compatible servers.
 pub fn https_client() -> Result<HttpsClient, Error> {
@@ -213,7 +216,14 @@ pub fn https_client() -> Result<HttpsClient, Error> {
             hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
         }
     };
-    let connector = builder.https_or_http().enable_http1().enable_http2().build();
+    // Nagle's algorithm would hold a small request body behind the head for an
+    // acknowledgement; a provider that does not answer SYN should fail fast, not
+    // after the kernel's two minutes of retries.
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(PROVIDER_CONNECT_TIMEOUT));
+    let connector = builder.https_or_http().enable_http1().enable_http2().wrap_connector(http);
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .build(connector);

@@ -2,11 +2,13 @@
 //! one port through hyper-util's automatic connection builder, with a bound on
 //! how long a client may take to send its request head, and a bounded drain on
 //! shutdown: in-flight requests and streams get `drain` to finish, then the
-//! connections are closed.
+//! connections are closed. Freed heap goes back to the system after each burst
+//! of requests ([`crate::memory`]).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -16,6 +18,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 
 use super::proxy::{Gateway, ResponseBody};
+use crate::memory;
 
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,6 +34,12 @@ pub async fn serve(
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
+    // Requests begun plus connections ended: the heap is trimmed once this stops growing.
+    let activity = Arc::new(AtomicU64::new(0));
+    let trimmer = tokio::spawn(memory::trim_after_bursts({
+        let activity = activity.clone();
+        move || activity.load(Ordering::Relaxed)
+    }));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -47,16 +56,20 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
+        let requests = activity.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let gateway = gateway.clone();
+            requests.fetch_add(1, Ordering::Relaxed);
             async move { Ok::<Response<ResponseBody>, Infallible>(gateway.handle(request).await) }
         });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);
+        let ended = activity.clone();
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, error = %error, "gateway connection ended with an error");
             }
+            ended.fetch_add(1, Ordering::Relaxed);
         });
     }
     drop(listener);
@@ -65,4 +78,5 @@ pub async fn serve(
         Ok(()) => tracing::info!("gateway drained"),
         Err(_) => tracing::warn!(?drain, "gateway drain bound reached; closing the remaining connections"),
     }
+    trimmer.abort();
 }

@@ -12,7 +12,10 @@
 //! - `reasoning`: OpenAI's `reasoning_tokens` (Anthropic reports thinking inside
 //!   `output_tokens` and does not split it, so it stays in `output`).
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 
 /// The provider APIs the gateway meters.
@@ -168,6 +171,28 @@ pub enum EventKind {
     UsageOnly,
 }
 
+/// The fields of a stream event the meter reads. Everything else, above all the
+/// generated text in `choices` and `delta`, is skipped by the parser without
+/// being built: a stream's events are parsed at the rate the tokens arrive.
+#[derive(Deserialize)]
+struct EventFields<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<Value>,
+    /// Chat completions: only whether it is empty (the usage-only last chunk).
+    #[serde(default)]
+    choices: Option<Vec<IgnoredAny>>,
+    /// Responses: the response with its model and usage.
+    #[serde(default)]
+    response: Option<Value>,
+    /// Anthropic `message_start`: the message with its model and input usage.
+    #[serde(default)]
+    message: Option<Value>,
+}
+
 /// Follows one SSE stream's events and keeps the latest usage it reported.
 #[derive(Debug)]
 pub struct StreamMeter {
@@ -190,35 +215,37 @@ impl StreamMeter {
             self.complete = true;
             return EventKind::Forward;
         }
-        let Ok(value) = serde_json::from_str::<Value>(data) else {
+        let Ok(fields) = serde_json::from_str::<EventFields>(data) else {
             return EventKind::Forward;
         };
         match self.api {
-            Api::Messages => self.anthropic(&value),
-            Api::Responses => self.responses(event, &value),
-            _ => return self.openai_chunk(&value),
+            Api::Messages => self.anthropic(&fields),
+            Api::Responses => self.responses(event, &fields),
+            _ => return self.openai_chunk(&fields),
         }
         EventKind::Forward
     }
 
     /// Chat completions and completions chunks: the usage comes in a last chunk
     /// (`stream_options.include_usage`), whose `choices` is empty.
-    fn openai_chunk(&mut self, value: &Value) -> EventKind {
-        self.take_model(value);
-        let Some(usage) = usage_of(self.api, value.get("usage")) else {
+    fn openai_chunk(&mut self, fields: &EventFields) -> EventKind {
+        if self.model.is_none() {
+            self.model = fields.model.as_deref().filter(|m| !m.is_empty()).map(str::to_string);
+        }
+        let Some(usage) = usage_of(self.api, fields.usage.as_ref()) else {
             return EventKind::Forward;
         };
         self.usage = usage;
         self.reported = true;
-        let no_choices = value.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty);
+        let no_choices = fields.choices.as_ref().is_some_and(Vec::is_empty);
         if no_choices { EventKind::UsageOnly } else { EventKind::Forward }
     }
 
     /// The Responses API: `response.completed` (or `.incomplete`/`.failed`)
     /// carries the response with its usage.
-    fn responses(&mut self, event: &str, value: &Value) {
-        let kind = value.get("type").and_then(Value::as_str).unwrap_or(event);
-        let Some(response) = value.get("response") else { return };
+    fn responses(&mut self, event: &str, fields: &EventFields) {
+        let kind = fields.kind.as_deref().unwrap_or(event);
+        let Some(response) = &fields.response else { return };
         self.take_model(response);
         if let Some(usage) = usage_of(self.api, response.get("usage")) {
             self.usage = usage;
@@ -231,15 +258,15 @@ impl StreamMeter {
 
     /// Anthropic: `message_start` has the input (and one output token so far),
     /// each `message_delta` the cumulative output; `message_stop` ends it.
-    fn anthropic(&mut self, value: &Value) {
-        match value.get("type").and_then(Value::as_str) {
+    fn anthropic(&mut self, fields: &EventFields) {
+        match fields.kind.as_deref() {
             Some("message_start") => {
-                if let Some(message) = value.get("message") {
+                if let Some(message) = &fields.message {
                     self.take_model(message);
                     self.apply_anthropic(message.get("usage"));
                 }
             }
-            Some("message_delta") => self.apply_anthropic(value.get("usage")),
+            Some("message_delta") => self.apply_anthropic(fields.usage.as_ref()),
             Some("message_stop") => self.complete = true,
             _ => {}
         }
@@ -338,6 +365,22 @@ mod tests {
         assert_eq!(m.model(), Some("gpt-4o-mini"));
         // Not JSON: passed on, nothing changes.
         assert_eq!(m.event("", "{not json"), EventKind::Forward);
+    }
+
+    #[test]
+    fn stream_events_are_read_without_their_text_and_odd_ones_change_nothing() {
+        let mut m = StreamMeter::new(Api::ChatCompletions);
+        // An escaped model name (not borrowable from the input) and nested text in the delta.
+        let first = r#"{"model":"gpt-4o\u002dmini","choices":[{"delta":{"content":"a \"quoted\" {x:[1]}"}}]}"#;
+        assert_eq!(m.event("", first), EventKind::Forward);
+        assert_eq!(m.model(), Some("gpt-4o-mini"));
+        for odd in [r#""a string""#, "[1,2]", r#"{"choices":"not a list","usage":{"prompt_tokens":1}}"#, "null"] {
+            assert_eq!(m.event("", odd), EventKind::Forward, "{odd}");
+        }
+        assert!(!m.reported(), "nothing counted from events of the wrong shape");
+        let last = r#"{"id":"c","choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2},"extra":{"deep":[{}]}}"#;
+        assert_eq!(m.event("", last), EventKind::UsageOnly);
+        assert_eq!(m.usage(), Usage { input: 4, output: 2, ..Usage::default() });
     }
 
     #[test]
