@@ -1,5 +1,5 @@
 # Entry points for people and CI. The scripts under hack/ do the work.
-.PHONY: test run crds lint build bench bench-verifier testenv-up testenv-down image image-push chart-push sbom release-check
+.PHONY: test run crds lint build bench bench-verifier bench-gateway testenv-up testenv-down image image-push chart-push sbom release-check
 
 ## Everything CI runs: format, lints, unit and end-to-end tests on a local control plane.
 test:
@@ -23,6 +23,11 @@ bench:
 ## The gateway verifier: index memory per key, and wrk against it and a static nginx; see docs/benchmark.md.
 bench-verifier:
 	cargo bench --bench verifier_index --bench verifier_http
+
+## The metering gateway against the provider simulator: added latency (open loop), wrk next to nginx
+## proxy_pass, memory per open stream and at 10,000 keys; see docs/benchmark.md.
+bench-gateway:
+	cargo bench --bench gateway
 
 lint:
 	cargo fmt --check
