@@ -51,6 +51,7 @@ use payi_operator::gateway::{https_client, metrics as gateway_metrics, server};
 use payi_operator::key::ApiKey;
 use payi_operator::limits::ledger::{Ledger, LedgerMetrics};
 use payi_operator::limits::rule::{application_level, compile, group_level, organization_level};
+use payi_operator::memory;
 use payi_operator::verifier::index::{AppId, AppLimits, ApplicationView, Index, KeyView, digest_of};
 use payi_operator::verifier::watch::Synced;
 use payi_operator::verifier::{Verifier, http as verifier_http, metrics as verifier_metrics};
@@ -165,10 +166,10 @@ fn main() {
         memory.push((when, stage.memory));
     }
 
-    // 4. At rest again.
-    std::thread::sleep(Duration::from_secs(3));
+    // 4. At rest again: long enough for the gateway to see it is quiet and trim its heap.
+    std::thread::sleep(memory::QUIET * 2 + Duration::from_secs(1));
     memory.push(("steady, after all the load", Memory::of(pid)));
-    // Diagnostic: what glibc would give back if the gateway trimmed its heaps.
+    // Diagnostic: whether glibc still holds free heap the gateway's own trim left.
     let _ = Command::new("kill").args(["-USR1", &pid.to_string()]).status();
     std::thread::sleep(Duration::from_secs(1));
     memory.push(("after malloc_trim (diagnostic)", Memory::of(pid)));
@@ -609,7 +610,7 @@ async fn outcomes(client: &HttpClient, metrics_port: u16) -> Vec<(String, u64)> 
 /// Open-loop rate of the limits comparison.
 const LIMITS_RATE: u32 = 1_000;
 /// Rounds of off/on pairs, alternating, so drift of the machine hits both.
-const LIMITS_ROUNDS: usize = 2;
+const LIMITS_ROUNDS: usize = 3;
 
 /// What the limits comparison measured.
 struct LimitsRuns {
@@ -1023,9 +1024,11 @@ fn report_limits(limits: &LimitsRuns) {
         );
     }
     println!("Added by limits (on minus off, same round), milliseconds:");
+    let mut p99_added: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
     for pair in limits.runs.chunks(2) {
         let [(stream, _, off), (_, _, on)] = pair else { continue };
         let (a, b) = (spread(off.samples.iter().map(|s| s.total_us)), spread(on.samples.iter().map(|s| s.total_us)));
+        p99_added[usize::from(*stream)].push(i64::from(b[2]) - i64::from(a[2]));
         println!(
             "  {:6} p50 {}  p90 {}  p99 {}",
             if *stream { "stream" } else { "json" },
@@ -1033,6 +1036,11 @@ fn report_limits(limits: &LimitsRuns) {
             added(b[1], a[1]),
             added(b[2], a[2])
         );
+    }
+    for (kind, mut values) in ["json", "stream"].into_iter().zip(p99_added) {
+        values.sort_unstable();
+        let median = values.get(values.len() / 2).copied().unwrap_or(0);
+        println!("  {kind:6} p99 added, median of the rounds: {:+.3} ms", median as f64 / 1000.0);
     }
     println!(
         "The limited gateway: {} requests metered, {:.6} USD in its metrics; the Organization's counter in Redis \

@@ -199,6 +199,11 @@ fn read_providers(path: &PathBuf) -> Result<Providers, Error> {
 /// How long a TCP connection to a provider may take to open.
 pub const PROVIDER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Idle connections kept per provider host. Each holds its buffers (tens of KiB
+/// with TLS): after a burst of thousands of concurrent HTTP/1.1 streams the pool
+/// would otherwise keep them all for the idle timeout.
+pub const PROVIDER_IDLE_CONNECTIONS: usize = 256;
+
 /// HTTP/1.1 and HTTP/2 (by ALPN) to the providers, over rustls with the system's
 /// roots; plain http for in-cluster OpenAI-compatible servers.
 pub fn https_client() -> Result<HttpsClient, Error> {
@@ -226,6 +231,7 @@ pub fn https_client() -> Result<HttpsClient, Error> {
     let connector = builder.https_or_http().enable_http1().enable_http2().wrap_connector(http);
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(PROVIDER_IDLE_CONNECTIONS)
         .build(connector);
     Ok(client)
 }
