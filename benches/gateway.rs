@@ -27,6 +27,8 @@
 
 #[path = "../tests/common/provider_sim.rs"]
 mod provider_sim;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -56,6 +58,7 @@ use payi_operator::verifier::index::{AppId, AppLimits, ApplicationView, Index, K
 use payi_operator::verifier::watch::Synced;
 use payi_operator::verifier::{Verifier, http as verifier_http, metrics as verifier_metrics};
 use provider_sim::ProviderSim;
+use support::{Wrk, free_port, tool};
 
 /// Live keys in the gateway's index (the memory target is set at 10,000).
 const KEYS: usize = 10_000;
@@ -703,17 +706,6 @@ fn limits_on_off(
 // ---------------------------------------------------------------------------
 // wrk and nginx
 
-fn tool(name: &str) -> String {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("hack/tools/apt.sh").arg(name).current_dir(repo).output().expect("hack/tools/apt.sh");
-    assert!(out.status.success(), "installing {name}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The soft limit on open files raised to the hard one (the held streams need
 /// two descriptors each in this process and two in the gateway's); returns it.
 fn raise_file_limit() -> u64 {
@@ -776,33 +768,10 @@ fn wrk_script(key: &str) -> String {
     )
 }
 
-struct Wrk {
-    requests_per_second: f64,
-    p50: String,
-    p99: String,
-    non_2xx: u64,
-    socket_errors: String,
-}
-
 fn wrk(wrk: &str, script: &Path, duration: &str, url: &str) -> Wrk {
-    let out = Command::new(wrk)
-        .args(["-t", WRK_THREADS, "-c", WRK_CONNECTIONS, "-d", duration, "--latency", "-s"])
-        .arg(script)
-        .arg(url)
-        .output()
-        .expect("running wrk");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "wrk failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    let field = |prefix: &str| {
-        text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string())).unwrap_or_default()
-    };
-    Wrk {
-        requests_per_second: field("Requests/sec:").parse().unwrap_or(0.0),
-        p50: field("50%"),
-        p99: field("99%"),
-        non_2xx: field("Non-2xx or 3xx responses:").parse().unwrap_or(0),
-        socket_errors: field("Socket errors:"),
-    }
+    let mut command = Command::new(wrk);
+    command.args(["-t", WRK_THREADS, "-c", WRK_CONNECTIONS, "-d", duration, "--latency", "-s"]).arg(script).arg(url);
+    support::wrk(command)
 }
 
 // ---------------------------------------------------------------------------

@@ -11,6 +11,9 @@
 //!
 //! Under `cargo test` (no `--bench` argument) it does nothing.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, RwLock};
@@ -18,45 +21,20 @@ use std::sync::{Arc, RwLock};
 use payi_operator::key::ApiKey;
 use payi_operator::verifier::index::{AppId, ApplicationView, Index, KeyView, digest_of};
 use payi_operator::verifier::{Verifier, http, metrics};
+use support::{Wrk, free_port, tool};
 
 const DURATION: &str = "10s";
 const CONNECTIONS: &str = "64";
 const THREADS: &str = "2";
 
-fn tool(name: &str) -> String {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("hack/tools/apt.sh").arg(name).current_dir(repo).output().expect("hack/tools/apt.sh");
-    assert!(out.status.success(), "installing {name}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Result {
-    requests_per_second: f64,
-    p99: String,
-    non_2xx: u64,
-}
-
-fn wrk(wrk: &str, url: &str, headers: &[String]) -> Result {
+fn wrk(wrk: &str, url: &str, headers: &[String]) -> Wrk {
     let mut command = Command::new(wrk);
     command.args(["-t", THREADS, "-c", CONNECTIONS, "-d", DURATION, "--latency"]);
     for header in headers {
         command.args(["-H", header]);
     }
-    let out = command.arg(url).output().expect("running wrk");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "wrk failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    let field = |prefix: &str| {
-        text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string())).unwrap_or_default()
-    };
-    Result {
-        requests_per_second: field("Requests/sec:").parse().unwrap_or(0.0),
-        p99: field("99%"),
-        non_2xx: field("Non-2xx or 3xx responses:").parse().unwrap_or(0),
-    }
+    command.arg(url);
+    support::wrk(command)
 }
 
 fn main() {
