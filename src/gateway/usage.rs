@@ -138,7 +138,12 @@ impl AnthropicUsage {
 }
 
 fn model_of(value: &Value) -> Option<String> {
-    value.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).map(str::to_string)
+    model_name(value.get("model").and_then(Value::as_str))
+}
+
+/// A reported model name; an empty one is none.
+fn model_name(model: Option<&str>) -> Option<String> {
+    model.filter(|m| !m.is_empty()).map(str::to_string)
 }
 
 /// Reads a usage object of `api`'s kind; `None` when it is absent or null.
@@ -230,7 +235,7 @@ impl StreamMeter {
     /// (`stream_options.include_usage`), whose `choices` is empty.
     fn openai_chunk(&mut self, fields: &EventFields) -> EventKind {
         if self.model.is_none() {
-            self.model = fields.model.as_deref().filter(|m| !m.is_empty()).map(str::to_string);
+            self.model = model_name(fields.model.as_deref());
         }
         let Some(usage) = usage_of(self.api, fields.usage.as_ref()) else {
             return EventKind::Forward;
