@@ -18,6 +18,7 @@ pub mod leader;
 pub mod limits;
 pub mod memory;
 pub mod metrics;
+pub mod money;
 pub mod namespace_policy;
 pub mod note;
 pub mod plugin;
