@@ -1,16 +1,32 @@
 //! The usage a provider reports, read from its answer: a JSON body, or the
 //! events of an SSE stream as they pass. Pure: bytes and strings in, counts out.
 //!
-//! The five token types are disjoint, so their sum is the request's total:
-//! - `input`: input tokens not read from a cache (OpenAI: `prompt_tokens` minus
-//!   `cached_tokens`; Anthropic: `input_tokens`, which already excludes them);
+//! The eight token types are disjoint, so their sum is the request's total:
+//! - `input`: text input not read from a cache (OpenAI: `prompt_tokens` minus
+//!   `cached_tokens` and `audio_tokens`; Anthropic: `input_tokens`, which already
+//!   excludes cache reads and writes);
 //! - `cached_input`: input read from the provider's prompt cache (OpenAI
-//!   `cached_tokens`, Anthropic `cache_read_input_tokens`);
-//! - `cache_write`: input written to the cache (Anthropic `cache_creation_input_tokens`);
-//! - `output`: generated tokens that are not reasoning (OpenAI reports reasoning
-//!   inside `completion_tokens`; it is taken out here);
+//!   `cached_tokens`, text and audio alike; Anthropic `cache_read_input_tokens`);
+//! - `cache_write`: input written to the 5-minute cache (Anthropic
+//!   `cache_creation.ephemeral_5m_input_tokens`; all of
+//!   `cache_creation_input_tokens` when the split is absent);
+//! - `cache_write_1h`: input written to the 1-hour cache (Anthropic
+//!   `cache_creation.ephemeral_1h_input_tokens`);
+//! - `audio_input`: audio input not read from a cache (OpenAI
+//!   `prompt_tokens_details.audio_tokens`, `input_tokens_details.audio_tokens` in
+//!   the Responses API);
+//! - `output`: generated text tokens that are not reasoning (OpenAI reports
+//!   reasoning and audio inside `completion_tokens`; they are taken out here);
 //! - `reasoning`: OpenAI's `reasoning_tokens` (Anthropic reports thinking inside
-//!   `output_tokens` and does not split it, so it stays in `output`).
+//!   `output_tokens` and does not split it, so it stays in `output`);
+//! - `audio_output`: OpenAI `completion_tokens_details.audio_tokens`.
+//!
+//! Requests to the provider's own tools are counts, not tokens, and kept apart
+//! ([`ServerTools`]): Anthropic's `server_tool_use.web_search_requests`. OpenAI's
+//! Responses API does not report its web searches in the usage.
+//!
+//! A stream reports the same fields: Anthropic in `message_start` and each
+//! `message_delta` (cumulative), OpenAI in the usage chunk or `response.completed`.
 
 use std::borrow::Cow;
 
@@ -33,24 +49,54 @@ pub struct Usage {
     pub input: u64,
     pub cached_input: u64,
     pub cache_write: u64,
+    pub cache_write_1h: u64,
+    pub audio_input: u64,
     pub output: u64,
     pub reasoning: u64,
+    pub audio_output: u64,
+    /// Requests to the provider's tools: not tokens, so not in `kinds` or `total`.
+    pub server_tools: ServerTools,
 }
 
 impl Usage {
     /// Each token type with its metric label.
-    pub fn kinds(&self) -> [(&'static str, u64); 5] {
+    pub fn kinds(&self) -> [(&'static str, u64); 8] {
         [
             ("input", self.input),
             ("cached_input", self.cached_input),
             ("cache_write", self.cache_write),
+            ("cache_write_1h", self.cache_write_1h),
+            ("audio_input", self.audio_input),
             ("output", self.output),
             ("reasoning", self.reasoning),
+            ("audio_output", self.audio_output),
         ]
     }
 
+    /// All tokens, input and output.
     pub fn total(&self) -> u64 {
-        self.kinds().iter().map(|(_, n)| n).sum()
+        self.kinds().iter().fold(0, |sum, (_, n)| sum.saturating_add(*n))
+    }
+
+    /// All input tokens: text and audio, cached or not, written to a cache or not
+    /// (what a long-context price threshold counts).
+    pub fn total_input(&self) -> u64 {
+        [self.input, self.cached_input, self.cache_write, self.cache_write_1h, self.audio_input]
+            .into_iter()
+            .fold(0, u64::saturating_add)
+    }
+}
+
+/// Requests to tools the provider runs and bills apart from tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerTools {
+    pub web_search_requests: u64,
+}
+
+impl ServerTools {
+    /// Each request count with its metric label.
+    pub fn kinds(&self) -> [(&'static str, u64); 1] {
+        [("web_search", self.web_search_requests)]
     }
 }
 
@@ -87,22 +133,33 @@ struct OpenaiUsage {
 struct Details {
     cached_tokens: Option<u64>,
     reasoning_tokens: Option<u64>,
+    audio_tokens: Option<u64>,
 }
 
 impl OpenaiUsage {
+    /// Cached, audio and reasoning tokens are parts of the prompt and completion
+    /// counts: each is taken out of what remains (bounded by it, so a provider's
+    /// odd figures cannot make the parts exceed the whole).
     fn usage(&self) -> Usage {
         let prompt = self.prompt_tokens.or(self.input_tokens).unwrap_or(0);
         let completion = self.completion_tokens.or(self.output_tokens).unwrap_or(0);
         let input_details = self.prompt_tokens_details.as_ref().or(self.input_tokens_details.as_ref());
         let output_details = self.completion_tokens_details.as_ref().or(self.output_tokens_details.as_ref());
-        let cached = input_details.and_then(|d| d.cached_tokens).unwrap_or(0).min(prompt);
-        let reasoning = output_details.and_then(|d| d.reasoning_tokens).unwrap_or(0).min(completion);
+        let part = |details: Option<&Details>, field: fn(&Details) -> Option<u64>, of: u64| {
+            details.and_then(field).unwrap_or(0).min(of)
+        };
+        let cached = part(input_details, |d| d.cached_tokens, prompt);
+        let audio_input = part(input_details, |d| d.audio_tokens, prompt - cached);
+        let reasoning = part(output_details, |d| d.reasoning_tokens, completion);
+        let audio_output = part(output_details, |d| d.audio_tokens, completion - reasoning);
         Usage {
-            input: prompt - cached,
+            input: prompt - cached - audio_input,
             cached_input: cached,
-            cache_write: 0,
-            output: completion - reasoning,
+            audio_input,
+            output: completion - reasoning - audio_output,
             reasoning,
+            audio_output,
+            ..Usage::default()
         }
     }
 }
@@ -116,11 +173,30 @@ struct AnthropicUsage {
     output_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
+    /// The cache writes by lifetime; their sum is `cache_creation_input_tokens`.
+    cache_creation: Option<CacheCreation>,
+    server_tool_use: Option<AnthropicServerToolUse>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CacheCreation {
+    ephemeral_5m_input_tokens: Option<u64>,
+    ephemeral_1h_input_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AnthropicServerToolUse {
+    web_search_requests: Option<u64>,
 }
 
 impl AnthropicUsage {
     /// Applies this report over what was known: present fields replace (every
-    /// Anthropic figure is cumulative), absent ones keep their value.
+    /// Anthropic figure is cumulative), absent ones keep their value. Cache writes
+    /// come from the split by lifetime when it is given; otherwise the total less
+    /// the 1-hour writes already known is the 5-minute part (all of it, in a
+    /// single report).
     fn apply(&self, usage: &mut Usage) {
         if let Some(n) = self.input_tokens {
             usage.input = n;
@@ -128,11 +204,23 @@ impl AnthropicUsage {
         if let Some(n) = self.cache_read_input_tokens {
             usage.cached_input = n;
         }
-        if let Some(n) = self.cache_creation_input_tokens {
-            usage.cache_write = n;
+        let split = self
+            .cache_creation
+            .as_ref()
+            .filter(|c| c.ephemeral_5m_input_tokens.is_some() || c.ephemeral_1h_input_tokens.is_some());
+        match (split, self.cache_creation_input_tokens) {
+            (Some(split), _) => {
+                usage.cache_write = split.ephemeral_5m_input_tokens.unwrap_or(0);
+                usage.cache_write_1h = split.ephemeral_1h_input_tokens.unwrap_or(0);
+            }
+            (None, Some(n)) => usage.cache_write = n.saturating_sub(usage.cache_write_1h),
+            (None, None) => {}
         }
         if let Some(n) = self.output_tokens {
             usage.output = n;
+        }
+        if let Some(n) = self.server_tool_use.as_ref().and_then(|s| s.web_search_requests) {
+            usage.server_tools.web_search_requests = n;
         }
     }
 }
@@ -321,7 +409,10 @@ mod tests {
         let r = from_body(Api::ChatCompletions, body).unwrap();
         assert_eq!(r.model.as_deref(), Some("o3-mini"));
         let u = r.usage.unwrap();
-        assert_eq!(u, Usage { input: 60, cached_input: 40, cache_write: 0, output: 30, reasoning: 20 });
+        assert_eq!(
+            u,
+            Usage { input: 60, cached_input: 40, cache_write: 0, output: 30, reasoning: 20, ..Usage::default() }
+        );
         assert_eq!(u.total(), 150);
     }
 
@@ -332,7 +423,7 @@ mod tests {
         let r = br#"{"model":"gpt-4o","usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":4},
             "output_tokens":7,"output_tokens_details":{"reasoning_tokens":2},"total_tokens":17}}"#;
         let u = from_body(Api::Responses, r).unwrap().usage.unwrap();
-        assert_eq!(u, Usage { input: 6, cached_input: 4, cache_write: 0, output: 5, reasoning: 2 });
+        assert_eq!(u, Usage { input: 6, cached_input: 4, cache_write: 0, output: 5, reasoning: 2, ..Usage::default() });
     }
 
     #[test]
@@ -340,7 +431,10 @@ mod tests {
         let body = br#"{"model":"claude-sonnet-4-5","usage":{"input_tokens":12,"output_tokens":9,
             "cache_creation_input_tokens":3,"cache_read_input_tokens":7}}"#;
         let u = from_body(Api::Messages, body).unwrap().usage.unwrap();
-        assert_eq!(u, Usage { input: 12, cached_input: 7, cache_write: 3, output: 9, reasoning: 0 });
+        assert_eq!(
+            u,
+            Usage { input: 12, cached_input: 7, cache_write: 3, output: 9, reasoning: 0, ..Usage::default() }
+        );
     }
 
     #[test]
@@ -394,7 +488,10 @@ mod tests {
         let start = r#"{"type":"message_start","message":{"model":"claude-haiku-4-5","usage":{"input_tokens":20,
             "cache_read_input_tokens":7,"cache_creation_input_tokens":3,"output_tokens":1}}}"#;
         m.event("message_start", start);
-        assert_eq!(m.usage(), Usage { input: 20, cached_input: 7, cache_write: 3, output: 1, reasoning: 0 });
+        assert_eq!(
+            m.usage(),
+            Usage { input: 20, cached_input: 7, cache_write: 3, output: 1, reasoning: 0, ..Usage::default() }
+        );
         m.event("content_block_delta", r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"a"}}"#);
         m.event("message_delta", r#"{"type":"message_delta","usage":{"output_tokens":5}}"#);
         m.event("message_delta", r#"{"type":"message_delta","usage":{"output_tokens":11}}"#);
@@ -416,5 +513,102 @@ mod tests {
         assert_eq!(m.event("response.completed", done), EventKind::Forward);
         assert!(m.complete() && m.reported());
         assert_eq!(m.usage(), Usage { input: 5, output: 2, ..Usage::default() });
+    }
+
+    #[test]
+    fn openai_audio_tokens_are_taken_out_of_text_input_and_output() {
+        let body = br#"{"model":"gpt-4o-audio-preview","usage":{"prompt_tokens":100,"completion_tokens":60,
+            "prompt_tokens_details":{"cached_tokens":10,"audio_tokens":30},
+            "completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":45}}}"#;
+        let u = from_body(Api::ChatCompletions, body).unwrap().usage.unwrap();
+        let want =
+            Usage { input: 60, cached_input: 10, audio_input: 30, output: 15, audio_output: 45, ..Usage::default() };
+        assert_eq!(u, want);
+        assert_eq!(u.total(), 160, "the parts sum to prompt + completion");
+        assert_eq!(u.total_input(), 100);
+        // The Responses API reports input audio in input_tokens_details.
+        let r = br#"{"usage":{"input_tokens":50,"input_tokens_details":{"cached_tokens":5,"audio_tokens":20},
+            "output_tokens":8,"output_tokens_details":{"reasoning_tokens":3}}}"#;
+        let u = from_body(Api::Responses, r).unwrap().usage.unwrap();
+        let want = Usage { input: 25, cached_input: 5, audio_input: 20, output: 5, reasoning: 3, ..Usage::default() };
+        assert_eq!(u, want);
+        assert_eq!(u.server_tools, ServerTools::default(), "Responses does not report web searches");
+        // Parts larger than what remains are bounded by it: the total never exceeds the reported one.
+        let odd = br#"{"usage":{"prompt_tokens":10,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":6,"audio_tokens":9},
+            "completion_tokens_details":{"reasoning_tokens":3,"audio_tokens":9}}}"#;
+        let u = from_body(Api::ChatCompletions, odd).unwrap().usage.unwrap();
+        assert_eq!((u.input, u.cached_input, u.audio_input), (0, 6, 4));
+        assert_eq!((u.output, u.reasoning, u.audio_output), (0, 3, 1));
+        assert_eq!(u.total(), 14);
+    }
+
+    #[test]
+    fn anthropic_cache_writes_split_into_5_minute_and_1_hour_and_web_searches_are_counted_apart() {
+        let body = br#"{"model":"claude-sonnet-4-5","usage":{"input_tokens":12,"output_tokens":9,
+            "cache_creation_input_tokens":30,"cache_read_input_tokens":7,
+            "cache_creation":{"ephemeral_5m_input_tokens":10,"ephemeral_1h_input_tokens":20},
+            "server_tool_use":{"web_search_requests":3}}}"#;
+        let u = from_body(Api::Messages, body).unwrap().usage.unwrap();
+        let want = Usage {
+            input: 12,
+            cached_input: 7,
+            cache_write: 10,
+            cache_write_1h: 20,
+            output: 9,
+            server_tools: ServerTools { web_search_requests: 3 },
+            ..Usage::default()
+        };
+        assert_eq!(u, want);
+        assert_eq!(u.total(), 58, "web searches are not tokens");
+        assert_eq!(u.total_input(), 49);
+        assert_eq!(u.server_tools.kinds(), [("web_search", 3)]);
+        // Without the split (older API versions) every cache write is a 5-minute one;
+        // an empty split or a null server_tool_use changes nothing.
+        let body = br#"{"usage":{"input_tokens":1,"output_tokens":1,"cache_creation_input_tokens":30,
+            "cache_creation":{},"server_tool_use":null}}"#;
+        let u = from_body(Api::Messages, body).unwrap().usage.unwrap();
+        assert_eq!((u.cache_write, u.cache_write_1h, u.server_tools.web_search_requests), (30, 0, 0));
+    }
+
+    #[test]
+    fn an_anthropic_stream_reads_the_cache_split_and_web_searches_from_start_and_deltas() {
+        let mut m = StreamMeter::new(Api::Messages);
+        let start = r#"{"type":"message_start","message":{"model":"claude-sonnet-4-5","usage":{"input_tokens":20,
+            "cache_read_input_tokens":7,"cache_creation_input_tokens":300,"output_tokens":1,
+            "cache_creation":{"ephemeral_5m_input_tokens":100,"ephemeral_1h_input_tokens":200}}}}"#;
+        m.event("message_start", start);
+        assert_eq!((m.usage().cache_write, m.usage().cache_write_1h), (100, 200));
+        // A delta repeating the total without the split keeps it; the web searches are cumulative.
+        let delta = r#"{"type":"message_delta","usage":{"output_tokens":5,"cache_creation_input_tokens":300,
+            "server_tool_use":{"web_search_requests":1}}}"#;
+        m.event("message_delta", delta);
+        let last =
+            r#"{"type":"message_delta","usage":{"output_tokens":40,"server_tool_use":{"web_search_requests":2}}}"#;
+        m.event("message_delta", last);
+        m.event("message_stop", r#"{"type":"message_stop"}"#);
+        let want = Usage {
+            input: 20,
+            cached_input: 7,
+            cache_write: 100,
+            cache_write_1h: 200,
+            output: 40,
+            server_tools: ServerTools { web_search_requests: 2 },
+            ..Usage::default()
+        };
+        assert_eq!(m.usage(), want);
+    }
+
+    #[test]
+    fn openai_streams_read_audio_from_the_usage_chunk_and_the_completed_response() {
+        let mut m = StreamMeter::new(Api::ChatCompletions);
+        let last = r#"{"model":"gpt-4o-mini-audio-preview","choices":[],"usage":{"prompt_tokens":40,"completion_tokens":30,
+            "prompt_tokens_details":{"cached_tokens":0,"audio_tokens":25},"completion_tokens_details":{"audio_tokens":20}}}"#;
+        assert_eq!(m.event("", last), EventKind::UsageOnly);
+        assert_eq!(m.usage(), Usage { input: 15, audio_input: 25, output: 10, audio_output: 20, ..Usage::default() });
+        let mut m = StreamMeter::new(Api::Responses);
+        let done = r#"{"type":"response.completed","response":{"model":"gpt-realtime","usage":{"input_tokens":9,
+            "input_tokens_details":{"cached_tokens":2,"audio_tokens":4},"output_tokens":3}}}"#;
+        m.event("response.completed", done);
+        assert_eq!(m.usage(), Usage { input: 3, cached_input: 2, audio_input: 4, output: 3, ..Usage::default() });
     }
 }
