@@ -621,7 +621,7 @@ struct LimitsRuns {
     runs: Vec<(bool, &'static str, Run)>,
     /// Requests the limited gateway metered, and the Organization's counter in Redis.
     metered_on: u64,
-    organization_micro_usd: i64,
+    organization_nano_usd: i64,
     /// `payi_gateway_cost_usd_total` of the limited gateway.
     cost_usd: f64,
     ledger_errors: f64,
@@ -686,15 +686,16 @@ fn limits_on_off(
     std::thread::sleep(Duration::from_secs(1));
     let text = load.block_on(scrape(client, on.metrics_port));
     let mut redis = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("payi:limit:organization/acme/monthly:*").query(&mut redis).unwrap();
-    let mut organization_micro_usd = 0;
-    for key in keys {
-        organization_micro_usd += redis::cmd("GET").arg(&key).query::<i64>(&mut redis).unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg("payi:nusd:limit:organization/acme/monthly:*").query(&mut redis).unwrap();
+    let mut organization_nano_usd = 0;
+    for key in keys.into_iter().filter(|k| !k.ends_with(":p")) {
+        organization_nano_usd += redis::cmd("GET").arg(&key).query::<i64>(&mut redis).unwrap();
     }
     LimitsRuns {
         runs,
         metered_on: metric_sum(&text, "payi_gateway_proxied_requests_total") as u64,
-        organization_micro_usd,
+        organization_nano_usd,
         cost_usd: metric_sum(&text, "payi_gateway_cost_usd_total"),
         ledger_errors: metric_sum(&text, "payi_limit_ledger_errors_total"),
         charges_dropped: metric_sum(&text, "payi_limit_charges_dropped_total"),
@@ -1016,7 +1017,7 @@ fn report_limits(limits: &LimitsRuns) {
          {:.6} USD; ledger errors {}, charges dropped {}, unchecked {}, refused {}",
         limits.metered_on,
         limits.cost_usd,
-        limits.organization_micro_usd as f64 / 1e6,
+        limits.organization_nano_usd as f64 / 1e9,
         limits.ledger_errors,
         limits.charges_dropped,
         limits.unchecked,
@@ -1025,9 +1026,10 @@ fn report_limits(limits: &LimitsRuns) {
     for (_, path, run) in &limits.runs {
         assert!(run.errors == 0, "limits {path}: {} requests failed", run.errors);
     }
-    assert!(limits.metered_on > 0 && limits.organization_micro_usd > 0, "the limited gateway charged nothing");
+    assert!(limits.metered_on > 0 && limits.organization_nano_usd > 0, "the limited gateway charged nothing");
     assert_eq!(limits.ledger_errors + limits.charges_dropped + limits.unchecked + limits.refused, 0.0);
-    // Every charge landed: each request's cost is rounded to a micro-USD on its way to the ledger.
-    let missing = (limits.cost_usd * 1e6 - limits.organization_micro_usd as f64).abs();
-    assert!(missing <= limits.metered_on as f64, "the ledger holds {missing} micro-USD less than the gateway metered");
+    // Every charge landed, exactly: the ledger carries sub-nano remainders, and the
+    // gateway's cost counter sums exactly (float64 only at exposition).
+    let missing = (limits.cost_usd * 1e9 - limits.organization_nano_usd as f64).abs();
+    assert!(missing <= 1.0, "the ledger holds {missing} nano-USD less than the gateway metered");
 }

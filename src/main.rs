@@ -193,7 +193,11 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
     let limits = match &args.limits_redis_url {
         Some(url) => {
             let metrics = Arc::new(payi_operator::limits::ledger::LedgerMetrics::default());
-            let ledger = payi_operator::limits::ledger::Ledger::new(url, Duration::from_millis(500), metrics)?;
+            let ledger = payi_operator::limits::ledger::Ledger::new(
+                url,
+                payi_operator::limits::ledger::Timeouts::reader(Duration::from_millis(500)),
+                metrics,
+            )?;
             Some((ledger, Duration::from_secs(args.limits_status_seconds.max(1))))
         }
         None => None,

@@ -2,7 +2,7 @@
 //! operator), enforced by the real gateway binary against a real Redis ledger
 //! (Debian's redis-server), with the provider simulated on loopback.
 //!
-//! Prices are set so one token costs exactly 0.001 USD (1,000 micro-USD), and every
+//! Prices are set so one token costs exactly 0.001 USD (10^6 nano-USD), and every
 //! request here is the same, so each costs the same known amount and budgets are
 //! written as multiples of it.
 
@@ -38,14 +38,15 @@ fn request_body() -> Value {
     json!({"model": "gpt-4o-mini", "max_tokens": 8, "messages": [{"role": "user", "content": "hello there"}]})
 }
 
-/// What one request costs, in micro-USD (1,000 per token).
-fn cost_micro() -> u64 {
+/// What one request costs, in nano-USD (the ledger's unit; 10^6 per token).
+fn cost_nano() -> u64 {
     let u = expected_usage(SimApi::ChatCompletions, &request_body());
-    (u.input + u.cached_input + u.cache_write + u.output) * 1000
+    (u.input + u.cached_input + u.cache_write + u.output) * 1_000_000
 }
 
-fn usd(micro: u64) -> String {
-    format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000)
+fn usd(nano: u64) -> String {
+    let text = format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000);
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 struct Setup {
@@ -125,14 +126,18 @@ async fn enforced(gw: &Gateway, key: &str, use_case: Option<&str>, limit: &str) 
 }
 
 async fn spent(redis_url: &str, limit: &str) -> u64 {
-    let keys = command(redis_url, &["KEYS", &format!("payi:limit:{limit}:*")]).await;
-    let key = keys.lines().find(|l| l.starts_with("payi:")).unwrap_or_else(|| panic!("no counter for {limit}: {keys}"));
+    let keys = command(redis_url, &["KEYS", &format!("payi:nusd:limit:{limit}:*")]).await;
+    // The counter, not its companion of pico-USD remainders (`<key>:p`).
+    let key = keys
+        .lines()
+        .find(|l| l.starts_with("payi:") && !l.ends_with(":p"))
+        .unwrap_or_else(|| panic!("no counter for {limit}: {keys}"));
     let value = command(redis_url, &["GET", key]).await;
     value.lines().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-fn limit(name: &str, max_micro: u64, kind: &str) -> Value {
-    json!({"name": name, "max": usd(max_micro), "period": "month", "type": kind})
+fn limit(name: &str, max_nano: u64, kind: &str) -> Value {
+    json!({"name": name, "max": usd(max_nano), "period": "month", "type": kind})
 }
 
 async fn patch_limits<K>(api: &Api<K>, name: &str, limits: Value)
@@ -148,7 +153,7 @@ async fn a_block_limit_at_each_level_stops_exactly_the_requests_it_covers_and_na
     let redis = shared_url();
     let sim = ProviderSim::start().await;
     let gw = gateway("limits-levels", &sim, redis, &[]).await;
-    let c = cost_micro();
+    let c = cost_nano();
     assert!(c > 0);
 
     for level in ["use_case", "application", "group", "organization"] {
@@ -243,7 +248,7 @@ async fn an_allow_limit_records_the_overrun_and_never_refuses() {
     let gw = gateway("limits-allow", &sim, redis, &[]).await;
     let env = TestEnv::new("lim-allow").await;
     let (org, group) = env.org_and_group().await;
-    let c = cost_micro();
+    let c = cost_nano();
     let key = app(&env, "spender", &group, json!({"limits": [limit("soft", c * 3 / 2, "allow")]})).await;
     let id = format!("application/{}/spender/soft", env.namespace);
     enforced(&gw, &key, None, &id).await;
@@ -268,7 +273,7 @@ async fn fifty_concurrent_requests_at_the_maximum_overshoot_by_at_most_those_in_
     let gw = gateway("limits-overshoot", &sim, redis, &[]).await;
     let env = TestEnv::new("lim-burst").await;
     let (org, group) = env.org_and_group().await;
-    let c = cost_micro();
+    let c = cost_nano();
     let key = app(&env, "bursty", &group, json!({"limits": [limit("cap", c * 10, "block")]})).await;
     let id = format!("application/{}/bursty/cap", env.namespace);
     enforced(&gw, &key, None, &id).await;
@@ -299,7 +304,7 @@ async fn windows_roll_over_and_a_gitops_reset_starts_a_new_count_once() {
     let gw = gateway("limits-window", &sim, redis, &[]).await;
     let env = TestEnv::new("lim-window").await;
     let (org, group) = env.org_and_group().await;
-    let c = cost_micro();
+    let c = cost_nano();
     let key = app(&env, "monthly", &group, json!({"limits": [limit("m", c, "block")]})).await;
     let id = format!("application/{}/monthly/m", env.namespace);
     enforced(&gw, &key, None, &id).await;
@@ -352,7 +357,7 @@ async fn a_redis_restart_mid_run_loses_no_charge_and_fail_closed_refuses_meanwhi
     let strict = gateway("limits-redis-strict", &sim, &url, &["--limits-fail-closed"]).await;
     let env = TestEnv::new("lim-redis").await;
     let (org, group) = env.org_and_group().await;
-    let c = cost_micro();
+    let c = cost_nano();
     let key = app(&env, "steady", &group, json!({"limits": [limit("big", c * 1000, "block")]})).await;
     let id = format!("application/{}/steady/big", env.namespace);
     enforced(&gw, &key, None, &id).await;
@@ -392,7 +397,7 @@ async fn the_operator_publishes_spend_and_state_on_the_object_with_one_event_per
     let gw = gateway("limits-status", &sim, redis, &[]).await;
     let env = TestEnv::new("lim-status").await;
     let (org, group) = env.org_and_group().await;
-    let c = cost_micro();
+    let c = cost_nano();
     let groups = Api::<Group>::all(env.client.clone());
     let budget = json!([{"name": "monthly", "max": usd(c * 4), "period": "month", "type": "block", "threshold": 0.5}]);
     patch_limits(&groups, &group, budget).await;
@@ -452,5 +457,53 @@ async fn the_operator_publishes_spend_and_state_on_the_object_with_one_event_per
         before,
         "an unchanged status is not written"
     );
+    Setup { env, org, groups: vec![group] }.clean_up().await;
+}
+
+/// A client that sends a non-streamed request and hangs up before the answer.
+async fn leave_early(gw: &Gateway, key: &str, body: &Value) {
+    use tokio::io::AsyncWriteExt;
+    let addr = gw.url().trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = body.to_string();
+    let head = format!(
+        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    // Gone before the provider (answering after 800 ms) has said anything.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(stream);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_leaves_before_the_answer_is_still_charged_what_the_provider_bills() {
+    operator();
+    let redis = shared_url();
+    let sim = ProviderSim::start().await;
+    let gw = gateway("limits-abandoned", &sim, redis, &[]).await;
+    let env = TestEnv::new("lim-abandon").await;
+    let (org, group) = env.org_and_group().await;
+    let c = cost_nano();
+    let key = app(&env, "leaver", &group, json!({"limits": [limit("monthly", c * 1000, "block")]})).await;
+    let id = format!("application/{}/leaver/monthly", env.namespace);
+    enforced(&gw, &key, None, &id).await;
+    let before = spent(redis, &id).await;
+    let mut body = request_body();
+    body["model"] = json!("slow-800-gpt-4o-mini");
+    for _ in 0..3 {
+        leave_early(&gw, &key, &body).await;
+    }
+    eventually("the abandoned answers to be read to their end and counted", || async {
+        let metrics = gw.metrics().await;
+        (sum(&metrics, "payi_gateway_proxied_requests_total", &[("outcome", "abandoned")]) == 3.0).then_some(())
+    })
+    .await;
+    charged(&gw).await;
+    assert_eq!(spent(redis, &id).await - before, 3 * c, "each abandoned answer charged what the provider billed");
+    let metrics = gw.metrics().await;
+    assert_eq!(sum(&metrics, "payi_gateway_proxied_requests_total", &[("outcome", "incomplete")]), 0.0);
     Setup { env, org, groups: vec![group] }.clean_up().await;
 }

@@ -68,7 +68,7 @@ async fn sweep(ctx: &Context, ledger: &Ledger) -> Result<(), crate::limits::ledg
                 rule,
                 name,
                 use_case: use_case.as_deref(),
-                spent_micro: figures.next().unwrap_or(0),
+                spent_nano: figures.next().unwrap_or(0),
             })
             .collect();
         let desired = limits_status(&readings, now);

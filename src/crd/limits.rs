@@ -110,10 +110,11 @@ impl Limit {
         self.threshold.unwrap_or(0.8)
     }
 
-    /// `max` in micro-USD (the ledger's unit); `None` when it does not parse (the
-    /// schema makes that impossible for stored objects).
-    pub fn max_micro_usd(&self) -> Option<u64> {
-        micro_usd(&self.max)
+    /// `max` in nano-USD (the ledger's unit, see `crate::money`); `None` when it does
+    /// not parse (the schema makes that impossible for stored objects). A maximum
+    /// beyond what a counter holds (about USD 9.2 billion) is that bound.
+    pub fn max_nano_usd(&self) -> Option<u64> {
+        micro_usd(&self.max).map(|micro| micro.saturating_mul(1_000).min(i64::MAX as u64))
     }
 }
 
@@ -135,9 +136,9 @@ pub fn micro_usd(text: &str) -> Option<u64> {
     whole.checked_mul(1_000_000)?.checked_add(fraction)
 }
 
-/// Micro-USD as a decimal string with 6 decimals, trailing zeros trimmed.
-pub fn usd_text(micro: u64) -> String {
-    let text = format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000);
+/// Nano-USD (the ledger's unit) as a decimal USD string, trailing zeros trimmed.
+pub fn usd_text(nano: u64) -> String {
+    let text = format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000);
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
@@ -154,9 +155,9 @@ mod tests {
         for bad in ["", ".5", "1.", "1.0000001", "-1", "1e3", "abc", "1,5"] {
             assert_eq!(micro_usd(bad), None, "{bad}");
         }
-        assert_eq!(usd_text(12_500_000), "12.5");
-        assert_eq!(usd_text(250_000_000), "250");
-        assert_eq!(usd_text(1), "0.000001");
+        assert_eq!(usd_text(12_500_000_000), "12.5");
+        assert_eq!(usd_text(250_000_000_000), "250");
+        assert_eq!(usd_text(1), "0.000000001");
         assert_eq!(usd_text(0), "0");
     }
 }

@@ -4,9 +4,12 @@
 //! parsed event by event with `eventsource-stream`.
 //!
 //! Whatever happens, each request is counted exactly once ([`Metering`]): at the
-//! end of the body, or, when the client goes away or the provider cuts the body,
-//! when the body is dropped, with the usage reported so far and the outcome
-//! `incomplete`.
+//! end of the body, or, when the provider cuts the body or a stream's client goes
+//! away, when the body is dropped, with the usage reported so far and the outcome
+//! `incomplete`. A client that leaves a non-streamed answer does not make it free:
+//! the provider bills the whole answer, so the gateway reads it to its end in the
+//! background (bounded by [`JSON_COPY_LIMIT`] and [`ABANDONED_READ`]) and counts it
+//! as `abandoned` with its reported usage.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -17,12 +20,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use eventsource_stream::{Event, EventStream};
 use futures::Stream;
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
-use super::metrics::{Metrics, OTHER_MODEL, Outcome, UsageLabels};
-use super::pricing::{Prices, Unpriced, cost_usd};
+use super::metrics::{FLAT_PRICED_MODEL, Metrics, OTHER_MODEL, Outcome, UsageLabels};
+use super::pricing::{Prices, Unpriced, cost};
 use super::usage::{self, Api, EventKind, StreamMeter, Usage};
+use crate::money::PicoUsd;
 use crate::verifier::metrics::Name;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -33,6 +38,8 @@ pub const JSON_COPY_LIMIT: usize = 16 * 1024 * 1024;
 /// The most an SSE stream may send without completing an event before the
 /// gateway stops reading it (and passes the rest on unread).
 pub const SSE_EVENT_LIMIT: usize = 1024 * 1024;
+/// How long the gateway keeps reading a non-streamed answer its client left.
+pub const ABANDONED_READ: Duration = Duration::from_secs(120);
 
 /// Everything needed to count one request once, whenever it ends.
 pub struct Metering {
@@ -45,8 +52,10 @@ pub struct Metering {
     pub unpriced: Arc<Unpriced>,
     pub started: Instant,
     pub stream: bool,
-    /// Charges the request's cost (micro-USD) to the limits that cover it.
-    pub charge: Option<Box<dyn FnOnce(u64) + Send>>,
+    /// Charges the request's exact cost to the ledger (the limits that cover it).
+    pub charge: Option<Box<dyn FnOnce(PicoUsd) + Send>>,
+    /// The price of each request on a path allowed by an `unmeteredPaths` entry.
+    pub flat_price: Option<PicoUsd>,
     done: bool,
 }
 
@@ -62,6 +71,7 @@ impl Metering {
         started: Instant,
         stream: bool,
     ) -> Self {
+        metrics.in_flight.inc();
         Self {
             labels,
             price_provider,
@@ -72,8 +82,30 @@ impl Metering {
             started,
             stream,
             charge: None,
+            flat_price: None,
             done: false,
         }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// A copy that counts nothing (left behind where the real one moved on).
+    fn detached(&self) -> Metering {
+        let mut copy = Metering::new(
+            self.labels.clone(),
+            self.price_provider.clone(),
+            None,
+            self.metrics.clone(),
+            self.prices.clone(),
+            self.unpriced.clone(),
+            self.started,
+            self.stream,
+        );
+        copy.done = true;
+        copy.metrics.in_flight.dec();
+        copy
     }
 
     /// Counts the request; later calls do nothing.
@@ -81,11 +113,15 @@ impl Metering {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
+        self.metrics.in_flight.dec();
+        if outcome == Outcome::FlatPriced {
+            return self.count(FLAT_PRICED_MODEL, usage, self.flat_price, outcome);
+        }
         let model = model.or(self.request_model.as_deref()).unwrap_or_default().to_string();
         let table = self.prices.current();
         let priced = table.lookup(&self.price_provider, &model);
         let (label, cost) = match (priced, usage.as_ref()) {
-            (Some((name, price)), Some(usage)) => (name.to_string(), Some(cost_usd(usage, price))),
+            (Some((name, price)), Some(usage)) => (name.to_string(), Some(cost(usage, price))),
             (Some((name, _)), None) => (name.to_string(), None),
             (None, _) => (OTHER_MODEL.to_string(), None),
         };
@@ -98,11 +134,16 @@ impl Metering {
                 tracing::warn!(provider = %self.price_provider, model, "model not in the price table: tokens counted, cost not");
             }
         }
+        self.count(&label, usage, cost, outcome);
+    }
+
+    /// Records the request in the metrics and charges its cost to the ledger.
+    fn count(&mut self, model_label: &str, usage: Option<Usage>, cost: Option<PicoUsd>, outcome: Outcome) {
         if let (Some(cost), Some(charge)) = (cost, self.charge.take()) {
-            charge((cost * 1e6).round() as u64);
+            charge(cost);
         }
         let mut labels = self.labels.clone();
-        labels.model = Name(label.into());
+        labels.model = Name(model_label.into());
         self.metrics.record(&labels, &usage.unwrap_or_default(), cost, outcome);
         Metrics::observe(&self.metrics.request_duration, &self.labels.provider, self.started.elapsed());
     }
@@ -111,6 +152,13 @@ impl Metering {
         if self.stream {
             Metrics::observe(&self.metrics.first_byte, &self.labels.provider, self.started.elapsed());
         }
+    }
+}
+
+impl Drop for Metering {
+    fn drop(&mut self) {
+        // A request is never left uncounted, whatever path dropped it.
+        self.finish(None, None, Outcome::Incomplete);
     }
 }
 
@@ -163,10 +211,12 @@ where
     }
 }
 
+type Inner = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
 /// The provider's body passed on; for a metered API its JSON is copied aside and
 /// its usage read at the end.
-pub struct JsonBody<B> {
-    inner: B,
+pub struct JsonBody {
+    inner: Inner,
     api: Option<Api>,
     /// The outcome when no usage is read (`api` is `None`).
     unmetered: Outcome,
@@ -175,17 +225,84 @@ pub struct JsonBody<B> {
     metering: Metering,
 }
 
-impl<B> JsonBody<B> {
-    pub fn new(inner: B, api: Option<Api>, metering: Metering) -> Self {
+impl JsonBody {
+    pub fn new<B>(inner: B, api: Option<Api>, metering: Metering) -> Self
+    where
+        B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
+    {
+        let inner = Inner::new(inner);
         Self { inner, api, unmetered: Outcome::Unmetered, copy: Vec::new(), too_long: false, metering }
     }
 
     /// Passed on unread, counted with `outcome` (a provider's error answer).
-    pub fn passthrough(inner: B, outcome: Outcome, metering: Metering) -> Self {
+    pub fn passthrough<B>(inner: B, outcome: Outcome, metering: Metering) -> Self
+    where
+        B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
+    {
+        let inner = Inner::new(inner);
         Self { inner, api: None, unmetered: outcome, copy: Vec::new(), too_long: false, metering }
     }
 
+    /// Adds a chunk to the copy the usage is read from, within its bound.
+    fn keep(&mut self, data: &[u8]) {
+        if self.api.is_none() || self.too_long {
+            return;
+        }
+        if self.copy.len() + data.len() > JSON_COPY_LIMIT {
+            (self.too_long, self.copy) = (true, Vec::new());
+        } else {
+            self.copy.extend_from_slice(data);
+        }
+    }
+
+    /// The client left before the end of a metered answer: the provider bills it
+    /// all, so the rest is read in the background and its usage counted.
+    fn read_abandoned(&mut self) -> bool {
+        if self.api.is_none() || self.too_long || self.inner.is_end_stream() {
+            return false;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return false };
+        let placeholder = Inner::new(http_body_util::Empty::new().map_err(|never| match never {}));
+        let detached = self.metering.detached();
+        let rest = JsonBody {
+            inner: std::mem::replace(&mut self.inner, placeholder),
+            api: self.api,
+            unmetered: self.unmetered,
+            copy: std::mem::take(&mut self.copy),
+            too_long: false,
+            metering: std::mem::replace(&mut self.metering, detached),
+        };
+        runtime.spawn(rest.read_to_end());
+        true
+    }
+
+    async fn read_to_end(mut self) {
+        let read = async {
+            while let Some(frame) = self.inner.frame().await {
+                match frame {
+                    Ok(frame) => {
+                        if let Some(data) = frame.data_ref() {
+                            let data = data.clone();
+                            self.keep(&data);
+                        }
+                    }
+                    Err(_) => return false,
+                }
+            }
+            true
+        };
+        match tokio::time::timeout(ABANDONED_READ, read).await {
+            Ok(true) => self.finish_as(Outcome::Abandoned),
+            _ => self.metering.finish(None, None, Outcome::Incomplete),
+        }
+    }
+
     fn finish(&mut self) {
+        self.finish_as(Outcome::Metered)
+    }
+
+    /// Counts the answer read whole: with its usage as `read`, else unreadable.
+    fn finish_as(&mut self, read: Outcome) {
         let Some(api) = self.api else {
             return self.metering.finish(None, None, self.unmetered);
         };
@@ -194,17 +311,14 @@ impl<B> JsonBody<B> {
             false => usage::from_body(api, &self.copy).ok(),
         };
         match reported {
-            Some(r) if r.usage.is_some() => self.metering.finish(r.model.as_deref(), r.usage, Outcome::Metered),
+            Some(r) if r.usage.is_some() => self.metering.finish(r.model.as_deref(), r.usage, read),
             Some(r) => self.metering.finish(r.model.as_deref(), None, Outcome::UsageUnreadable),
             None => self.metering.finish(None, None, Outcome::UsageUnreadable),
         }
     }
 }
 
-impl<B> Body for JsonBody<B>
-where
-    B: Body<Data = Bytes, Error = BoxError> + Unpin,
-{
+impl Body for JsonBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -212,15 +326,8 @@ where
         let this = &mut *self;
         match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
             Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref()
-                    && this.api.is_some()
-                    && !this.too_long
-                {
-                    if this.copy.len() + data.len() > JSON_COPY_LIMIT {
-                        (this.too_long, this.copy) = (true, Vec::new());
-                    } else {
-                        this.copy.extend_from_slice(data);
-                    }
+                if let Some(data) = frame.data_ref() {
+                    this.keep(data);
                 }
                 // A body of known length is whole once its last byte came: hyper
                 // does not poll it again, so it is counted now, not on drop.
@@ -249,9 +356,12 @@ where
     }
 }
 
-impl<B> Drop for JsonBody<B> {
+impl Drop for JsonBody {
     fn drop(&mut self) {
-        // Not at its end: the client left, or the body failed.
+        if self.metering.is_done() || self.read_abandoned() {
+            return;
+        }
+        // Not at its end and not readable further: the body failed.
         self.metering.finish(None, None, Outcome::Incomplete);
     }
 }

@@ -6,19 +6,24 @@
 //! The key checks themselves are counted by the verifier's own metrics
 //! (`payi_gateway_requests_total`, protocol `gateway`).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use super::usage::Usage;
+use crate::money::PicoUsd;
 use crate::verifier::metrics::Name;
 
 /// The `model` label of a model the price table does not know.
 pub const OTHER_MODEL: &str = "(unpriced)";
+/// The `model` label of a request on a path allowed at a flat price.
+pub const FLAT_PRICED_MODEL: &str = "(flat-priced)";
 
 /// Whose usage, where it went, and which model.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -78,6 +83,11 @@ pub enum Outcome {
     ProviderError,
     /// The body or stream ended early (client gone, provider cut it): usage counted so far.
     Incomplete,
+    /// 2xx on a path an `unmeteredPaths` entry allows: charged its flat price.
+    FlatPriced,
+    /// The client left a non-streamed answer; the gateway read it to its end and
+    /// counted its reported usage (the provider bills it).
+    Abandoned,
     UpstreamTimeout,
     /// Connection refused or reset, TLS or protocol failure before the response.
     UpstreamUnavailable,
@@ -91,6 +101,8 @@ impl Outcome {
             Outcome::UsageUnreadable => "usage_unreadable",
             Outcome::ProviderError => "provider_error",
             Outcome::Incomplete => "incomplete",
+            Outcome::Abandoned => "abandoned",
+            Outcome::FlatPriced => "flat_priced",
             Outcome::UpstreamTimeout => "upstream_timeout",
             Outcome::UpstreamUnavailable => "upstream_unavailable",
         }
@@ -99,13 +111,48 @@ impl Outcome {
 
 pub struct Metrics {
     pub tokens: Family<TokenLabels, Counter>,
-    pub cost: Family<UsageLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    pub cost: Family<UsageLabels, UsdCounter>,
     pub requests: Family<OutcomeLabels, Counter>,
     pub unpriced: Family<UnpricedLabels, Counter>,
     pub refused_too_large: Counter,
+    /// Requests refused because their path cannot be metered (by provider).
+    pub refused_paths: Family<ProviderLabels, Counter>,
+    /// Requests begun and not yet counted (shutdown waits for them).
+    pub in_flight: prometheus_client::metrics::gauge::Gauge,
     pub request_duration: Family<ProviderLabels, Histogram>,
     pub upstream_duration: Family<ProviderLabels, Histogram>,
     pub first_byte: Family<ProviderLabels, Histogram>,
+}
+
+/// A cost counter that sums exactly (pico-USD) and is exposed in USD, so the
+/// scraped total agrees with the ledger's counters: float64 holds a total exactly
+/// to the nano-USD up to about USD 4 million per series, where adding float
+/// costs one by one would drift.
+#[derive(Clone, Debug, Default)]
+pub struct UsdCounter(Arc<Mutex<PicoUsd>>);
+
+impl UsdCounter {
+    pub fn add(&self, cost: PicoUsd) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) += cost;
+    }
+
+    pub fn get(&self) -> PicoUsd {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl TypedMetric for UsdCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for UsdCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<NoLabelSet, _, u64>(&self.get().usd_f64(), None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 /// 100 µs to about 110 s: from a cached answer on loopback to a long generation.
@@ -121,6 +168,8 @@ impl Default for Metrics {
             requests: Family::default(),
             unpriced: Family::default(),
             refused_too_large: Counter::default(),
+            refused_paths: Family::default(),
+            in_flight: Default::default(),
             request_duration: Family::new_with_constructor(latency),
             upstream_duration: Family::new_with_constructor(latency),
             first_byte: Family::new_with_constructor(latency),
@@ -153,6 +202,12 @@ impl Metrics {
             self.unpriced.clone(),
         );
         r.register(
+            "unmetered_path_refusals",
+            "Requests refused because the gateway cannot meter their path (batches, files, images, ...) and no \
+             unmeteredPaths entry allows it, by provider",
+            self.refused_paths.clone(),
+        );
+        r.register(
             "request_body_too_large",
             "Requests refused with 413 before any upstream call",
             self.refused_too_large.clone(),
@@ -175,14 +230,14 @@ impl Metrics {
     }
 
     /// Counts one finished request's tokens and cost (`None`: unpriced).
-    pub fn record(&self, labels: &UsageLabels, usage: &Usage, cost_usd: Option<f64>, outcome: Outcome) {
+    pub fn record(&self, labels: &UsageLabels, usage: &Usage, cost: Option<PicoUsd>, outcome: Outcome) {
         for (token_type, count) in usage.kinds() {
             if count > 0 {
                 self.tokens.get_or_create(&token_labels(labels, token_type)).inc_by(count);
             }
         }
-        if let Some(cost) = cost_usd {
-            self.cost.get_or_create(labels).inc_by(cost);
+        if let Some(cost) = cost {
+            self.cost.get_or_create(labels).add(cost);
         }
         self.requests.get_or_create(&outcome_labels(labels, outcome)).inc();
     }

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 
-use crate::limits::ledger::{Ledger, LedgerMetrics};
+use crate::limits::ledger::{Ledger, LedgerMetrics, Timeouts};
 use crate::verifier::{self, KeyIndex};
 use pricing::{PriceTable, Prices, Unpriced};
 use providers::Providers;
@@ -73,9 +73,17 @@ pub struct Settings {
     /// Absent: limits are not enforced. From a Secret in the chart.
     #[arg(long, env = "PAYI_GATEWAY_LIMITS_REDIS_URL", hide_env_values = true)]
     pub limits_redis_url: Option<String>,
-    /// How long a ledger read or charge may take, in milliseconds.
+    /// How long the ledger read before a request may take, in milliseconds.
     #[arg(long, env = "PAYI_GATEWAY_LIMITS_TIMEOUT_MS", default_value_t = 100)]
     pub limits_timeout_ms: u64,
+    /// How long one batch of charges may take, in milliseconds (off the request path;
+    /// a batch whose answer is late is sent again and charges nothing twice).
+    #[arg(long, env = "PAYI_GATEWAY_LIMITS_CHARGE_TIMEOUT_MS", default_value_t = 1000)]
+    pub limits_charge_timeout_ms: u64,
+    /// How long the ledger remembers a usage event's id, in seconds; an event is
+    /// retried for half of it, then given up (logged and counted).
+    #[arg(long, env = "PAYI_GATEWAY_LIMITS_EVENT_TTL_SECONDS", default_value_t = 3600)]
+    pub limits_event_ttl_seconds: u64,
     /// Refuse requests covered by a block limit (503) while the ledger cannot be read,
     /// instead of letting them through uncounted against the limit (the default).
     #[arg(long, env = "PAYI_GATEWAY_LIMITS_FAIL_CLOSED")]
@@ -92,6 +100,10 @@ pub struct Settings {
     /// After SIGTERM, seconds in-flight requests and streams get to finish.
     #[arg(long, env = "PAYI_GATEWAY_DRAIN_SECONDS", default_value_t = 25)]
     pub drain_seconds: u64,
+    /// After the drain, seconds for the requests just closed to be counted, and
+    /// again for queued charges to reach the ledger.
+    #[arg(long, env = "PAYI_GATEWAY_SETTLE_SECONDS", default_value_t = 5)]
+    pub settle_seconds: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +113,7 @@ pub enum Error {
     #[error("reading the providers file {path}: {source}")]
     ProvidersFile { path: PathBuf, source: std::io::Error },
     #[error("the providers file {path}: {source}")]
-    Providers { path: PathBuf, source: providers::ProvidersError },
+    Providers { path: PathBuf, source: Box<providers::ProvidersError> },
     #[error("the price table {path}: {source}")]
     Prices { path: PathBuf, source: pricing::PricingError },
     #[error("the shipped price table: {0}")]
@@ -138,7 +150,12 @@ pub async fn run(
         Some(url) => {
             let metrics = Arc::new(LedgerMetrics::default());
             metrics.register(&mut registry);
-            Some(Ledger::new(url, Duration::from_millis(settings.limits_timeout_ms), metrics)?)
+            let timeouts = Timeouts {
+                check: Duration::from_millis(settings.limits_timeout_ms),
+                charge: Duration::from_millis(settings.limits_charge_timeout_ms),
+                event_ttl: Duration::from_secs(settings.limits_event_ttl_seconds),
+            };
+            Some(Ledger::new(url, timeouts, metrics)?)
         }
         None => None,
     };
@@ -170,30 +187,60 @@ pub async fn run(
     );
     let reload = tokio::spawn(reload_loop(gateway.clone(), settings.prices_file.clone(), settings.reload_seconds));
     let ops_router = verifier::http::ops_router(Arc::new(registry), keys.synced.clone());
-    let ops_shutdown = shutdown.clone();
+    // Metrics are served until the very end: what the last streams spend during
+    // the drain must still be scraped.
+    let (ops_stop, ops_stopped) = tokio::sync::oneshot::channel::<()>();
     let ops = tokio::spawn(async move {
-        if let Err(error) = axum::serve(ops, ops_router).with_graceful_shutdown(ops_shutdown).await {
+        let stopped = async {
+            let _ = ops_stopped.await;
+        };
+        if let Err(error) = axum::serve(ops, ops_router).with_graceful_shutdown(stopped).await {
             tracing::error!(%error, "gateway metrics server stopped");
         }
     });
-    server::serve(listener, gateway, Duration::from_secs(settings.drain_seconds), shutdown).await;
+    server::serve(listener, gateway.clone(), Duration::from_secs(settings.drain_seconds), shutdown).await;
     reload.abort();
+    // The connections are closed: every request is counted now or soon (an
+    // abandoned answer being read to its end).
+    let settle = Duration::from_secs(settings.settle_seconds);
+    if !wait_until(settle, || gateway.metrics.in_flight.get() <= 0).await {
+        tracing::error!(left = gateway.metrics.in_flight.get(), "requests still not counted at shutdown");
+    }
     if let Some(ledger) = &ledger {
         // Charges of the requests just drained still go to the ledger.
-        ledger.drain(Duration::from_secs(2)).await;
+        let left = ledger.drain(settle).await;
+        if left > 0 {
+            tracing::error!(
+                left,
+                "usage events not charged to the ledger at shutdown (payi_limit_charges_failed_total{{reason=\"shutdown\"}})"
+            );
+        }
     }
     if let Some(charges) = charges {
         charges.abort();
     }
     keys.stop();
+    let _ = ops_stop.send(());
     let _ = ops.await;
     tracing::info!("gateway stopped");
     Ok(())
 }
 
+/// Polls `done` every 20 ms for at most `bound`; whether it became true.
+async fn wait_until(bound: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + bound;
+    while !done() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
 fn read_providers(path: &PathBuf) -> Result<Providers, Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::ProvidersFile { path: path.clone(), source })?;
-    Providers::parse(&text).map_err(|source| Error::Providers { path: path.clone(), source })
+    Providers::parse(&text).map_err(|source| Error::Providers { path: path.clone(), source: Box::new(source) })
 }
 
 /// How long a TCP connection to a provider may take to open.

@@ -28,13 +28,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::body::{self, Prepared};
 use super::metered::{BoxError, Idle, JsonBody, Metering, SseBody};
-use super::metrics::{Metrics, Outcome, UsageLabels};
+use super::metrics::{Metrics, Outcome, ProviderLabels, UsageLabels};
 use super::pricing::{Prices, Unpriced};
-use super::providers::{Kind, Provider, Providers, Route};
+use super::providers::{Kind, PathClass, Provider, Providers, Route};
 use crate::crd::LimitType;
 use crate::crd::limits::usd_text;
 use crate::limits::ledger::{Ledger, LedgerKey, LimitLabels};
 use crate::limits::rule::{LimitRule, first_blocking};
+use crate::money::{NANO_PER_USD, PicoUsd};
 use crate::verifier::metrics::Name;
 use crate::verifier::{Answer, Verifier};
 
@@ -108,12 +109,21 @@ pub struct LedgerPolicy {
 }
 
 impl Gateway {
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+    pub async fn handle(self: &Arc<Self>, request: Request<Incoming>) -> Response<ResponseBody> {
         let started = Instant::now();
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
-        let Some(route) = self.providers.route(&path) else {
+        let Some(route) = self.providers.route(request.method(), &path) else {
             return error(StatusCode::NOT_FOUND, "no_provider", "no provider is configured at this path");
         };
+        // Nothing leaves unmetered: a path the gateway cannot meter is refused
+        // before the key is even read (its reason names the path and the opt-in).
+        if let PathClass::Refused { reason } = &route.class {
+            self.metrics
+                .refused_paths
+                .get_or_create(&ProviderLabels { provider: Name(route.provider.name.as_str().into()) })
+                .inc();
+            return error(StatusCode::FORBIDDEN, "path_not_metered", reason);
+        }
         let headers = request.headers();
         let answer = self.verifier.check("gateway", |name| headers.get(name).and_then(|v| v.to_str().ok()));
         if answer.allowed().is_none() {
@@ -140,15 +150,52 @@ impl Gateway {
                 Ok(prepared) => prepared,
                 Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_body", &e.to_string()),
             },
-            _ => Prepared { model: None, stream: false, body: bytes, asked_usage_ourselves: false },
+            _ => Prepared {
+                model: None,
+                stream: false,
+                input_bytes: bytes.len(),
+                body: bytes,
+                asked_usage_ourselves: false,
+                background: false,
+                max_output_tokens: None,
+            },
+        };
+        // A background response is answered before its work, without usage.
+        let route = match prepared.background {
+            false => route,
+            true => match route.background_class() {
+                PathClass::Refused { reason } => return error(StatusCode::FORBIDDEN, "path_not_metered", &reason),
+                class => Route { api: None, class, ..route },
+            },
         };
         let mut metering = self.metering(&answer, &route, &prepared, started);
+        if let PathClass::FlatPriced { price_pico, .. } = &route.class {
+            metering.flat_price = Some(*price_pico);
+        }
         match self.check_limits(&answer).await {
             Ok(charge) => metering.charge = charge,
             Err(refusal) => return refusal,
         }
         let outgoing = upstream_headers(&parts.headers, &answer, route.provider.kind, credential.as_deref());
-        self.forward(parts.method, &route, outgoing, prepared, metering).await
+        let upstream = Upstream {
+            provider: route.provider.name.clone(),
+            url: route.upstream.clone(),
+            api: route.api,
+            flat_priced: matches!(route.class, PathClass::FlatPriced { .. }),
+        };
+        // The call to the provider runs on its own task: a client that leaves while
+        // the provider works does not cancel it (the provider bills it anyway), and
+        // the answer nobody takes is read to its end and counted (`metered`).
+        let gateway = self.clone();
+        let call =
+            tokio::spawn(async move { gateway.forward(parts.method, upstream, outgoing, prepared, metering).await });
+        match call.await {
+            Ok(response) => response,
+            Err(failed) => {
+                tracing::error!(error = %failed, "gateway request task failed");
+                error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the gateway failed on this request")
+            }
+        }
     }
 
     /// Checks the limits that cover the request against the ledger; returns how to
@@ -156,7 +203,7 @@ impl Gateway {
     async fn check_limits(
         &self,
         answer: &Answer,
-    ) -> Result<Option<Box<dyn FnOnce(u64) + Send>>, Response<ResponseBody>> {
+    ) -> Result<Option<Box<dyn FnOnce(PicoUsd) + Send>>, Response<ResponseBody>> {
         let (Some(ledger), Some(attribution)) = (&self.ledger, answer.allowed()) else { return Ok(None) };
         let covering = attribution.limits.covering(answer.context.label().map(|l| &**l));
         if covering.is_empty() {
@@ -176,7 +223,7 @@ impl Gateway {
             Err(failure)
                 if self.ledger_policy.fail_closed && covering.rules.iter().any(|r| r.kind == LimitType::Block) =>
             {
-                ledger.metrics.unchecked.inc();
+                ledger.metrics.refused_unavailable.inc();
                 tracing::warn!(error = %failure, "limits ledger unreadable; refusing (fail-closed)");
                 let message = "the limits ledger is unavailable; requests covered by a block limit are refused";
                 return Err(error(StatusCode::SERVICE_UNAVAILABLE, "limits_unavailable", message));
@@ -188,13 +235,15 @@ impl Gateway {
         }
         for rule in &covering.rules {
             let labels = LimitLabels { limit: rule.id.to_string() };
-            let max = rule.max_micro as f64 / 1e6;
+            let max = rule.max_nano as f64 / NANO_PER_USD as f64;
             ledger.metrics.max.get_or_create(&labels).set(max);
             ledger.metrics.threshold.get_or_create(&labels).set(max * f64::from(rule.threshold_permille) / 1000.0);
         }
         let ids = covering.rules.iter().map(|r| r.id.clone()).collect();
         let ledger = ledger.clone();
-        Ok(Some(Box::new(move |micro| ledger.charge(keys, ids, micro))))
+        Ok(Some(Box::new(move |cost| {
+            ledger.charge(keys, ids, cost);
+        })))
     }
 
     /// The request body, within the size and time bounds.
@@ -245,7 +294,7 @@ impl Gateway {
     async fn forward(
         &self,
         method: hyper::Method,
-        route: &Route<'_>,
+        route: Upstream,
         headers: HeaderMap,
         prepared: Prepared,
         mut metering: Metering,
@@ -253,7 +302,7 @@ impl Gateway {
         let mut request = Request::new(Full::new(prepared.body));
         *request.method_mut() = method;
         *request.headers_mut() = headers;
-        match route.upstream.parse() {
+        match route.url.parse() {
             Ok(uri) => *request.uri_mut() = uri,
             Err(_) => {
                 metering.finish(None, None, Outcome::UpstreamUnavailable);
@@ -264,7 +313,7 @@ impl Gateway {
         let response = match tokio::time::timeout(self.limits.upstream_timeout, self.client.request(request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => {
-                tracing::warn!(provider = %route.provider.name, error = %e, "provider unreachable");
+                tracing::warn!(provider = %route.provider, error = %e, "provider unreachable");
                 metering.finish(None, None, Outcome::UpstreamUnavailable);
                 return error(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the provider could not be reached");
             }
@@ -283,6 +332,9 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         let body: ResponseBody = match (route.api, parts.status.is_success(), is_sse) {
+            (None, true, _) if route.flat_priced => {
+                UnsyncBoxBody::new(JsonBody::passthrough(body, Outcome::FlatPriced, metering))
+            }
             (Some(api), true, true) => {
                 if prepared.asked_usage_ourselves {
                     parts.headers.remove(header::CONTENT_LENGTH);
@@ -294,6 +346,15 @@ impl Gateway {
         };
         Response::from_parts(parts, body)
     }
+}
+
+/// Where one request goes, owned, for the task that calls the provider.
+struct Upstream {
+    provider: String,
+    url: String,
+    api: Option<super::usage::Api>,
+    /// Allowed by an `unmeteredPaths` entry: a 2xx answer costs its flat price.
+    flat_priced: bool,
 }
 
 /// Which price table section a provider's models are in.
@@ -378,9 +439,9 @@ pub fn upstream_headers(incoming: &HeaderMap, answer: &Answer, kind: Kind, crede
 /// Pay-i's answer for a blocked limit (HTTP 400, `xproxy_error.code`
 /// `limit_reached`, the limit in `xproxy_result.blocked_limit_ids`), with an
 /// `error.message` the providers' SDKs show, naming the limit and its level.
-pub fn limit_reached(rule: &LimitRule, spent_micro: u64) -> Response<ResponseBody> {
+pub fn limit_reached(rule: &LimitRule, spent_nano: u64) -> Response<ResponseBody> {
     let id = &*rule.id;
-    let message = format!("limit {id} reached: {} of {} USD spent", usd_text(spent_micro), usd_text(rule.max_micro));
+    let message = format!("limit {id} reached: {} of {} USD spent", usd_text(spent_nano), usd_text(rule.max_nano));
     let body = serde_json::json!({
         "statusCode": 400,
         "message": "Bad Request",

@@ -2,7 +2,7 @@
 //! one port through hyper-util's automatic connection builder, with a bound on
 //! how long a client may take to send its request head, and a bounded drain on
 //! shutdown: in-flight requests and streams get `drain` to finish, then the
-//! connections are closed. Freed heap goes back to the system after each burst
+//! connections left are closed (aborted), which counts what they used. Freed heap goes back to the system after each burst
 //! of requests ([`crate::memory`]).
 
 use std::convert::Infallible;
@@ -34,6 +34,10 @@ pub async fn serve(
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
+    // Every connection's task, so those still open after the drain are closed
+    // (their bodies dropped, their requests counted and charged) before the
+    // gateway settles its charges and exits.
+    let mut connections = tokio::task::JoinSet::new();
     // Requests begun plus connections ended: the heap is trimmed once this stops growing.
     let activity = Arc::new(AtomicU64::new(0));
     let trimmer = tokio::spawn(memory::trim_after_bursts({
@@ -65,7 +69,8 @@ pub async fn serve(
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);
         let ended = activity.clone();
-        tokio::spawn(async move {
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, error = %error, "gateway connection ended with an error");
             }
@@ -76,7 +81,15 @@ pub async fn serve(
     tracing::info!(?drain, "gateway draining in-flight requests");
     match tokio::time::timeout(drain, graceful.shutdown()).await {
         Ok(()) => tracing::info!("gateway drained"),
-        Err(_) => tracing::warn!(?drain, "gateway drain bound reached; closing the remaining connections"),
+        Err(_) => {
+            tracing::warn!(
+                ?drain,
+                open = connections.len(),
+                "gateway drain bound reached; closing the remaining connections"
+            );
+            connections.abort_all();
+        }
     }
+    while connections.join_next().await.is_some() {}
     trimmer.abort();
 }

@@ -1,20 +1,32 @@
-//! The limits ledger in Redis, shared by every gateway replica.
+//! The ledger in Redis, shared by every gateway replica.
 //!
 //! - **Check** (before the provider is called): one `MGET` of the counters of
-//!   every limit that covers the request, bounded by a timeout.
-//! - **Charge** (after the answer, off the request path): one Lua script that
-//!   `INCRBY`s every counter by the request's cost in micro-USD and sets each new
-//!   counter's expiry to the end of its window (plus a day), atomically, in one
-//!   round trip. Charges wait in a bounded in-memory queue; when Redis is
-//!   unreachable they stay there and are retried in order, so a Redis restart of
-//!   a few seconds loses none. The queue's bound (`MAX_QUEUED`) is the memory a
-//!   long outage may take; beyond it the oldest charge is dropped and counted.
+//!   every limit that covers the request, bounded by the check timeout.
+//! - **Charge** (after the answer, off the request path): each metered request is
+//!   one usage event with an id. Events wait in a bounded in-memory queue and are
+//!   applied in batches, many per round trip, by one Lua script that, per event,
+//!   records its id (`SET NX` with an expiry, [`Ledger::event_ttl`]) and skips an
+//!   event it has already applied: a batch whose answer was lost (timeout, cut
+//!   connection) is simply sent again and charges nothing twice. Events leave the
+//!   queue when Redis acknowledged them, by id, never by position.
+//! - **Exact money**: counters are nano-USD (`INCRBY`, signed 64-bit: about USD
+//!   9.2 billion per window); the pico-USD remainder of each event is added to a
+//!   companion counter (`<key>:p`, always below 1,000) whose overflow carries one
+//!   nano-USD into the counter, in the same script. A counter therefore equals
+//!   the exact sum of its events' costs, truncated to the nano-USD.
+//! - **Errors** ([`classify`]): transient ones (connection, timeout, `LOADING`,
+//!   `BUSY`, `TRYAGAIN`, …) keep the events queued and retried with backoff, up to
+//!   half the id expiry; permanent ones (`READONLY`, `NOPERM`, `OOM`, a script or
+//!   type error) are retried event by event a few times, then the event is dropped
+//!   with an error log naming it and `payi_limit_charges_failed_total{reason}`, so
+//!   one bad event or a misconfigured Redis never blocks the queue forever.
 //!
-//! Counters are integers (micro-USD), so replicas never disagree on rounding.
+//! The queue's bound ([`MAX_QUEUED`]) is the memory a long outage may take; beyond
+//! it the oldest event is dropped and counted (`payi_limit_charges_dropped_total`).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,30 +35,111 @@ use prometheus_client::registry::Registry;
 use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 
-/// Charges kept while Redis cannot take them.
-pub const MAX_QUEUED: usize = 100_000;
+use crate::money::{NANO_PER_USD, PicoUsd};
 
+/// Events kept while Redis cannot take them.
+pub const MAX_QUEUED: usize = 100_000;
+/// Events per charge script (one round trip).
+pub const BATCH: usize = 128;
+/// Attempts at an event that fails with a permanent error before it is dropped.
+pub const PERMANENT_ATTEMPTS: u32 = 5;
+
+/// Per event: `SET NX` its id; when new, add its nano-USD and carry its pico-USD
+/// remainder into each counter, setting new counters' expiry. Amounts stay Redis
+/// strings on their way to `INCRBY` (Lua numbers are doubles).
+///
+/// KEYS: per event, its id key, then (counter, counter:p) per counter.
+/// ARGV: id expiry in seconds, event count, then per event: counter count, nano-USD,
+/// pico remainder, then each counter's expiry (0: none).
+/// Returns per event 1 (applied), 0 (already applied) or -1 (a counter key holds
+/// another type: never applicable, checked first so nothing is half applied), then
+/// its counters' totals.
 const CHARGE: &str = r"
-local amount = tonumber(ARGV[1])
+local id_ttl = ARGV[1]
+local events = tonumber(ARGV[2])
+local k, a = 1, 3
 local out = {}
-for i, key in ipairs(KEYS) do
-  out[i] = redis.call('INCRBY', key, amount)
-  local ttl = tonumber(ARGV[i + 1])
-  if ttl > 0 and redis.call('TTL', key) < 0 then
-    redis.call('EXPIRE', key, ttl)
+for e = 1, events do
+  local n = tonumber(ARGV[a])
+  local nano = ARGV[a + 1]
+  local rest = tonumber(ARGV[a + 2])
+  a = a + 3
+  local typed = true
+  for i = 0, 2 * n - 1 do
+    local t = redis.call('TYPE', KEYS[k + 1 + i]).ok
+    if t ~= 'none' and t ~= 'string' then typed = false end
   end
+  local fresh = false
+  if typed then fresh = redis.call('SET', KEYS[k], '1', 'NX', 'EX', id_ttl) end
+  k = k + 1
+  out[#out + 1] = (not typed and -1) or (fresh and 1 or 0)
+  for i = 1, n do
+    local key, carry_key = KEYS[k], KEYS[k + 1]
+    local ttl = tonumber(ARGV[a + i - 1])
+    k = k + 2
+    if fresh then
+      if rest > 0 then
+        if redis.call('INCRBY', carry_key, rest) >= 1000 then
+          redis.call('DECRBY', carry_key, 1000)
+          redis.call('INCRBY', key, 1)
+        end
+      end
+      out[#out + 1] = redis.call('INCRBY', key, nano)
+      if ttl > 0 then
+        if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ttl) end
+        if rest > 0 and redis.call('TTL', carry_key) < 0 then redis.call('EXPIRE', carry_key, ttl) end
+      end
+    else
+      out[#out + 1] = 0
+    end
+  end
+  a = a + n
 end
 return out
 ";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("the limits ledger URL is not valid: {0}")]
+    #[error("the ledger URL is not valid: {0}")]
     Url(#[source] redis::RedisError),
-    #[error("the limits ledger did not answer within {0:?}")]
+    #[error("the ledger did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("the limits ledger failed: {0}")]
+    #[error("the ledger failed: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("the ledger answered the charge script with {got} figures for {expected}")]
+    Answer { expected: usize, got: usize },
+}
+
+/// What to do after a failed ledger call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Retry the same events later: nothing about them is wrong.
+    Transient,
+    /// Retrying as it is will not help (the reason is a metric label).
+    Permanent(&'static str),
+}
+
+/// Sorts a ledger failure by what Redis said (pure).
+pub fn classify(code: Option<&str>) -> Failure {
+    match code {
+        None => Failure::Transient,
+        Some("LOADING" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "NOSCRIPT") => Failure::Transient,
+        Some("READONLY") => Failure::Permanent("readonly"),
+        Some("NOPERM") => Failure::Permanent("noperm"),
+        Some("OOM") => Failure::Permanent("oom"),
+        Some("WRONGTYPE") => Failure::Permanent("wrongtype"),
+        Some(_) => Failure::Permanent("error"),
+    }
+}
+
+impl LedgerError {
+    fn failure(&self) -> Failure {
+        match self {
+            LedgerError::Redis(error) if !error.is_io_error() && !error.is_timeout() => classify(error.code()),
+            LedgerError::Answer { .. } => Failure::Permanent("answer"),
+            _ => Failure::Transient,
+        }
+    }
 }
 
 /// One counter to charge: its key and its expiry in seconds (`None`: never).
@@ -56,12 +149,22 @@ pub struct LedgerKey {
     pub ttl: Option<u64>,
 }
 
+/// One usage event on its way to the ledger.
 #[derive(Clone, Debug)]
-struct Charge {
-    counters: Vec<LedgerKey>,
-    micro_usd: u64,
+pub struct Charge {
+    /// Unique per event (random 128 bits, hex), the key of exactly-once.
+    pub id: Arc<str>,
+    pub counters: Vec<LedgerKey>,
+    pub cost: PicoUsd,
     /// The limit ids of the counters, for the spend gauges.
-    ids: Vec<Arc<str>>,
+    pub limits: Vec<Arc<str>>,
+    queued_at: Instant,
+    permanent_failures: u32,
+}
+
+/// A new event id: 128 random bits in hex.
+pub fn event_id() -> Arc<str> {
+    format!("{:032x}", rand::random::<u128>()).into()
 }
 
 #[derive(Default)]
@@ -69,7 +172,16 @@ pub struct LedgerMetrics {
     pub errors: Counter,
     pub queued: Gauge,
     pub dropped: Counter,
+    /// Events applied, and repeats the ledger recognised and skipped.
+    pub applied: Counter,
+    pub duplicates: Counter,
+    /// Round trips of the charge script (`applied / batches` is the batch size).
+    pub batches: Counter,
+    /// Events given up: a permanent error, the retry horizon passed, or shutdown.
+    pub failed: Family<ReasonLabels, Counter>,
     pub unchecked: Counter,
+    /// Requests refused (503) because the ledger could not be read (fail-closed).
+    pub refused_unavailable: Counter,
     /// Requests refused by each block limit.
     pub refused: Family<LimitLabels, Counter>,
     /// Spend and maximum per limit, as this replica last saw them.
@@ -84,6 +196,11 @@ pub struct LimitLabels {
     pub limit: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 impl LedgerMetrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("payi_limit");
@@ -92,16 +209,37 @@ impl LedgerMetrics {
             "Ledger reads and charges that failed (Redis down, slow or refusing)",
             self.errors.clone(),
         );
-        r.register("charges_queued", "Charges waiting for the ledger in this replica", self.queued.clone());
+        r.register("charges_queued", "Usage events waiting for the ledger in this replica", self.queued.clone());
         r.register(
             "charges_dropped",
-            "Charges dropped because the queue was full during an outage",
+            "Usage events dropped because the queue was full during an outage",
             self.dropped.clone(),
+        );
+        r.register(
+            "charges_applied",
+            "Usage events the ledger acknowledged as applied (once, whichever send applied them)",
+            self.applied.clone(),
+        );
+        r.register(
+            "charges_duplicate",
+            "Usage events sent again after a lost answer and recognised by the ledger as already applied",
+            self.duplicates.clone(),
+        );
+        r.register("charge_batches", "Charge script round trips (several events each)", self.batches.clone());
+        r.register(
+            "charges_failed",
+            "Usage events given up, by reason (a permanent Redis error, the retry horizon, shutdown)",
+            self.failed.clone(),
         );
         r.register(
             "unchecked_requests",
             "Requests let through without a limit check because the ledger did not answer (fail-open)",
             self.unchecked.clone(),
+        );
+        r.register(
+            "unavailable_refusals",
+            "Requests refused because the ledger did not answer and a block limit covers them (fail-closed)",
+            self.refused_unavailable.clone(),
         );
         r.register(
             "spend_usd",
@@ -118,30 +256,49 @@ impl LedgerMetrics {
     }
 }
 
+/// How long ledger calls may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// The read before a request (on the request's path: short).
+    pub check: Duration,
+    /// One charge script (off the request path).
+    pub charge: Duration,
+    /// How long an event's id is remembered; events are retried for half of it.
+    pub event_ttl: Duration,
+}
+
+impl Timeouts {
+    /// For a process that only reads the counters (the operator's status).
+    pub fn reader(timeout: Duration) -> Self {
+        Self { check: timeout, charge: timeout, event_ttl: Duration::from_secs(3600) }
+    }
+}
+
 pub struct Ledger {
     connection: ConnectionManager,
     script: redis::Script,
     queue: Mutex<VecDeque<Charge>>,
     wake: Notify,
-    timeout: Duration,
+    timeouts: Timeouts,
     pub metrics: Arc<LedgerMetrics>,
 }
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the URL: it may hold a password.
-        f.debug_struct("Ledger").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("Ledger").field("timeouts", &self.timeouts).finish_non_exhaustive()
     }
 }
 
 impl Ledger {
     /// A ledger at `url` (`redis://[user:password@]host:port/db`); connects lazily
     /// and reconnects by itself, so a Redis that is down at start is not an error.
-    pub fn new(url: &str, timeout: Duration, metrics: Arc<LedgerMetrics>) -> Result<Arc<Self>, LedgerError> {
+    pub fn new(url: &str, timeouts: Timeouts, metrics: Arc<LedgerMetrics>) -> Result<Arc<Self>, LedgerError> {
         let client = redis::Client::open(url).map_err(LedgerError::Url)?;
+        let longest = timeouts.check.max(timeouts.charge);
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
+            .set_connection_timeout(Some(timeouts.check))
+            .set_response_timeout(Some(longest))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let connection = ConnectionManager::new_lazy_with_config(client, config)?;
@@ -150,12 +307,12 @@ impl Ledger {
             script: redis::Script::new(CHARGE),
             queue: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
-            timeout,
+            timeouts,
             metrics,
         }))
     }
 
-    /// The counters' current values (0 for absent ones), in one round trip.
+    /// The counters' current values in nano-USD (0 for absent ones), in one round trip.
     pub async fn spent(&self, keys: &[String]) -> Result<Vec<u64>, LedgerError> {
         if keys.is_empty() {
             return Ok(vec![]);
@@ -164,7 +321,7 @@ impl Ledger {
         let mut mget = redis::cmd("MGET");
         mget.arg(keys);
         let read = mget.query_async::<Vec<Option<u64>>>(&mut connection);
-        match tokio::time::timeout(self.timeout, read).await {
+        match tokio::time::timeout(self.timeouts.check, read).await {
             Ok(Ok(values)) => Ok(values.into_iter().map(Option::unwrap_or_default).collect()),
             Ok(Err(error)) => {
                 self.metrics.errors.inc();
@@ -172,84 +329,228 @@ impl Ledger {
             }
             Err(_) => {
                 self.metrics.errors.inc();
-                Err(LedgerError::Timeout(self.timeout))
+                Err(LedgerError::Timeout(self.timeouts.check))
             }
         }
     }
 
-    /// Queues a charge; [`Ledger::run`] applies it.
-    pub fn charge(&self, counters: Vec<LedgerKey>, ids: Vec<Arc<str>>, micro_usd: u64) {
-        if counters.is_empty() || micro_usd == 0 {
-            return;
+    /// Queues one usage event for its counters; [`Ledger::run`] applies it. Returns its id.
+    pub fn charge(&self, counters: Vec<LedgerKey>, limits: Vec<Arc<str>>, cost: PicoUsd) -> Option<Arc<str>> {
+        if counters.is_empty() || cost == PicoUsd::ZERO {
+            return None;
         }
+        let id = event_id();
+        let charge =
+            Charge { id: id.clone(), counters, cost, limits, queued_at: Instant::now(), permanent_failures: 0 };
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        if queue.len() >= MAX_QUEUED {
-            queue.pop_front();
+        if queue.len() >= MAX_QUEUED
+            && let Some(oldest) = queue.pop_front()
+        {
             self.metrics.dropped.inc();
+            tracing::error!(event = %oldest.id, cost_usd = %oldest.cost, "ledger queue full: oldest usage event dropped");
         }
-        queue.push_back(Charge { counters, micro_usd, ids });
+        queue.push_back(charge);
         self.metrics.queued.set(queue.len() as i64);
         drop(queue);
         self.wake.notify_one();
+        Some(id)
     }
 
-    /// Charges waiting (for tests and the drain on shutdown).
+    /// Events waiting (for tests and the drain on shutdown).
     pub fn queued(&self) -> usize {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Applies queued charges in order until dropped; a charge that fails stays at
-    /// the head of the queue and is retried after a short pause.
+    /// Applies queued events in batches until dropped.
     pub async fn run(self: Arc<Self>) {
+        let mut isolate = false;
+        let mut backoff = Duration::from_millis(100);
         loop {
-            let next = self.queue.lock().unwrap_or_else(|p| p.into_inner()).front().cloned();
-            let Some(charge) = next else {
+            let batch = self.next_batch(if isolate { 1 } else { BATCH });
+            if batch.is_empty() {
                 self.wake.notified().await;
                 continue;
-            };
-            match self.apply(&charge).await {
-                Ok(totals) => {
-                    let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-                    queue.pop_front();
-                    self.metrics.queued.set(queue.len() as i64);
-                    drop(queue);
-                    for (id, total) in charge.ids.iter().zip(totals) {
-                        self.metrics
-                            .spend
-                            .get_or_create(&LimitLabels { limit: id.to_string() })
-                            .set(total as f64 / 1e6);
-                    }
+            }
+            match self.apply(&batch).await {
+                Ok(applied) => {
+                    self.acknowledge(&batch, &applied);
+                    isolate = false;
+                    backoff = Duration::from_millis(100);
                 }
                 Err(error) => {
                     self.metrics.errors.inc();
-                    tracing::warn!(%error, queued = self.queued(), "limits ledger unavailable; charges kept and retried");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    match error.failure() {
+                        Failure::Transient => {
+                            tracing::warn!(%error, queued = self.queued(), "ledger unavailable; usage events kept and retried");
+                        }
+                        Failure::Permanent(reason) => {
+                            tracing::error!(%error, reason, queued = self.queued(), "ledger refused a charge");
+                            if isolate {
+                                self.permanent_failure(&batch[0].id, reason);
+                            }
+                            isolate = true;
+                        }
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
         }
     }
 
-    async fn apply(&self, charge: &Charge) -> Result<Vec<u64>, LedgerError> {
-        let mut invocation = self.script.prepare_invoke();
-        for counter in &charge.counters {
-            invocation.key(&counter.key);
+    /// Up to `n` events from the front; those past the retry horizon are given up first.
+    fn next_batch(&self, n: usize) -> Vec<Charge> {
+        let horizon = self.timeouts.event_ttl / 2;
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        while queue.front().is_some_and(|c| c.queued_at.elapsed() > horizon) {
+            if let Some(old) = queue.pop_front() {
+                self.give_up(&old, "expired");
+            }
         }
-        invocation.arg(charge.micro_usd);
-        for counter in &charge.counters {
-            invocation.arg(counter.ttl.unwrap_or(0));
+        self.metrics.queued.set(queue.len() as i64);
+        queue.iter().take(n).cloned().collect()
+    }
+
+    /// Removes the applied events (by id) and updates the spend gauges.
+    fn acknowledge(&self, batch: &[Charge], answer: &[Applied]) {
+        let done: HashSet<&str> = batch.iter().map(|c| &*c.id).collect();
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        // The batch was the queue's front; overflow may have dropped some of it
+        // since, never reordered it, so what is left of it is still the front.
+        while queue.front().is_some_and(|c| done.contains(&*c.id)) {
+            queue.pop_front();
         }
-        let mut connection = self.connection.clone();
-        match tokio::time::timeout(self.timeout, invocation.invoke_async::<Vec<u64>>(&mut connection)).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(LedgerError::Timeout(self.timeout)),
+        self.metrics.queued.set(queue.len() as i64);
+        drop(queue);
+        self.metrics.batches.inc();
+        for (charge, applied) in batch.iter().zip(answer) {
+            match applied {
+                Applied::Fresh(totals) => {
+                    self.metrics.applied.inc();
+                    for (limit, total) in charge.limits.iter().zip(totals) {
+                        let labels = LimitLabels { limit: limit.to_string() };
+                        self.metrics.spend.get_or_create(&labels).set(*total as f64 / NANO_PER_USD as f64);
+                    }
+                }
+                Applied::Repeat => {
+                    // Ids are this replica's own: a repeat is an earlier send of ours
+                    // whose answer was lost, so the event is in the ledger once.
+                    self.metrics.applied.inc();
+                    self.metrics.duplicates.inc();
+                    tracing::info!(event = %charge.id, "usage event already applied; not charged again");
+                }
+                Applied::WrongType => self.give_up(charge, "wrongtype"),
+            }
         }
     }
 
-    /// Waits up to `bound` for the queue to empty (graceful shutdown).
-    pub async fn drain(&self, bound: Duration) {
+    fn permanent_failure(&self, id: &str, reason: &'static str) {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(position) = queue.iter().position(|c| &*c.id == id) else { return };
+        queue[position].permanent_failures += 1;
+        if queue[position].permanent_failures >= PERMANENT_ATTEMPTS
+            && let Some(charge) = queue.remove(position)
+        {
+            self.metrics.queued.set(queue.len() as i64);
+            drop(queue);
+            self.give_up(&charge, reason);
+        }
+    }
+
+    fn give_up(&self, charge: &Charge, reason: &'static str) {
+        self.metrics.failed.get_or_create(&ReasonLabels { reason }).inc();
+        tracing::error!(
+            event = %charge.id, cost_usd = %charge.cost, reason,
+            counters = ?charge.counters.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
+            "usage event given up: not charged to the ledger"
+        );
+    }
+
+    async fn apply(&self, batch: &[Charge]) -> Result<Vec<Applied>, LedgerError> {
+        let mut invocation = self.script.prepare_invoke();
+        invocation.arg(self.timeouts.event_ttl.as_secs().max(1)).arg(batch.len());
+        for charge in batch {
+            let (nano, rest) = charge.cost.split_nano();
+            let nano = u64::try_from(nano).unwrap_or(u64::MAX).min(i64::MAX as u64);
+            invocation.key(format!("payi:event:{}", charge.id));
+            invocation.arg(charge.counters.len()).arg(nano).arg(rest);
+            for counter in &charge.counters {
+                invocation.key(&counter.key).key(format!("{}:p", counter.key));
+                invocation.arg(counter.ttl.unwrap_or(0));
+            }
+        }
+        let mut connection = self.connection.clone();
+        let call = invocation.invoke_async::<Vec<i64>>(&mut connection);
+        let figures = match tokio::time::timeout(self.timeouts.charge, call).await {
+            Ok(result) => result?,
+            Err(_) => return Err(LedgerError::Timeout(self.timeouts.charge)),
+        };
+        let expected = batch.iter().map(|c| 1 + c.counters.len()).sum();
+        if figures.len() != expected {
+            return Err(LedgerError::Answer { expected, got: figures.len() });
+        }
+        let mut figures = figures.into_iter();
+        Ok(batch
+            .iter()
+            .map(|charge| {
+                let state = figures.next();
+                let totals: Vec<u64> = figures.by_ref().take(charge.counters.len()).map(|t| t.max(0) as u64).collect();
+                match state {
+                    Some(1) => Applied::Fresh(totals),
+                    Some(0) => Applied::Repeat,
+                    _ => Applied::WrongType,
+                }
+            })
+            .collect())
+    }
+
+    /// Waits up to `bound` for the queue to empty (graceful shutdown); what is left
+    /// then is logged and counted, never dropped silently. Returns how many were left.
+    pub async fn drain(&self, bound: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + bound;
         while self.queued() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let left: Vec<Charge> = self.queue.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+        for charge in &left {
+            self.give_up(charge, "shutdown");
+        }
+        self.metrics.queued.set(0);
+        left.len()
+    }
+}
+
+/// What the ledger did with one event.
+#[derive(Debug)]
+enum Applied {
+    /// Charged now; its counters' new totals in nano-USD.
+    Fresh(Vec<u64>),
+    /// Already applied by an earlier send; nothing charged.
+    Repeat,
+    /// A counter's key holds something else than a counter: never applicable.
+    WrongType,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_sorted_by_what_redis_said() {
+        assert_eq!(classify(None), Failure::Transient);
+        for transient in ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN"] {
+            assert_eq!(classify(Some(transient)), Failure::Transient, "{transient}");
+        }
+        assert_eq!(classify(Some("READONLY")), Failure::Permanent("readonly"));
+        assert_eq!(classify(Some("NOPERM")), Failure::Permanent("noperm"));
+        assert_eq!(classify(Some("OOM")), Failure::Permanent("oom"));
+        assert_eq!(classify(Some("ERR")), Failure::Permanent("error"));
+    }
+
+    #[test]
+    fn event_ids_are_unique_hex() {
+        let ids: HashSet<Arc<str>> = (0..1000).map(|_| event_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())));
     }
 }

@@ -1,6 +1,6 @@
 //! Limits as the gateway enforces them: compiled from the objects' specs into
 //! rules with a stable id naming their level (`group/engineering/monthly`), an
-//! exact maximum in micro-USD, and the ledger key of the current window. Pure.
+//! exact maximum in nano-USD, and the ledger key of the current window. Pure.
 
 use std::sync::Arc;
 
@@ -20,7 +20,8 @@ pub struct LimitRule {
     /// `organization/<org>/<name>`, `group/<group>/<name>`,
     /// `application/<namespace>/<app>/<name>`, `use_case/<namespace>/<app>/<use case>/<name>`.
     pub id: Arc<str>,
-    pub max_micro: u64,
+    /// The maximum in nano-USD, the ledger's unit.
+    pub max_nano: u64,
     /// The threshold as thousandths of `max` (0.8 is 800).
     pub threshold_permille: u32,
     pub period: LimitPeriod,
@@ -52,7 +53,7 @@ pub fn compile(level: &str, limits: &[Limit]) -> Arc<[LimitRule]> {
         .filter_map(|limit| {
             Some(LimitRule {
                 id: format!("{level}/{}", limit.name).into(),
-                max_micro: limit.max_micro_usd()?,
+                max_nano: limit.max_nano_usd()?,
                 threshold_permille: (limit.threshold() * 1000.0).round() as u32,
                 period: limit.period,
                 kind: limit.kind,
@@ -73,12 +74,12 @@ impl LimitRule {
     /// The ledger key of the window `now` is in, and how long it must live.
     pub fn key(&self, now: DateTime<Utc>) -> (String, Option<u64>) {
         let window = window(self.period, now);
-        (format!("payi:limit:{}:{}:{}", self.id, self.epoch, window.name), window.ttl_seconds(now))
+        (format!("payi:nusd:limit:{}:{}:{}", self.id, self.epoch, window.name), window.ttl_seconds(now))
     }
 
     /// Blocks a new request when spend has reached the maximum.
-    pub fn blocks(&self, spent_micro: u64) -> bool {
-        self.kind == LimitType::Block && spent_micro >= self.max_micro
+    pub fn blocks(&self, spent_nano: u64) -> bool {
+        self.kind == LimitType::Block && spent_nano >= self.max_nano
     }
 }
 
@@ -117,11 +118,11 @@ mod tests {
     fn rules_name_their_level_and_keys_their_window_and_epoch() {
         let rules = compile("group/engineering", &[limit("monthly", "250.5", LimitType::Block)]);
         assert_eq!(&*rules[0].id, "group/engineering/monthly");
-        assert_eq!(rules[0].max_micro, 250_500_000);
+        assert_eq!(rules[0].max_nano, 250_500_000_000);
         assert_eq!(rules[0].threshold_permille, 800);
         let now = DateTime::parse_from_rfc3339("2026-12-07T12:00:00Z").unwrap().with_timezone(&Utc);
         let (key, ttl) = rules[0].key(now);
-        assert_eq!(key, "payi:limit:group/engineering/monthly:0:m2026-12");
+        assert_eq!(key, "payi:nusd:limit:group/engineering/monthly:0:m2026-12");
         assert!(ttl.unwrap() > 24 * 86_400);
         let mut reset = limit("monthly", "250.5", LimitType::Block);
         reset.reset_requested_at = Some("2026-12-07T10:00:00Z".into());
@@ -139,8 +140,8 @@ mod tests {
         .iter()
         .flat_map(|r| r.iter().cloned())
         .collect();
-        assert_eq!(first_blocking(&rules, &[9_000_000, 4_999_999, 9_999_999]), None, "allow never blocks");
-        let (rule, spent) = first_blocking(&rules, &[0, 5_000_000, 10_000_000]).unwrap();
-        assert_eq!((&*rule.id, spent), ("application/ns/chat/weekly", 5_000_000));
+        assert_eq!(first_blocking(&rules, &[9_000_000_000, 4_999_999_999, 9_999_999_999]), None, "allow never blocks");
+        let (rule, spent) = first_blocking(&rules, &[0, 5_000_000_000, 10_000_000_000]).unwrap();
+        assert_eq!((&*rule.id, spent), ("application/ns/chat/weekly", 5_000_000_000));
     }
 }

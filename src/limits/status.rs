@@ -15,14 +15,14 @@ pub struct Reading<'a> {
     pub rule: &'a LimitRule,
     pub name: &'a str,
     pub use_case: Option<&'a str>,
-    pub spent_micro: u64,
+    pub spent_nano: u64,
 }
 
-pub fn state_of(rule: &LimitRule, spent_micro: u64) -> LimitState {
-    let threshold = u128::from(rule.max_micro) * u128::from(rule.threshold_permille) / 1000;
-    if spent_micro >= rule.max_micro {
+pub fn state_of(rule: &LimitRule, spent_nano: u64) -> LimitState {
+    let threshold = u128::from(rule.max_nano) * u128::from(rule.threshold_permille) / 1000;
+    if spent_nano >= rule.max_nano {
         LimitState::Exceeded
-    } else if u128::from(spent_micro) >= threshold {
+    } else if u128::from(spent_nano) >= threshold {
         LimitState::ThresholdReached
     } else {
         LimitState::Ok
@@ -41,9 +41,9 @@ pub fn limits_status(readings: &[Reading<'_>], now: DateTime<Utc>) -> Option<Lim
             name: r.name.to_string(),
             use_case: r.use_case.map(str::to_string),
             kind: r.rule.kind,
-            spend_usd: usd_text(r.spent_micro),
-            max_usd: usd_text(r.rule.max_micro),
-            state: state_of(r.rule, r.spent_micro),
+            spend_usd: usd_text(r.spent_nano),
+            max_usd: usd_text(r.rule.max_nano),
+            state: state_of(r.rule, r.spent_nano),
             window: window_label(&window(r.rule.period, now).name),
         })
         .collect();
@@ -51,10 +51,10 @@ pub fn limits_status(readings: &[Reading<'_>], now: DateTime<Utc>) -> Option<Lim
     // The one nearest its maximum, by fraction spent.
     let nearest = readings
         .iter()
-        .max_by_key(|r| u128::from(r.spent_micro) * 1_000_000 / u128::from(r.rule.max_micro.max(1)))
+        .max_by_key(|r| u128::from(r.spent_nano) * 1_000_000 / u128::from(r.rule.max_nano.max(1)))
         .map(|r| {
             let of = r.use_case.map(|u| format!("{u}/{}", r.name)).unwrap_or_else(|| r.name.to_string());
-            format!("{}/{} USD ({of})", usd_text(r.spent_micro), usd_text(r.rule.max_micro))
+            format!("{}/{} USD ({of})", usd_text(r.spent_nano), usd_text(r.rule.max_nano))
         })
         .unwrap_or_default();
     Some(LimitsStatus { state, summary: nearest, items })
@@ -140,11 +140,11 @@ mod tests {
         let readings: Vec<Reading> = rules
             .iter()
             .zip(spent)
-            .map(|(rule, spent_micro)| Reading {
+            .map(|(rule, spent_nano)| Reading {
                 rule,
                 name: rule.id.rsplit('/').next().unwrap(),
                 use_case: None,
-                spent_micro,
+                spent_nano,
             })
             .collect();
         limits_status(&readings, now())
@@ -152,14 +152,14 @@ mod tests {
 
     #[test]
     fn states_follow_threshold_and_maximum_and_the_summary_names_the_nearest() {
-        let s = status([10_000_000, 8_000_000]).unwrap();
+        let s = status([10_000_000_000, 8_000_000_000]).unwrap();
         assert_eq!(s.items[0].state, LimitState::Ok);
         assert_eq!(s.items[1].state, LimitState::ThresholdReached);
         assert_eq!(s.state, LimitState::ThresholdReached);
         assert_eq!(s.summary, "8/10 USD (daily)");
         assert_eq!(s.items[0].window, "2026-12");
         assert_eq!((s.items[0].spend_usd.as_str(), s.items[0].max_usd.as_str()), ("10", "100"));
-        let s = status([100_000_000, 0]).unwrap();
+        let s = status([100_000_000_000, 0]).unwrap();
         assert_eq!(s.state, LimitState::Exceeded);
         assert!(limits_status(&[], now()).is_none());
     }
@@ -169,22 +169,29 @@ mod tests {
         assert!(limits_condition(None).is_none());
         let ok = limits_condition(status([1, 0]).as_ref()).unwrap();
         assert_eq!((ok.type_, ok.status, ok.reason), ("LimitsOk", true, "WithinLimits"));
-        let over = limits_condition(status([100_000_000, 0]).as_ref()).unwrap();
+        let over = limits_condition(status([100_000_000_000, 0]).as_ref()).unwrap();
         assert_eq!((over.status, over.reason), (false, "Exceeded"));
         assert_eq!(over.message, "at or over the maximum: group/eng/monthly");
-        assert_eq!(over, limits_condition(status([120_000_000, 0]).as_ref()).unwrap(), "more spend, same condition");
+        assert_eq!(
+            over,
+            limits_condition(status([120_000_000_000, 0]).as_ref()).unwrap(),
+            "more spend, same condition"
+        );
     }
 
     #[test]
     fn an_event_fires_once_per_transition() {
         let ok = status([0, 0]);
-        let risky = status([80_000_000, 0]);
-        let over = status([100_000_000, 0]);
+        let risky = status([80_000_000_000, 0]);
+        let over = status([100_000_000_000, 0]);
         assert!(transitions(None, ok.as_ref()).is_empty(), "a new limit that is fine says nothing");
         let notes = transitions(ok.as_ref(), risky.as_ref());
         assert_eq!(notes.iter().map(|n| n.reason).collect::<Vec<_>>(), ["LimitThresholdReached"]);
         assert!(notes[0].message.contains("group/eng/monthly"), "{}", notes[0].message);
-        assert!(transitions(risky.as_ref(), status([85_000_000, 0]).as_ref()).is_empty(), "still at risk: no repeat");
+        assert!(
+            transitions(risky.as_ref(), status([85_000_000_000, 0]).as_ref()).is_empty(),
+            "still at risk: no repeat"
+        );
         assert_eq!(transitions(risky.as_ref(), over.as_ref())[0].reason, "LimitExceeded");
         assert_eq!(transitions(over.as_ref(), ok.as_ref())[0].reason, "LimitOk");
     }

@@ -384,7 +384,12 @@ fn limits_settings() -> Option<(Arc<payi_operator::limits::ledger::Ledger>, Dura
     }
     let url = redis::shared_url();
     let metrics = Arc::new(payi_operator::limits::ledger::LedgerMetrics::default());
-    let ledger = payi_operator::limits::ledger::Ledger::new(url, Duration::from_millis(500), metrics).ok()?;
+    let ledger = payi_operator::limits::ledger::Ledger::new(
+        url,
+        payi_operator::limits::ledger::Timeouts::reader(Duration::from_millis(500)),
+        metrics,
+    )
+    .ok()?;
     Some((ledger, Duration::from_secs(1)))
 }
 

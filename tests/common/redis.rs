@@ -42,7 +42,9 @@ impl Redis {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("redis.log")).unwrap();
         let child = Command::new(&self.binary)
             .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
-            .args(["--appendfsync", "always", "--protected-mode", "no", "--dir"])
+            .args(["--appendfsync", "always", "--protected-mode", "no"])
+            // DEBUG SLEEP makes the server slow (not down) for the ledger's fault tests.
+            .args(["--enable-debug-command", "local", "--dir"])
             .arg(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
