@@ -1,23 +1,66 @@
-//! The request body on its way to the provider: which model it asks for, whether
-//! it streams, and, for an OpenAI stream whose client did not ask for the usage,
+//! The request body of a metered API on its way to the provider: which model it asks
+//! for, whether it streams, whether it asks to run in the background, how many output
+//! tokens it allows, and, for an OpenAI stream whose client did not ask for the usage,
 //! the one change the gateway makes: `stream_options.include_usage: true`, so the
 //! provider reports the usage in a last chunk (which the client is then not shown).
 //! Pure.
+//!
+//! Only the top-level fields the gateway reads are parsed into values; the rest (the
+//! messages, the input, up to the whole request size) is skipped without building a
+//! tree. When the client sent no `stream_options`, the option is spliced in as text
+//! right after the opening `{`, so the body is otherwise byte for byte the client's;
+//! when it sent `stream_options` without `include_usage: true`, the body is parsed
+//! whole and written again (keys then in sorted order).
+
+use std::fmt;
 
 use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::usage::Api;
+
+/// Spliced after the opening `{` when the gateway asks for the usage itself.
+const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true}"#;
+
+/// The fields that cap a request's output tokens, in the order they are looked for
+/// (Chat Completions' old and new names, the Responses API's).
+const MAX_OUTPUT_FIELDS: [&str; 3] = ["max_tokens", "max_completion_tokens", "max_output_tokens"];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prepared {
     /// The model the client asked for (Azure names its deployment in the path instead).
     pub model: Option<String>,
     pub stream: bool,
+    /// A Responses request with `"background": true`: answered before it runs, without
+    /// its usage, so the gateway cannot meter it (`providers::Route::background_class`
+    /// says whether it is forwarded). Always false for the other APIs.
+    pub background: bool,
+    /// The most output tokens the client allows: the first present (not null) of
+    /// `max_tokens`, `max_completion_tokens`, `max_output_tokens`.
+    pub max_output_tokens: Option<u64>,
+    /// The length of the client's body, before any change.
+    pub input_bytes: usize,
     /// What is sent: the client's bytes unchanged, unless usage was asked for.
     pub body: Bytes,
     /// The gateway added `include_usage`; the usage-only chunk is the gateway's.
     pub asked_usage_ourselves: bool,
+}
+
+impl Prepared {
+    /// A body the gateway forwards without reading it (a path that is not metered).
+    pub fn unread(body: Bytes) -> Prepared {
+        Prepared {
+            model: None,
+            stream: false,
+            background: false,
+            max_output_tokens: None,
+            input_bytes: body.len(),
+            body,
+            asked_usage_ourselves: false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,39 +73,150 @@ pub enum BodyError {
     BadStream,
     #[error("\"model\" must be a string")]
     BadModel,
+    #[error("\"background\" must be true or false")]
+    BadBackground,
+    #[error("\"{0}\" must be a whole number of tokens, 0 or more")]
+    BadMaxTokens(&'static str),
 }
 
 /// Reads a metered API's request body and adds what the gateway needs to meter it.
 pub fn prepare(api: Api, body: Bytes) -> Result<Prepared, BodyError> {
-    let value: Value = serde_json::from_slice(&body).map_err(BodyError::NotJson)?;
-    let Value::Object(mut object) = value else {
-        return Err(BodyError::NotAnObject);
-    };
-    let model = match object.get("model") {
+    let fields = Fields::read(&body)?;
+    let model = match fields.model {
         None | Some(Value::Null) => None,
-        Some(Value::String(m)) => Some(m.clone()),
+        Some(Value::String(m)) => Some(m),
         Some(_) => return Err(BodyError::BadModel),
     };
-    let stream = match object.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(BodyError::BadStream),
+    let stream = flag(fields.stream.as_ref(), BodyError::BadStream)?;
+    let background = match api {
+        Api::Responses => flag(fields.background.as_ref(), BodyError::BadBackground)?,
+        _ => false,
     };
+    let max_output_tokens = max_output_tokens(&fields.max_output)?;
+    let input_bytes = body.len();
     let wants_usage_option = stream && matches!(api, Api::ChatCompletions | Api::Completions);
-    if !wants_usage_option || client_asked_for_usage(&object) {
-        return Ok(Prepared { model, stream, body, asked_usage_ourselves: false });
+    let asked_usage_ourselves = wants_usage_option && !client_asked_for_usage(fields.stream_options.as_ref());
+    let body = match (asked_usage_ourselves, fields.stream_options.is_some()) {
+        (false, _) => body,
+        (true, false) => match splice_include_usage(&body, fields.keys > 0) {
+            Some(spliced) => spliced,
+            None => rewrite_with_usage(&body)?,
+        },
+        (true, true) => rewrite_with_usage(&body)?,
+    };
+    Ok(Prepared { model, stream, background, max_output_tokens, input_bytes, body, asked_usage_ourselves })
+}
+
+/// The top-level fields the gateway reads, each as the client wrote it (the last of
+/// duplicated keys, as a JSON parser keeps); everything else is skipped.
+#[derive(Debug, Default)]
+struct Fields {
+    /// How many top-level keys the object has.
+    keys: usize,
+    model: Option<Value>,
+    stream: Option<Value>,
+    stream_options: Option<Value>,
+    background: Option<Value>,
+    /// In the order of [`MAX_OUTPUT_FIELDS`].
+    max_output: [Option<Value>; 3],
+}
+
+impl Fields {
+    fn read(body: &[u8]) -> Result<Fields, BodyError> {
+        serde_json::from_slice(body).map_err(|e| match serde_json::from_slice::<IgnoredAny>(body) {
+            Ok(_) => BodyError::NotAnObject,
+            Err(_) => BodyError::NotJson(e),
+        })
     }
-    ask_for_usage(&mut object);
-    let body = Bytes::from(Value::Object(object).to_string());
-    Ok(Prepared { model, stream, body, asked_usage_ourselves: true })
 }
 
-fn client_asked_for_usage(object: &Map<String, Value>) -> bool {
-    object.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true)
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Fields, D::Error> {
+        deserializer.deserialize_map(FieldsVisitor)
+    }
 }
 
-/// Sets `stream_options.include_usage`, keeping any other stream option.
-fn ask_for_usage(object: &mut Map<String, Value>) {
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(key) = map.next_key::<String>()? {
+            fields.keys += 1;
+            let slot = match key.as_str() {
+                "model" => &mut fields.model,
+                "stream" => &mut fields.stream,
+                "stream_options" => &mut fields.stream_options,
+                "background" => &mut fields.background,
+                other => match MAX_OUTPUT_FIELDS.iter().position(|name| *name == other) {
+                    Some(i) => &mut fields.max_output[i],
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
+                    }
+                },
+            };
+            *slot = Some(map.next_value()?);
+        }
+        Ok(fields)
+    }
+}
+
+/// A boolean field: absent or null is false.
+fn flag(value: Option<&Value>, bad: BodyError) -> Result<bool, BodyError> {
+    match value {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad),
+    }
+}
+
+/// The first present cap on output tokens; every present one must be a whole number.
+fn max_output_tokens(values: &[Option<Value>; 3]) -> Result<Option<u64>, BodyError> {
+    let mut first = None;
+    for (name, value) in MAX_OUTPUT_FIELDS.iter().zip(values) {
+        match value {
+            None | Some(Value::Null) => {}
+            Some(value) => {
+                let tokens = value.as_u64().ok_or(BodyError::BadMaxTokens(name))?;
+                first = first.or(Some(tokens));
+            }
+        }
+    }
+    Ok(first)
+}
+
+fn client_asked_for_usage(options: Option<&Value>) -> bool {
+    options.and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true)
+}
+
+/// The body with `"stream_options":{"include_usage":true}` first, for a body with no
+/// `stream_options`; `None` if it has no `{` (not an object: not reached).
+fn splice_include_usage(body: &[u8], has_keys: bool) -> Option<Bytes> {
+    let open = body.iter().position(|b| *b == b'{')?;
+    let (head, tail) = body.split_at(open + 1);
+    let mut spliced = Vec::with_capacity(body.len() + INCLUDE_USAGE.len() + 1);
+    spliced.extend_from_slice(head);
+    spliced.extend_from_slice(INCLUDE_USAGE);
+    if has_keys {
+        spliced.push(b',');
+    }
+    spliced.extend_from_slice(tail);
+    Some(Bytes::from(spliced))
+}
+
+/// The body parsed whole and written again with `stream_options.include_usage: true`,
+/// keeping any other stream option.
+fn rewrite_with_usage(body: &[u8]) -> Result<Bytes, BodyError> {
+    let Value::Object(mut object) = serde_json::from_slice(body).map_err(BodyError::NotJson)? else {
+        return Err(BodyError::NotAnObject);
+    };
     let options = object.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
     if !options.is_object() {
         *options = Value::Object(Map::new());
@@ -70,6 +224,7 @@ fn ask_for_usage(object: &mut Map<String, Value>) {
     if let Value::Object(options) = options {
         options.insert("include_usage".into(), Value::Bool(true));
     }
+    Ok(Bytes::from(Value::Object(object).to_string()))
 }
 
 #[cfg(test)]
@@ -86,6 +241,23 @@ mod tests {
         let p = prepared(Api::ChatCompletions, body);
         assert_eq!((p.model.as_deref(), p.stream, p.asked_usage_ourselves), (Some("gpt-4o"), false, false));
         assert_eq!(p.body, body.as_bytes());
+        assert_eq!(p.input_bytes, body.len());
+    }
+
+    #[test]
+    fn an_openai_stream_without_stream_options_gets_include_usage_spliced_in_first() {
+        let body = r#"  {"stream":true, "model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let p = prepared(Api::ChatCompletions, body);
+        assert!(p.stream && p.asked_usage_ourselves);
+        assert_eq!(
+            std::str::from_utf8(&p.body).unwrap(),
+            r#"  {"stream_options":{"include_usage":true},"stream":true, "model":"m","messages":[{"role":"user","content":"hi"}]}"#
+        );
+        assert_eq!(p.input_bytes, body.len());
+        let p = prepared(Api::Completions, "{\"stream\":true}");
+        assert_eq!(p.body, r#"{"stream_options":{"include_usage":true},"stream":true}"#.as_bytes());
+        let sent: Value = serde_json::from_slice(&p.body).unwrap();
+        assert_eq!(sent["stream_options"]["include_usage"], true);
     }
 
     #[test]
@@ -97,8 +269,12 @@ mod tests {
         // The client said false: it gets no usage chunk, the gateway still reads one.
         let p = prepared(Api::Completions, r#"{"stream":true,"stream_options":{"include_usage":false}}"#);
         assert!(p.asked_usage_ourselves);
+        let sent: Value = serde_json::from_slice(&p.body).unwrap();
+        assert_eq!(sent["stream_options"], serde_json::json!({"include_usage": true}));
         let p = prepared(Api::ChatCompletions, r#"{"stream":true,"stream_options":null}"#);
         assert!(p.asked_usage_ourselves);
+        let sent: Value = serde_json::from_slice(&p.body).unwrap();
+        assert_eq!(sent, serde_json::json!({"stream": true, "stream_options": {"include_usage": true}}));
     }
 
     #[test]
@@ -114,12 +290,79 @@ mod tests {
     }
 
     #[test]
+    fn a_background_response_is_noticed() {
+        assert!(prepared(Api::Responses, r#"{"model":"o3","input":"x","background":true}"#).background);
+        assert!(!prepared(Api::Responses, r#"{"model":"o3","background":false}"#).background);
+        assert!(!prepared(Api::Responses, r#"{"model":"o3","background":null}"#).background);
+        assert!(!prepared(Api::Responses, r#"{"model":"o3"}"#).background);
+        // The last of a duplicated key counts, as at the provider's JSON parser.
+        assert!(prepared(Api::Responses, r#"{"background":false,"background":true}"#).background);
+        // Only the Responses API runs in the background.
+        assert!(!prepared(Api::ChatCompletions, r#"{"background":true}"#).background);
+        let error = prepare(Api::Responses, Bytes::from(r#"{"background":"yes"}"#)).unwrap_err();
+        assert_eq!(error.to_string(), "\"background\" must be true or false");
+    }
+
+    #[test]
+    fn the_output_token_cap_is_the_first_present_of_its_three_names() {
+        let cap = |api, body: &str| prepared(api, body).max_output_tokens;
+        assert_eq!(cap(Api::ChatCompletions, r#"{"max_tokens":100}"#), Some(100));
+        assert_eq!(cap(Api::ChatCompletions, r#"{"max_completion_tokens":200}"#), Some(200));
+        assert_eq!(cap(Api::Responses, r#"{"max_output_tokens":300}"#), Some(300));
+        assert_eq!(cap(Api::Messages, r#"{"max_tokens":1024,"messages":[]}"#), Some(1024));
+        assert_eq!(cap(Api::ChatCompletions, r#"{"max_completion_tokens":2,"max_tokens":1}"#), Some(1));
+        assert_eq!(cap(Api::ChatCompletions, r#"{"max_tokens":null,"max_completion_tokens":2}"#), Some(2));
+        assert_eq!(cap(Api::ChatCompletions, r#"{"max_tokens":0}"#), Some(0));
+        assert_eq!(cap(Api::Embeddings, r#"{"input":"x"}"#), None);
+        for (body, message) in [
+            (r#"{"max_tokens":-1}"#, "\"max_tokens\" must be a whole number of tokens, 0 or more"),
+            (r#"{"max_tokens":1.5}"#, "\"max_tokens\" must be a whole number of tokens, 0 or more"),
+            (r#"{"max_tokens":100.0}"#, "\"max_tokens\" must be a whole number of tokens, 0 or more"),
+            (
+                r#"{"max_completion_tokens":"10"}"#,
+                "\"max_completion_tokens\" must be a whole number of tokens, 0 or more",
+            ),
+            (
+                r#"{"max_tokens":1,"max_output_tokens":true}"#,
+                "\"max_output_tokens\" must be a whole number of tokens, 0 or more",
+            ),
+            (r#"{"max_output_tokens":1e30}"#, "\"max_output_tokens\" must be a whole number of tokens, 0 or more"),
+        ] {
+            let error = prepare(Api::Responses, Bytes::from(body)).unwrap_err();
+            assert_eq!(error.to_string(), message, "{body}");
+        }
+    }
+
+    #[test]
     fn bodies_that_cannot_be_metered_are_refused() {
         let bad = |b: &str| prepare(Api::ChatCompletions, Bytes::from(b.to_string())).unwrap_err().to_string();
         assert!(bad("{").starts_with("the request body is not JSON"));
+        assert!(bad(r#"{"a":1} x"#).starts_with("the request body is not JSON"));
+        assert!(bad("").starts_with("the request body is not JSON"));
         assert_eq!(bad("[]"), "the request body is not a JSON object");
+        assert_eq!(bad("\"{\""), "the request body is not a JSON object");
         assert_eq!(bad(r#"{"stream":"yes"}"#), "\"stream\" must be true or false");
         assert_eq!(bad(r#"{"model":5}"#), "\"model\" must be a string");
         assert_eq!(prepared(Api::Embeddings, r#"{"input":"x"}"#).model, None);
+        // A key written with escapes is the same key.
+        assert_eq!(bad(r#"{"\u006dodel":5}"#), "\"model\" must be a string");
+    }
+
+    #[test]
+    fn an_eight_mebibyte_field_passes_through_unparsed() {
+        let zeros = "0,".repeat(4 << 20);
+        let messages = format!("[{}0]", zeros);
+        let plain = format!(r#"{{"model":"m","messages":{messages},"max_tokens":5}}"#);
+        assert!(plain.len() > 8 << 20);
+        let p = prepared(Api::ChatCompletions, &plain);
+        assert_eq!((p.model.as_deref(), p.max_output_tokens, p.input_bytes), (Some("m"), Some(5), plain.len()));
+        assert_eq!(p.body, plain.as_bytes(), "no rewrite: the client's bytes");
+
+        let streamed = format!(r#"{{"model":"m","stream":true,"messages":{messages}}}"#);
+        let p = prepared(Api::ChatCompletions, &streamed);
+        assert!(p.asked_usage_ourselves);
+        let (head, tail) = p.body.split_at(1 + INCLUDE_USAGE.len() + 1);
+        assert_eq!(head, br#"{"stream_options":{"include_usage":true},"#);
+        assert_eq!(tail, &streamed.as_bytes()[1..], "the rest is the client's, byte for byte");
     }
 }
