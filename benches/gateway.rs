@@ -51,7 +51,7 @@ use payi_operator::gateway::providers::Providers;
 use payi_operator::gateway::proxy::{Credentials, Gateway, LedgerPolicy, Limits};
 use payi_operator::gateway::{https_client, metrics as gateway_metrics, server};
 use payi_operator::key::ApiKey;
-use payi_operator::limits::ledger::{Ledger, LedgerMetrics};
+use payi_operator::limits::ledger::{Ledger, LedgerMetrics, Timeouts};
 use payi_operator::limits::rule::{application_level, compile, group_level, organization_level};
 use payi_operator::memory;
 use payi_operator::verifier::index::{AppId, AppLimits, ApplicationView, Index, KeyView, digest_of};
@@ -211,8 +211,13 @@ fn gateway_child() {
         let ledger = redis.map(|url| {
             let metrics = Arc::new(LedgerMetrics::default());
             metrics.register(&mut registry);
-            // The gateway's default --limits-timeout-ms.
-            Ledger::new(&url, Duration::from_millis(100), metrics).unwrap()
+            // The gateway's defaults (--limits-timeout-ms, --limits-charge-timeout-ms, --limits-event-ttl-seconds).
+            let timeouts = Timeouts {
+                check: Duration::from_millis(100),
+                charge: Duration::from_millis(1000),
+                event_ttl: Duration::from_secs(3600),
+            };
+            Ledger::new(&url, timeouts, metrics).unwrap()
         });
         if let Some(ledger) = &ledger {
             tokio::spawn(ledger.clone().run());

@@ -583,3 +583,55 @@ async fn prices_and_provider_credentials_are_reloaded_without_a_restart() {
     common::delete(&env.orgs(), &org).await;
     common::delete(&Api::<Namespace>::all(env.client.clone()), &env.namespace).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paths_the_gateway_cannot_meter_are_refused_and_never_reach_the_provider() {
+    Operator::shared();
+    let env = TestEnv::new("gw-paths").await;
+    let (org, group) = env.org_and_group().await;
+    let key = app(&env, "batcher", &group, json!([])).await;
+    let sim = ProviderSim::start().await;
+    let (gw, _dir) = gateway("gw-paths", &sim, &[]).await;
+    let auth = format!("Bearer {key}");
+    let headers = [("authorization", auth.as_str())];
+    let url = gw.url();
+    // The key works on a metered path first.
+    let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    eventually("the key to work", || async {
+        post(&url, "/openai/v1/chat/completions", &headers, &chat).await.ok().filter(|a| a.status == 200)
+    })
+    .await;
+    sim.clear();
+    let background = json!({"model": "gpt-4o-mini", "input": "hi", "background": true}).to_string();
+    let refused = [
+        ("POST", "/openai/v1/batches", "{}".to_string(), "/v1/batches"),
+        ("POST", "/openai/v1/files", "{}".to_string(), "/v1/files"),
+        ("POST", "/openai/v1/images/generations", "{}".to_string(), "/v1/images/generations"),
+        ("POST", "/openai/v1/audio/speech", "{}".to_string(), "/v1/audio/speech"),
+        ("POST", "/openai/v1/fine_tuning/jobs", "{}".to_string(), "/v1/fine_tuning/jobs"),
+        ("POST", "/api/v1/proxy/openai/v1/batches", "{}".to_string(), "/v1/batches"),
+        ("POST", "/anthropic/v1/messages/batches", "{}".to_string(), "/v1/messages/batches"),
+        ("POST", "/openai/v1/responses", background, "background"),
+        ("POST", "/openai/v1/chat/../batches", "{}".to_string(), ".."),
+        ("POST", "/openai/v1/%2e%2e/v1/batches", "{}".to_string(), "base URL"),
+        ("DELETE", "/openai/v1/chat/completions", String::new(), "/v1/chat/completions"),
+    ];
+    for (method, path, body, named) in refused {
+        let answer =
+            send(&url, method, path, &[("authorization", auth.as_str()), ("content-type", "application/json")], &body)
+                .await
+                .unwrap();
+        let status = answer.status().as_u16();
+        use http_body_util::BodyExt;
+        let text = String::from_utf8(answer.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        assert_eq!(status, 403, "{method} {path}: {text}");
+        assert!(text.contains("path_not_metered") && text.contains(named), "{method} {path}: {text}");
+    }
+    assert!(sim.requests().is_empty(), "a refused request reached the provider: {:?}", sim.requests());
+    let metrics = gw.metrics().await;
+    assert!(sum(&metrics, "payi_gateway_unmetered_path_refusals_total", &[]) >= 10.0);
+    // Free paths still pass: listing models costs nothing.
+    let models = send(&url, "GET", "/openai/v1/models", &headers, "").await.unwrap();
+    assert_eq!(models.status().as_u16(), 200);
+    clean_up(&env, &org, &[&group]).await;
+}
