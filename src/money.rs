@@ -111,11 +111,8 @@ pub fn parse_scaled(text: &str, decimals: usize) -> Result<u128, MoneyError> {
         return Err(too_large());
     }
     let whole: u128 = whole.parse().map_err(|_| not_decimal())?;
-    let fraction: u128 = if fraction.is_empty() {
-        0
-    } else {
-        format!("{fraction:0<decimals$}").parse().map_err(|_| not_decimal())?
-    };
+    let fraction: u128 =
+        if fraction.is_empty() { 0 } else { format!("{fraction:0<decimals$}").parse().map_err(|_| not_decimal())? };
     whole.checked_mul(10u128.pow(decimals as u32)).and_then(|w| w.checked_add(fraction)).ok_or_else(too_large)
 }
 
