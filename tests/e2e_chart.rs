@@ -757,13 +757,20 @@ fn the_gateway_renders_only_when_enabled_with_read_only_rbac_and_its_files() {
     assert_eq!(deployment["spec"]["replicas"], 3);
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "rel-payi-operator-gateway");
-    assert_eq!(pod["terminationGracePeriodSeconds"], 30, "drainSeconds 25 + 5");
+    assert_eq!(
+        pod["terminationGracePeriodSeconds"], 45,
+        "preStopSeconds 5 + drainSeconds 25 + 2 x settleSeconds 5 + 5: no charge is cut off by SIGKILL"
+    );
     let container = &pod["containers"][0];
+    // Endpoints stop routing to the pod before its listener closes.
+    assert_eq!(container["lifecycle"]["preStop"], json!({"sleep": {"seconds": 5}}));
     let args = strings(&container["args"]);
     assert_eq!(args[0], "gateway");
     for arg in [
         "--providers-file=/etc/payi-gateway/config/providers.yaml",
         "--prices-file=/etc/payi-gateway/config/prices.yaml",
+        "--drain-seconds=25",
+        "--settle-seconds=5",
     ] {
         assert!(args.iter().any(|a| a == arg), "{arg} not in {args:?}");
     }

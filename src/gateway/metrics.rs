@@ -202,6 +202,11 @@ impl Metrics {
             self.unpriced.clone(),
         );
         r.register(
+            "requests_in_flight",
+            "Requests begun and not yet counted (streams open, abandoned answers being read)",
+            self.in_flight.clone(),
+        );
+        r.register(
             "unmetered_path_refusals",
             "Requests refused because the gateway cannot meter their path (batches, files, images, ...) and no \
              unmeteredPaths entry allows it, by provider",
