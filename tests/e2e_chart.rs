@@ -744,6 +744,12 @@ fn the_gateway_renders_only_when_enabled_with_read_only_rbac_and_its_files() {
             "--set",
             "gateway.providers[0].credentialSecret.key=api-key",
             "--set",
+            "gateway.providers[0].unmeteredPaths[0].method=POST",
+            "--set",
+            "gateway.providers[0].unmeteredPaths[0].path=/v1/images/generations",
+            "--set-string",
+            "gateway.providers[0].unmeteredPaths[0].flatPriceUSD=0.04",
+            "--set",
             "gateway.prices.providers.openai.my-model.input=1",
             "--set",
             "gateway.prices.providers.openai.my-model.output=2",
@@ -785,7 +791,12 @@ fn the_gateway_renders_only_when_enabled_with_read_only_rbac_and_its_files() {
     assert_eq!(providers["providers"][0]["credentialFile"], "/etc/payi-gateway/credentials/openai/api-key");
     let parsed =
         payi_operator::gateway::providers::Providers::parse(config["data"]["providers.yaml"].as_str().unwrap());
-    assert!(parsed.is_ok(), "the gateway reads the rendered providers file: {parsed:?}");
+    let parsed = parsed.expect("the gateway reads the rendered providers file");
+    let opted_in = parsed.providers[0].classify("POST", "/v1/images/generations");
+    assert!(
+        matches!(opted_in, payi_operator::gateway::providers::PathClass::FlatPriced { .. }),
+        "the opt-in reaches the gateway: {opted_in:?}"
+    );
     let prices = payi_operator::gateway::pricing::PriceTable::parse(config["data"]["prices.yaml"].as_str().unwrap());
     assert!(prices.unwrap().lookup("openai", "my-model").is_some(), "the rendered price table parses");
     let mounts = container["volumeMounts"].to_string();
