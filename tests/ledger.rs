@@ -141,3 +141,20 @@ async fn charges_queued_while_redis_is_down_are_applied_once_when_it_returns() {
     ledger.charge(counter(key), vec![], PicoUsd(1));
     assert_eq!(ledger.drain(Duration::from_millis(300)).await, 1);
 }
+
+#[tokio::test]
+async fn the_first_check_after_redis_returns_is_answered() {
+    let mut redis = Redis::start().await;
+    let ledger = ledger(&redis, 1000);
+    let keys = vec!["payi:nusd:test:check".to_string()];
+    assert_eq!(ledger.spent(&keys).await.unwrap(), [0]);
+    redis.stop();
+    // Calls while Redis is away fail (and leave the connection failed).
+    for _ in 0..5 {
+        assert!(ledger.spent(&keys).await.is_err());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    redis.restart(Duration::ZERO).await;
+    // The very first call after it is back: answered, not refused (issue 26).
+    assert_eq!(ledger.spent(&keys).await.unwrap(), [0], "the first check after the outage failed");
+}

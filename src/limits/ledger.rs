@@ -299,7 +299,10 @@ impl Ledger {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeouts.check))
             .set_response_timeout(Some(longest))
-            .set_number_of_retries(1)
+            // One attempt per reconnection, no backoff sleep: while Redis is away each
+            // call tries anew (a refused connection fails at once), so the first call
+            // after it returns connects instead of waiting out a backoff.
+            .set_number_of_retries(0)
             .set_max_delay(Duration::from_millis(500));
         let connection = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(Arc::new(Self {
@@ -317,21 +320,28 @@ impl Ledger {
         if keys.is_empty() {
             return Ok(vec![]);
         }
-        let mut connection = self.connection.clone();
         let mut mget = redis::cmd("MGET");
         mget.arg(keys);
-        let read = mget.query_async::<Vec<Option<u64>>>(&mut connection);
-        match tokio::time::timeout(self.timeouts.check, read).await {
-            Ok(Ok(values)) => Ok(values.into_iter().map(Option::unwrap_or_default).collect()),
-            Ok(Err(error)) => {
-                self.metrics.errors.inc();
-                Err(error.into())
-            }
-            Err(_) => {
-                self.metrics.errors.inc();
-                Err(LedgerError::Timeout(self.timeouts.check))
+        let deadline = tokio::time::Instant::now() + self.timeouts.check;
+        // A connection that died while Redis was away fails the first call on it and
+        // only then reconnects: that call is retried once on the new connection,
+        // within the same bound, so the first request after an outage is checked,
+        // not refused (fail-closed) or let through (fail-open).
+        for retry in [true, false] {
+            let mut connection = self.connection.clone();
+            let read = mget.query_async::<Vec<Option<u64>>>(&mut connection);
+            match tokio::time::timeout_at(deadline, read).await {
+                Ok(Ok(values)) => return Ok(values.into_iter().map(Option::unwrap_or_default).collect()),
+                Ok(Err(error)) if retry && (error.is_io_error() || error.is_connection_dropped()) => continue,
+                Ok(Err(error)) => {
+                    self.metrics.errors.inc();
+                    return Err(error.into());
+                }
+                Err(_) => break,
             }
         }
+        self.metrics.errors.inc();
+        Err(LedgerError::Timeout(self.timeouts.check))
     }
 
     /// Queues one usage event for its counters; [`Ledger::run`] applies it. Returns its id.
