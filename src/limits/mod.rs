@@ -5,9 +5,11 @@
 //! - `window`: day, week, month in UTC (pure).
 //! - `rule`: limits compiled for enforcement, their ids and ledger keys (pure).
 //! - `status`: what objects' status says about their limits, and the Events (pure).
+//! - `spend`: month-to-date usage counters of every level, limits or not (pure).
 //! - `ledger`: the Redis ledger: one read before the call, one atomic charge after.
 
 pub mod ledger;
 pub mod rule;
+pub mod spend;
 pub mod status;
 pub mod window;
