@@ -491,6 +491,16 @@ async fn a_client_that_leaves_before_the_answer_is_still_charged_what_the_provid
     let id = format!("application/{}/leaver/monthly", env.namespace);
     enforced(&gw, &key, None, &id).await;
     let before = spent(redis, &id).await;
+    // The Application's month-to-date usage, kept whether or not it has limits.
+    let now = chrono::Utc::now();
+    let month = format!("{:04}-{:02}", now.year(), now.month());
+    let level = format!("application/{}/leaver", env.namespace);
+    let counter = |name: &str| format!("payi:{name}:{level}:m{month}");
+    let read = |key: String| async move {
+        let value = command(redis, &["GET", &key]).await;
+        value.lines().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let (spend_before, requests_before) = (read(counter("nusd:spend")).await, read(counter("requests")).await);
     let mut body = request_body();
     body["model"] = json!("slow-800-gpt-4o-mini");
     for _ in 0..3 {
@@ -503,6 +513,8 @@ async fn a_client_that_leaves_before_the_answer_is_still_charged_what_the_provid
     .await;
     charged(&gw).await;
     assert_eq!(spent(redis, &id).await - before, 3 * c, "each abandoned answer charged what the provider billed");
+    assert_eq!(read(counter("nusd:spend")).await - spend_before, 3 * c, "and to the Application's month-to-date spend");
+    assert_eq!(read(counter("requests")).await - requests_before, 3);
     let metrics = gw.metrics().await;
     assert_eq!(sum(&metrics, "payi_gateway_proxied_requests_total", &[("outcome", "incomplete")]), 0.0);
     Setup { env, org, groups: vec![group] }.clean_up().await;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::eventually;
 use common::redis::{Redis, command};
-use payi_operator::limits::ledger::{Ledger, LedgerKey, LedgerMetrics, Timeouts};
+use payi_operator::limits::ledger::{Ledger, LedgerKey, LedgerMetrics, Timeouts, UsageEvent};
 use payi_operator::money::PicoUsd;
 
 fn ledger(redis: &Redis, charge_ms: u64) -> Arc<Ledger> {
@@ -26,6 +26,11 @@ fn ledger(redis: &Redis, charge_ms: u64) -> Arc<Ledger> {
 
 fn counter(key: &str) -> Vec<LedgerKey> {
     vec![LedgerKey { key: key.to_string(), ttl: Some(86_400) }]
+}
+
+/// An event that charges `cost` to the money counters `money`.
+fn charge(ledger: &Ledger, money: Vec<LedgerKey>, cost: PicoUsd) {
+    ledger.record(UsageEvent { cost: Some(cost), money, ..UsageEvent::default() });
 }
 
 async fn get(redis: &Redis, key: &str) -> u128 {
@@ -46,7 +51,7 @@ async fn a_charge_whose_answer_comes_after_the_timeout_is_applied_once() {
     let key = "payi:nusd:test:slow";
     // One event first, so the script is loaded: a late EVALSHA then runs for real.
     let mut expected = PicoUsd(1);
-    ledger.charge(counter(key), vec![], expected);
+    charge(&ledger, counter(key), expected);
     settled(&ledger).await;
     let slow = {
         let addr = redis.addr.clone();
@@ -60,7 +65,7 @@ async fn a_charge_whose_answer_comes_after_the_timeout_is_applied_once() {
     for i in 0..40u128 {
         let cost = PicoUsd(1_000_000 + i * 7_777);
         expected += cost;
-        ledger.charge(counter(key), vec![], cost);
+        charge(&ledger, counter(key), cost);
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
     slow.await.unwrap();
@@ -85,7 +90,7 @@ async fn thousands_of_odd_costs_sum_exactly_in_few_round_trips() {
         let cost = PicoUsd(if i % 2 == 0 { 480_000 } else { 1 + (i * 7919) % 999_999 });
         expected += cost;
         let counters = vec![LedgerKey { key: org.into(), ttl: None }, LedgerKey { key: app.into(), ttl: Some(3600) }];
-        ledger.charge(counters, vec![], cost);
+        charge(&ledger, counters, cost);
     }
     settled(&ledger).await;
     let (nano, rest) = expected.split_nano();
@@ -107,9 +112,9 @@ async fn an_event_redis_can_never_apply_is_given_up_and_the_others_go_on() {
     // A key that is not a counter (a misconfiguration, another program's data).
     redis.command(&["HSET", "payi:nusd:test:hash", "f", "1"]).await;
     let good = "payi:nusd:test:good";
-    ledger.charge(counter(good), vec![], PicoUsd(5_000));
-    ledger.charge(counter("payi:nusd:test:hash"), vec![], PicoUsd(7_000));
-    ledger.charge(counter(good), vec![], PicoUsd(11_000));
+    charge(&ledger, counter(good), PicoUsd(5_000));
+    charge(&ledger, counter("payi:nusd:test:hash"), PicoUsd(7_000));
+    charge(&ledger, counter(good), PicoUsd(11_000));
     settled(&ledger).await;
     assert_eq!(get(&redis, good).await, 16);
     assert_eq!(ledger.metrics.applied.get(), 2);
@@ -125,11 +130,11 @@ async fn charges_queued_while_redis_is_down_are_applied_once_when_it_returns() {
     let mut redis = Redis::start().await;
     let ledger = ledger(&redis, 200);
     let key = "payi:nusd:test:restart";
-    ledger.charge(counter(key), vec![], PicoUsd(3_000_000));
+    charge(&ledger, counter(key), PicoUsd(3_000_000));
     settled(&ledger).await;
     redis.stop();
     for _ in 0..10 {
-        ledger.charge(counter(key), vec![], PicoUsd(3_000_000));
+        charge(&ledger, counter(key), PicoUsd(3_000_000));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(ledger.queued(), 10, "kept while Redis is down");
@@ -138,7 +143,7 @@ async fn charges_queued_while_redis_is_down_are_applied_once_when_it_returns() {
     assert_eq!(get(&redis, key).await, 11 * 3_000);
     // What is left at shutdown is counted, never dropped silently.
     redis.stop();
-    ledger.charge(counter(key), vec![], PicoUsd(1));
+    charge(&ledger, counter(key), PicoUsd(1));
     assert_eq!(ledger.drain(Duration::from_millis(300)).await, 1);
 }
 
@@ -157,4 +162,27 @@ async fn the_first_check_after_redis_returns_is_answered() {
     redis.restart(Duration::ZERO).await;
     // The very first call after it is back: answered, not refused (issue 26).
     assert_eq!(ledger.spent(&keys).await.unwrap(), [0], "the first check after the outage failed");
+}
+
+#[tokio::test]
+async fn counts_go_with_the_event_and_an_unknown_cost_charges_no_money() {
+    let redis = Redis::start().await;
+    let ledger = ledger(&redis, 1000);
+    let (spend, tokens, requests) = ("payi:nusd:test:lvl", "payi:tokens:test:lvl", "payi:requests:test:lvl");
+    let event = |cost| UsageEvent {
+        cost,
+        money: counter(spend),
+        limits: vec![],
+        counts: vec![
+            (LedgerKey { key: tokens.into(), ttl: Some(3600) }, 120),
+            (LedgerKey { key: requests.into(), ttl: Some(3600) }, 1),
+        ],
+    };
+    ledger.record(event(Some(PicoUsd(2_500_000))));
+    ledger.record(event(None));
+    ledger.record(event(Some(PicoUsd::ZERO)));
+    settled(&ledger).await;
+    assert_eq!(get(&redis, spend).await, 2_500, "only the known cost is money");
+    assert_eq!(get(&redis, tokens).await, 360);
+    assert_eq!(get(&redis, requests).await, 3, "every request counts, whatever its cost");
 }

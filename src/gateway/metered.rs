@@ -32,6 +32,10 @@ use crate::verifier::metrics::Name;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Records one finished request in the ledger: its cost (`None`: not known, e.g. an
+/// unpriced model) and its tokens.
+pub type Recorder = Box<dyn FnOnce(Option<PicoUsd>, u64) + Send>;
+
 /// The most of a JSON body kept to read its usage; a larger body is passed on
 /// whole but its usage is not read.
 pub const JSON_COPY_LIMIT: usize = 16 * 1024 * 1024;
@@ -52,8 +56,8 @@ pub struct Metering {
     pub unpriced: Arc<Unpriced>,
     pub started: Instant,
     pub stream: bool,
-    /// Charges the request's exact cost to the ledger (the limits that cover it).
-    pub charge: Option<Box<dyn FnOnce(PicoUsd) + Send>>,
+    /// Records the finished request in the ledger: its cost (`None`: unknown) and tokens.
+    pub charge: Option<Recorder>,
     /// The price of each request on a path allowed by an `unmeteredPaths` entry.
     pub flat_price: Option<PicoUsd>,
     done: bool,
@@ -137,10 +141,19 @@ impl Metering {
         self.count(&label, usage, cost, outcome);
     }
 
-    /// Records the request in the metrics and charges its cost to the ledger.
+    /// Records the request in the metrics and in the ledger.
     fn count(&mut self, model_label: &str, usage: Option<Usage>, cost: Option<PicoUsd>, outcome: Outcome) {
-        if let (Some(cost), Some(charge)) = (cost, self.charge.take()) {
-            charge(cost);
+        if let Some(charge) = self.charge.take() {
+            // What the provider bills for a request it refused, never answered or
+            // answered for free is known: nothing. Otherwise no cost means unknown.
+            let billed = match outcome {
+                Outcome::ProviderError
+                | Outcome::UpstreamTimeout
+                | Outcome::UpstreamUnavailable
+                | Outcome::Unmetered => Some(cost.unwrap_or_default()),
+                _ => cost,
+            };
+            charge(billed, usage.map_or(0, |u| u.total()));
         }
         let mut labels = self.labels.clone();
         labels.model = Name(model_label.into());

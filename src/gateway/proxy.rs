@@ -27,14 +27,17 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::body::{self, Prepared};
-use super::metered::{BoxError, Idle, JsonBody, Metering, SseBody};
+use super::metered::{BoxError, Idle, JsonBody, Metering, Recorder, SseBody};
 use super::metrics::{Metrics, Outcome, ProviderLabels, UsageLabels};
 use super::pricing::{Prices, Unpriced};
 use super::providers::{Kind, PathClass, Provider, Providers, Route};
 use crate::crd::LimitType;
 use crate::crd::limits::usd_text;
-use crate::limits::ledger::{Ledger, LedgerKey, LimitLabels};
-use crate::limits::rule::{LimitRule, first_blocking};
+use crate::limits::ledger::{Ledger, LedgerKey, LimitLabels, UsageEvent};
+use crate::limits::rule::{
+    LimitRule, application_level, first_blocking, group_level, organization_level, use_case_level,
+};
+use crate::limits::spend::{self, UsageKeys};
 use crate::money::{NANO_PER_USD, PicoUsd};
 use crate::verifier::metrics::Name;
 use crate::verifier::{Answer, Verifier};
@@ -199,50 +202,57 @@ impl Gateway {
     }
 
     /// Checks the limits that cover the request against the ledger; returns how to
-    /// charge it afterwards, or the refusal when a block limit is spent.
-    async fn check_limits(
-        &self,
-        answer: &Answer,
-    ) -> Result<Option<Box<dyn FnOnce(PicoUsd) + Send>>, Response<ResponseBody>> {
+    /// record it afterwards (its cost to those limits and the usage of every level
+    /// it belongs to), or the refusal when a block limit is spent.
+    async fn check_limits(&self, answer: &Answer) -> Result<Option<Recorder>, Response<ResponseBody>> {
         let (Some(ledger), Some(attribution)) = (&self.ledger, answer.allowed()) else { return Ok(None) };
-        let covering = attribution.limits.covering(answer.context.label().map(|l| &**l));
-        if covering.is_empty() {
-            return Ok(None);
-        }
+        let use_case = answer.context.label().map(|l| &**l);
+        let covering = attribution.limits.covering(use_case);
         let now = chrono::Utc::now() + self.ledger_policy.time_offset;
         let keys: Vec<LedgerKey> =
             covering.rules.iter().map(|r| r.key(now)).map(|(key, ttl)| LedgerKey { key, ttl }).collect();
-        let names: Vec<String> = keys.iter().map(|k| k.key.clone()).collect();
-        match ledger.spent(&names).await {
-            Ok(spent) => {
-                if let Some((rule, spent)) = first_blocking(&covering.rules, &spent) {
-                    ledger.metrics.refused.get_or_create(&LimitLabels { limit: rule.id.to_string() }).inc();
-                    return Err(limit_reached(rule, spent));
+        if !covering.is_empty() {
+            let names: Vec<String> = keys.iter().map(|k| k.key.clone()).collect();
+            match ledger.spent(&names).await {
+                Ok(spent) => {
+                    if let Some((rule, spent)) = first_blocking(&covering.rules, &spent) {
+                        ledger.metrics.refused.get_or_create(&LimitLabels { limit: rule.id.to_string() }).inc();
+                        return Err(limit_reached(rule, spent));
+                    }
+                }
+                Err(failure)
+                    if self.ledger_policy.fail_closed && covering.rules.iter().any(|r| r.kind == LimitType::Block) =>
+                {
+                    ledger.metrics.refused_unavailable.inc();
+                    tracing::warn!(error = %failure, "limits ledger unreadable; refusing (fail-closed)");
+                    let message = "the limits ledger is unavailable; requests covered by a block limit are refused";
+                    return Err(error(StatusCode::SERVICE_UNAVAILABLE, "limits_unavailable", message));
+                }
+                Err(failure) => {
+                    ledger.metrics.unchecked.inc();
+                    tracing::warn!(error = %failure, "limits ledger unreadable; request let through unchecked (fail-open)");
                 }
             }
-            Err(failure)
-                if self.ledger_policy.fail_closed && covering.rules.iter().any(|r| r.kind == LimitType::Block) =>
-            {
-                ledger.metrics.refused_unavailable.inc();
-                tracing::warn!(error = %failure, "limits ledger unreadable; refusing (fail-closed)");
-                let message = "the limits ledger is unavailable; requests covered by a block limit are refused";
-                return Err(error(StatusCode::SERVICE_UNAVAILABLE, "limits_unavailable", message));
-            }
-            Err(failure) => {
-                ledger.metrics.unchecked.inc();
-                tracing::warn!(error = %failure, "limits ledger unreadable; request let through unchecked (fail-open)");
+            for rule in &covering.rules {
+                let labels = LimitLabels { limit: rule.id.to_string() };
+                let max = rule.max_nano as f64 / NANO_PER_USD as f64;
+                ledger.metrics.max.get_or_create(&labels).set(max);
+                ledger.metrics.threshold.get_or_create(&labels).set(max * f64::from(rule.threshold_permille) / 1000.0);
             }
         }
-        for rule in &covering.rules {
-            let labels = LimitLabels { limit: rule.id.to_string() };
-            let max = rule.max_nano as f64 / NANO_PER_USD as f64;
-            ledger.metrics.max.get_or_create(&labels).set(max);
-            ledger.metrics.threshold.get_or_create(&labels).set(max * f64::from(rule.threshold_permille) / 1000.0);
+        let mut levels = vec![
+            organization_level(&attribution.organization),
+            group_level(&attribution.group),
+            application_level(&attribution.namespace, &attribution.application),
+        ];
+        if let Some(use_case) = use_case {
+            levels.push(use_case_level(&attribution.namespace, &attribution.application, use_case));
         }
-        let ids = covering.rules.iter().map(|r| r.id.clone()).collect();
+        let usage = level_usage(&levels, now);
+        let limits = covering.rules.iter().map(|r| r.id.clone()).collect();
         let ledger = ledger.clone();
-        Ok(Some(Box::new(move |cost| {
-            ledger.charge(keys, ids, cost);
+        Ok(Some(Box::new(move |cost, tokens| {
+            ledger.record(usage.event(keys, limits, cost, tokens));
         })))
     }
 
@@ -345,6 +355,43 @@ impl Gateway {
             (_, false, _) => UnsyncBoxBody::new(JsonBody::passthrough(body, Outcome::ProviderError, metering)),
         };
         Response::from_parts(parts, body)
+    }
+}
+
+/// The month-to-date usage counters of the levels one request belongs to.
+struct LevelUsage {
+    keys: Vec<UsageKeys>,
+    ttl: u64,
+}
+
+fn level_usage(levels: &[String], now: chrono::DateTime<chrono::Utc>) -> LevelUsage {
+    let month = spend::month(now);
+    LevelUsage { keys: levels.iter().map(|level| UsageKeys::of(level, &month)).collect(), ttl: spend::ttl_seconds(now) }
+}
+
+impl LevelUsage {
+    /// The usage event of a finished request: its cost to the covering limits' counters
+    /// and to each level's spend, its tokens and itself to each level's counts.
+    fn event(
+        self,
+        limit_keys: Vec<LedgerKey>,
+        limits: Vec<Arc<str>>,
+        cost: Option<PicoUsd>,
+        tokens: u64,
+    ) -> UsageEvent {
+        let ttl = Some(self.ttl);
+        let counter = |key: String| LedgerKey { key, ttl };
+        let mut money = limit_keys;
+        let mut counts = Vec::with_capacity(self.keys.len() * 3);
+        for keys in self.keys {
+            money.push(counter(keys.spend));
+            counts.push((counter(keys.tokens), tokens));
+            counts.push((counter(keys.requests), 1));
+            if cost.is_none() {
+                counts.push((counter(keys.unpriced), 1));
+            }
+        }
+        UsageEvent { cost, money, limits, counts }
     }
 }
 

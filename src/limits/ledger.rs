@@ -44,29 +44,30 @@ pub const BATCH: usize = 128;
 /// Attempts at an event that fails with a permanent error before it is dropped.
 pub const PERMANENT_ATTEMPTS: u32 = 5;
 
-/// Per event: `SET NX` its id; when new, add its nano-USD and carry its pico-USD
-/// remainder into each counter, setting new counters' expiry. Amounts stay Redis
+/// Per event: check every key holds a counter (or nothing), `SET NX` its id, and
+/// when new, add its nano-USD to each money counter carrying its pico-USD remainder
+/// (`<key>:p`), add each count, and set new counters' expiry. Amounts stay Redis
 /// strings on their way to `INCRBY` (Lua numbers are doubles).
 ///
-/// KEYS: per event, its id key, then (counter, counter:p) per counter.
-/// ARGV: id expiry in seconds, event count, then per event: counter count, nano-USD,
-/// pico remainder, then each counter's expiry (0: none).
-/// Returns per event 1 (applied), 0 (already applied) or -1 (a counter key holds
-/// another type: never applicable, checked first so nothing is half applied), then
-/// its counters' totals.
+/// KEYS: per event, its id key, then (counter, counter:p) per money counter, then
+/// each count's key. ARGV: id expiry in seconds, event count, then per event:
+/// money counter count n, count count m, nano-USD, pico remainder, each money
+/// counter's expiry (0: none), then per count its expiry and increment.
+/// Returns per event 1 (applied), 0 (already applied) or -1 (a key holds another
+/// type: never applicable, checked first so nothing is half applied), then its
+/// money counters' totals.
 const CHARGE: &str = r"
 local id_ttl = ARGV[1]
 local events = tonumber(ARGV[2])
 local k, a = 1, 3
 local out = {}
 for e = 1, events do
-  local n = tonumber(ARGV[a])
-  local nano = ARGV[a + 1]
-  local rest = tonumber(ARGV[a + 2])
-  a = a + 3
+  local n, m = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local nano, rest = ARGV[a + 2], tonumber(ARGV[a + 3])
+  a = a + 4
   local typed = true
-  for i = 0, 2 * n - 1 do
-    local t = redis.call('TYPE', KEYS[k + 1 + i]).ok
+  for i = 1, 2 * n + m do
+    local t = redis.call('TYPE', KEYS[k + i]).ok
     if t ~= 'none' and t ~= 'string' then typed = false end
   end
   local fresh = false
@@ -94,6 +95,16 @@ for e = 1, events do
     end
   end
   a = a + n
+  for i = 1, m do
+    local key = KEYS[k]
+    local ttl = tonumber(ARGV[a])
+    if fresh then
+      redis.call('INCRBY', key, ARGV[a + 1])
+      if ttl > 0 and redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ttl) end
+    end
+    k = k + 1
+    a = a + 2
+  end
 end
 return out
 ";
@@ -149,15 +160,37 @@ pub struct LedgerKey {
     pub ttl: Option<u64>,
 }
 
+/// What one request adds to the ledger.
+#[derive(Clone, Debug, Default)]
+pub struct UsageEvent {
+    /// Its exact cost; `None` when it is not known (an unpriced model, unreadable
+    /// usage): then the money counters get nothing and a count says so.
+    pub cost: Option<PicoUsd>,
+    /// Counters of money (nano-USD): the covering limits' first, then the levels' spend.
+    pub money: Vec<LedgerKey>,
+    /// The limit ids of the first `limits.len()` money counters, for the spend gauges.
+    pub limits: Vec<Arc<str>>,
+    /// Plain counts: tokens, requests, requests of unknown cost, each with its increment.
+    pub counts: Vec<(LedgerKey, u64)>,
+}
+
+impl UsageEvent {
+    fn is_empty(&self) -> bool {
+        let no_money = self.money.is_empty() || self.cost.is_none_or(|c| c == PicoUsd::ZERO);
+        no_money && self.counts.iter().all(|(_, n)| *n == 0)
+    }
+
+    fn cost_text(&self) -> String {
+        self.cost.map_or_else(|| "unknown".to_string(), |c| c.to_string())
+    }
+}
+
 /// One usage event on its way to the ledger.
 #[derive(Clone, Debug)]
-pub struct Charge {
+struct Charge {
     /// Unique per event (random 128 bits, hex), the key of exactly-once.
-    pub id: Arc<str>,
-    pub counters: Vec<LedgerKey>,
-    pub cost: PicoUsd,
-    /// The limit ids of the counters, for the spend gauges.
-    pub limits: Vec<Arc<str>>,
+    id: Arc<str>,
+    event: UsageEvent,
     queued_at: Instant,
     permanent_failures: u32,
 }
@@ -344,20 +377,20 @@ impl Ledger {
         Err(LedgerError::Timeout(self.timeouts.check))
     }
 
-    /// Queues one usage event for its counters; [`Ledger::run`] applies it. Returns its id.
-    pub fn charge(&self, counters: Vec<LedgerKey>, limits: Vec<Arc<str>>, cost: PicoUsd) -> Option<Arc<str>> {
-        if counters.is_empty() || cost == PicoUsd::ZERO {
+    /// Queues one usage event; [`Ledger::run`] applies it. Returns its id (`None`:
+    /// it adds nothing).
+    pub fn record(&self, event: UsageEvent) -> Option<Arc<str>> {
+        if event.is_empty() {
             return None;
         }
         let id = event_id();
-        let charge =
-            Charge { id: id.clone(), counters, cost, limits, queued_at: Instant::now(), permanent_failures: 0 };
+        let charge = Charge { id: id.clone(), event, queued_at: Instant::now(), permanent_failures: 0 };
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if queue.len() >= MAX_QUEUED
             && let Some(oldest) = queue.pop_front()
         {
             self.metrics.dropped.inc();
-            tracing::error!(event = %oldest.id, cost_usd = %oldest.cost, "ledger queue full: oldest usage event dropped");
+            tracing::error!(event = %oldest.id, cost_usd = %oldest.event.cost_text(), "ledger queue full: oldest usage event dropped");
         }
         queue.push_back(charge);
         self.metrics.queued.set(queue.len() as i64);
@@ -437,7 +470,7 @@ impl Ledger {
             match applied {
                 Applied::Fresh(totals) => {
                     self.metrics.applied.inc();
-                    for (limit, total) in charge.limits.iter().zip(totals) {
+                    for (limit, total) in charge.event.limits.iter().zip(totals) {
                         let labels = LimitLabels { limit: limit.to_string() };
                         self.metrics.spend.get_or_create(&labels).set(*total as f64 / NANO_PER_USD as f64);
                     }
@@ -470,8 +503,8 @@ impl Ledger {
     fn give_up(&self, charge: &Charge, reason: &'static str) {
         self.metrics.failed.get_or_create(&ReasonLabels { reason }).inc();
         tracing::error!(
-            event = %charge.id, cost_usd = %charge.cost, reason,
-            counters = ?charge.counters.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
+            event = %charge.id, cost_usd = %charge.event.cost_text(), reason,
+            counters = ?charge.event.money.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
             "usage event given up: not charged to the ledger"
         );
     }
@@ -480,13 +513,18 @@ impl Ledger {
         let mut invocation = self.script.prepare_invoke();
         invocation.arg(self.timeouts.event_ttl.as_secs().max(1)).arg(batch.len());
         for charge in batch {
-            let (nano, rest) = charge.cost.split_nano();
+            let event = &charge.event;
+            let (nano, rest) = event.cost.unwrap_or_default().split_nano();
             let nano = u64::try_from(nano).unwrap_or(u64::MAX).min(i64::MAX as u64);
             invocation.key(format!("payi:event:{}", charge.id));
-            invocation.arg(charge.counters.len()).arg(nano).arg(rest);
-            for counter in &charge.counters {
+            invocation.arg(event.money.len()).arg(event.counts.len()).arg(nano).arg(rest);
+            for counter in &event.money {
                 invocation.key(&counter.key).key(format!("{}:p", counter.key));
                 invocation.arg(counter.ttl.unwrap_or(0));
+            }
+            for (counter, increment) in &event.counts {
+                invocation.key(&counter.key);
+                invocation.arg(counter.ttl.unwrap_or(0)).arg((*increment).min(i64::MAX as u64));
             }
         }
         let mut connection = self.connection.clone();
@@ -495,7 +533,7 @@ impl Ledger {
             Ok(result) => result?,
             Err(_) => return Err(LedgerError::Timeout(self.timeouts.charge)),
         };
-        let expected = batch.iter().map(|c| 1 + c.counters.len()).sum();
+        let expected = batch.iter().map(|c| 1 + c.event.money.len()).sum();
         if figures.len() != expected {
             return Err(LedgerError::Answer { expected, got: figures.len() });
         }
@@ -504,7 +542,8 @@ impl Ledger {
             .iter()
             .map(|charge| {
                 let state = figures.next();
-                let totals: Vec<u64> = figures.by_ref().take(charge.counters.len()).map(|t| t.max(0) as u64).collect();
+                let totals: Vec<u64> =
+                    figures.by_ref().take(charge.event.money.len()).map(|t| t.max(0) as u64).collect();
                 match state {
                     Some(1) => Applied::Fresh(totals),
                     Some(0) => Applied::Repeat,
