@@ -32,7 +32,8 @@ fn operator() {
     Operator::shared();
 }
 
-const PRICES: &str = "providers:\n  openai:\n    gpt-4o-mini: {input: 1000, cachedInput: 1000, output: 1000}\n";
+const PRICES: &str =
+    "providers:\n  openai:\n    gpt-4o-mini: {input: 1000, cachedInput: 1000, cacheWrite1h: 1000, output: 1000}\n";
 
 fn request_body() -> Value {
     json!({"model": "gpt-4o-mini", "max_tokens": 8, "messages": [{"role": "user", "content": "hello there"}]})
@@ -42,6 +43,13 @@ fn request_body() -> Value {
 fn cost_nano() -> u64 {
     let u = expected_usage(SimApi::ChatCompletions, &request_body());
     (u.input + u.cached_input + u.cache_write + u.output) * 1_000_000
+}
+
+/// What a block limit reserves for one request before the provider is called: an
+/// upper bound of its cost, one token per body byte plus its `max_tokens` (8), each
+/// at the dearest price (all are 10^6 nano-USD per token here).
+fn bound_nano() -> u64 {
+    (request_body().to_string().len() as u64 + 8) * 1_000_000
 }
 
 fn usd(nano: u64) -> String {
@@ -166,7 +174,8 @@ async fn a_block_limit_at_each_level_stops_exactly_the_requests_it_covers_and_na
         let a = app(&env, "a", &g1, json!({"useCases": [{"name": "uc"}]})).await;
         let b = app(&env, "b", &g1, json!({})).await;
         let other = app(&env, "c", &g2, json!({})).await;
-        let budget = json!([limit("budget", c * 5 / 2, "block")]);
+        // Room for three requests: two spent and the third's reservation.
+        let budget = json!([limit("budget", 2 * c + bound_nano(), "block")]);
         let ns = env.namespace.clone();
         let (id, covered, uncovered): (String, Callers, Callers) = match level {
             "use_case" => {
@@ -197,7 +206,7 @@ async fn a_block_limit_at_each_level_stops_exactly_the_requests_it_covers_and_na
         };
         let (first_key, first_uc) = covered[0];
         enforced(&gw, first_key, first_uc, &id).await;
-        // One charge so far (the request that found the limit). Two more fit under 2.5.
+        // One charge so far (the request that found the limit). Two more fit.
         assert_eq!(spent(redis, &id).await, c, "{level}");
         for i in 0..2 {
             let (key, use_case) = covered[(i + 1) % covered.len()];
@@ -266,33 +275,37 @@ async fn an_allow_limit_records_the_overrun_and_never_refuses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_concurrent_requests_at_the_maximum_overshoot_by_at_most_those_in_flight() {
+async fn fifty_concurrent_requests_at_the_maximum_never_pass_it() {
     operator();
     let redis = shared_url();
     let sim = ProviderSim::start().await;
     let gw = gateway("limits-overshoot", &sim, redis, &[]).await;
     let env = TestEnv::new("lim-burst").await;
     let (org, group) = env.org_and_group().await;
-    let c = cost_nano();
-    let key = app(&env, "bursty", &group, json!({"limits": [limit("cap", c * 10, "block")]})).await;
+    let (c, bound) = (cost_nano(), bound_nano());
+    // After 9 requests, room for 5 more reservations.
+    let max = 9 * c + 5 * bound;
+    let key = app(&env, "bursty", &group, json!({"limits": [limit("cap", max, "block")]})).await;
     let id = format!("application/{}/bursty/cap", env.namespace);
     enforced(&gw, &key, None, &id).await;
     for _ in 0..8 {
         assert_eq!(call(&gw, &key, None).await.status, 200);
     }
     charged(&gw).await;
-    assert_eq!(spent(redis, &id).await, 9 * c, "one request short of the maximum");
+    assert_eq!(spent(redis, &id).await, 9 * c);
     let burst = futures::future::join_all((0..50).map(|_| call(&gw, &key, None))).await;
     let allowed = burst.iter().filter(|a| a.status == 200).count();
     let refused = burst.iter().filter(|a| a.status == 400).count();
     assert_eq!(allowed + refused, 50, "{:?}", burst.iter().map(|a| a.status).collect::<Vec<_>>());
-    assert!(allowed >= 1, "the last request under the maximum goes through");
+    assert!(allowed >= 5, "the five reservations that fit go through ({allowed})");
     charged(&gw).await;
     let total = spent(redis, &id).await;
     assert_eq!(total, (9 + allowed as u64) * c, "every allowed request is charged once");
-    println!("50 concurrent requests at 9/10 of the maximum: {allowed} allowed, overshoot {} requests", allowed - 1);
-    assert!(allowed <= 50, "overshoot bounded by the requests in flight");
-    assert_eq!(call(&gw, &key, None).await.status, 400, "after the burst the limit holds");
+    println!("50 concurrent requests with room for 5 reservations: {allowed} allowed, spend {total} of {max} nano-USD");
+    assert!(total <= max, "spend {total} passed the maximum {max}");
+    // Nothing is left held once they all settled.
+    let held = command(redis, &["GET", &format!("payi:nusd:limit:{id}:0:m{}:reserved", month_now())]).await;
+    assert_eq!(held.lines().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0), 0, "{held}");
     Setup { env, org, groups: vec![group] }.clean_up().await;
 }
 
@@ -304,8 +317,8 @@ async fn windows_roll_over_and_a_gitops_reset_starts_a_new_count_once() {
     let gw = gateway("limits-window", &sim, redis, &[]).await;
     let env = TestEnv::new("lim-window").await;
     let (org, group) = env.org_and_group().await;
-    let c = cost_nano();
-    let key = app(&env, "monthly", &group, json!({"limits": [limit("m", c, "block")]})).await;
+    // One request's reservation fits; after it, its cost plus the next reservation does not.
+    let key = app(&env, "monthly", &group, json!({"limits": [limit("m", bound_nano(), "block")]})).await;
     let id = format!("application/{}/monthly/m", env.namespace);
     enforced(&gw, &key, None, &id).await;
     assert_eq!(call(&gw, &key, None).await.status, 400, "one request spends it");
@@ -328,7 +341,7 @@ async fn windows_roll_over_and_a_gitops_reset_starts_a_new_count_once() {
     assert_eq!(call(&gw, &key, None).await.status, 400);
 
     // A reset through Git: a new resetRequestedAt opens a new count, once.
-    let reset = json!([{"name": "m", "max": usd(c), "period": "month", "type": "block", "resetRequestedAt": "2026-12-07T12:00:00Z"}]);
+    let reset = json!([{"name": "m", "max": usd(bound_nano()), "period": "month", "type": "block", "resetRequestedAt": "2026-12-07T12:00:00Z"}]);
     patch_limits(&env.apps(), "monthly", reset.clone()).await;
     let started = Instant::now();
     let answer = eventually("the reset to reach the gateway", || async {
@@ -399,7 +412,9 @@ async fn the_operator_publishes_spend_and_state_on_the_object_with_one_event_per
     let (org, group) = env.org_and_group().await;
     let c = cost_nano();
     let groups = Api::<Group>::all(env.client.clone());
-    let budget = json!([{"name": "monthly", "max": usd(c * 4), "period": "month", "type": "block", "threshold": 0.5}]);
+    // An allow limit: its states come from spend alone (a block limit would also
+    // weigh each request's reservation; tests above cover that).
+    let budget = json!([{"name": "monthly", "max": usd(c * 4), "period": "month", "type": "allow", "threshold": 0.5}]);
     patch_limits(&groups, &group, budget).await;
     let key = app(&env, "watched", &group, json!({})).await;
     let id = format!("group/{group}/monthly");
@@ -460,6 +475,12 @@ async fn the_operator_publishes_spend_and_state_on_the_object_with_one_event_per
     Setup { env, org, groups: vec![group] }.clean_up().await;
 }
 
+/// `YYYY-MM` now, as the ledger names month windows.
+fn month_now() -> String {
+    let now = chrono::Utc::now();
+    format!("{:04}-{:02}", now.year(), now.month())
+}
+
 /// A client that sends a non-streamed request and hangs up before the answer.
 async fn leave_early(gw: &Gateway, key: &str, body: &Value) {
     use tokio::io::AsyncWriteExt;
@@ -492,8 +513,7 @@ async fn a_client_that_leaves_before_the_answer_is_still_charged_what_the_provid
     enforced(&gw, &key, None, &id).await;
     let before = spent(redis, &id).await;
     // The Application's month-to-date usage, kept whether or not it has limits.
-    let now = chrono::Utc::now();
-    let month = format!("{:04}-{:02}", now.year(), now.month());
+    let month = month_now();
     let level = format!("application/{}/leaver", env.namespace);
     let counter = |name: &str| format!("payi:{name}:{level}:m{month}");
     let read = |key: String| async move {

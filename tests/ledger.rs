@@ -172,11 +172,11 @@ async fn counts_go_with_the_event_and_an_unknown_cost_charges_no_money() {
     let event = |cost| UsageEvent {
         cost,
         money: counter(spend),
-        limits: vec![],
         counts: vec![
             (LedgerKey { key: tokens.into(), ttl: Some(3600) }, 120),
             (LedgerKey { key: requests.into(), ttl: Some(3600) }, 1),
         ],
+        ..UsageEvent::default()
     };
     ledger.record(event(Some(PicoUsd(2_500_000))));
     ledger.record(event(None));
@@ -185,4 +185,76 @@ async fn counts_go_with_the_event_and_an_unknown_cost_charges_no_money() {
     assert_eq!(get(&redis, spend).await, 2_500, "only the known cost is money");
     assert_eq!(get(&redis, tokens).await, 360);
     assert_eq!(get(&redis, requests).await, 3, "every request counts, whatever its cost");
+}
+
+use payi_operator::limits::ledger::{Bound, Reservation, event_id};
+
+#[tokio::test]
+async fn reservations_hold_a_maximum_across_replicas_and_settle_to_the_exact_cost() {
+    let redis = Redis::start().await;
+    // Two replicas sharing one ledger.
+    let (a, b) = (ledger(&redis, 1000), ledger(&redis, 1000));
+    let key = "payi:nusd:limit:test/max:0:all";
+    let bounds = vec![Bound { key: key.into(), max_nano: 50_000 }];
+    // 200 requests at once, each reserving 1,000 nano-USD, on a maximum of 50,000.
+    let attempts: Vec<_> = (0..200)
+        .map(|i| {
+            let (ledger, bounds) = (if i % 2 == 0 { a.clone() } else { b.clone() }, bounds.clone());
+            tokio::spawn(async move {
+                let id = event_id();
+                let answer = ledger.reserve(&id, &bounds, PicoUsd(1_000_000), Duration::from_secs(60)).await.unwrap();
+                (id, answer, ledger)
+            })
+        })
+        .collect();
+    let mut held = vec![];
+    for attempt in attempts {
+        let (id, answer, ledger) = attempt.await.unwrap();
+        match answer {
+            Reservation::Held => held.push((id, ledger)),
+            Reservation::Refused { index, spent_nano, reserved_nano } => {
+                assert_eq!(index, 0);
+                assert_eq!(spent_nano, 0);
+                assert!(reserved_nano > 49_000, "refused with only {reserved_nano} held");
+            }
+        }
+    }
+    assert_eq!(held.len(), 50, "exactly as many as the maximum takes");
+    // Each settles to its exact cost, a third of what it reserved.
+    for (id, ledger) in &held {
+        ledger.record(UsageEvent {
+            cost: Some(PicoUsd(333_333)),
+            money: counter(key),
+            id: Some(id.clone()),
+            reserved: vec![key.into()],
+            ..UsageEvent::default()
+        });
+    }
+    settled(&a).await;
+    settled(&b).await;
+    // 50 x 333,333 pico-USD = 16,666 nano-USD and 650 pico-USD beside.
+    assert_eq!(get(&redis, key).await, 16_666, "the exact costs");
+    assert_eq!(get(&redis, &format!("{key}:p")).await, 650);
+    assert_eq!(get(&redis, &format!("{key}:reserved")).await, 0, "every reservation settled");
+    // Room again: 16,666 spent of 50,000.
+    let again = a.reserve(&event_id(), &bounds, PicoUsd(30_000_000), Duration::from_secs(60)).await.unwrap();
+    assert_eq!(again, Reservation::Held);
+}
+
+#[tokio::test]
+async fn a_reservation_never_settled_expires_by_redis_clock() {
+    let redis = Redis::start().await;
+    let ledger = ledger(&redis, 1000);
+    let bounds = vec![Bound { key: "payi:nusd:limit:test/expiry:0:all".into(), max_nano: 10 }];
+    let hold = Duration::from_millis(300);
+    // A replica that dies mid-request leaves its reservation behind.
+    assert_eq!(ledger.reserve(&event_id(), &bounds, PicoUsd(10_000), hold).await.unwrap(), Reservation::Held);
+    assert!(matches!(
+        ledger.reserve(&event_id(), &bounds, PicoUsd(1_000), hold).await.unwrap(),
+        Reservation::Refused { .. }
+    ));
+    eventually("the abandoned reservation to expire", || async {
+        (ledger.reserve(&event_id(), &bounds, PicoUsd(10_000), hold).await.unwrap() == Reservation::Held).then_some(())
+    })
+    .await;
 }

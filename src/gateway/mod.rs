@@ -84,6 +84,17 @@ pub struct Settings {
     /// retried for half of it, then given up (logged and counted).
     #[arg(long, env = "PAYI_GATEWAY_LIMITS_EVENT_TTL_SECONDS", default_value_t = 3600)]
     pub limits_event_ttl_seconds: u64,
+    /// How long a block limit holds a request's reserved cost when the request never
+    /// settles it (its replica was killed), in seconds.
+    #[arg(long, env = "PAYI_GATEWAY_LIMITS_RESERVATION_HOLD_SECONDS", default_value_t = 900)]
+    pub limits_reservation_hold_seconds: u64,
+    /// Output tokens a block limit reserves for a request that sets no `max_tokens`
+    /// (nor `max_completion_tokens`, `max_output_tokens`).
+    #[arg(long, env = "PAYI_GATEWAY_LIMITS_DEFAULT_OUTPUT_TOKENS", default_value_t = 4096)]
+    pub limits_default_output_tokens: u64,
+    /// USD a block limit reserves for a request whose model the price table does not know.
+    #[arg(long, env = "PAYI_GATEWAY_LIMITS_UNPRICED_RESERVATION_USD", default_value = "1")]
+    pub limits_unpriced_reservation_usd: String,
     /// Refuse requests covered by a block limit (503) while the ledger cannot be read,
     /// instead of letting them through uncounted against the limit (the default).
     #[arg(long, env = "PAYI_GATEWAY_LIMITS_FAIL_CLOSED")]
@@ -120,6 +131,8 @@ pub enum Error {
     DefaultPrices(pricing::PricingError),
     #[error(transparent)]
     Ledger(#[from] crate::limits::ledger::LedgerError),
+    #[error("--limits-unpriced-reservation-usd: {0}")]
+    UnpricedReservation(crate::money::MoneyError),
     #[error("TLS setup for the providers: {0}")]
     Tls(rustls::Error),
 }
@@ -176,6 +189,11 @@ pub async fn run(
         },
         ledger: ledger.clone(),
         ledger_policy: LedgerPolicy {
+            hold: Duration::from_secs(settings.limits_reservation_hold_seconds.max(1)),
+            default_output_tokens: settings.limits_default_output_tokens,
+            unpriced_reservation: crate::money::parse_scaled(&settings.limits_unpriced_reservation_usd, 12)
+                .map(crate::money::PicoUsd)
+                .map_err(Error::UnpricedReservation)?,
             fail_closed: settings.limits_fail_closed,
             time_offset: chrono::TimeDelta::seconds(settings.limits_time_offset_seconds),
         },

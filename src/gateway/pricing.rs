@@ -78,7 +78,32 @@ pub struct LongContext {
     pub tokens: TokenPrices,
 }
 
+impl TokenPrices {
+    /// The dearest price any input token of this tier can have.
+    fn dearest_input(&self) -> PicoPerToken {
+        let write_1h =
+            self.cache_write_1h.unwrap_or(PicoPerToken(self.input.0.saturating_mul(CACHE_WRITE_1H_TIMES_INPUT)));
+        [Some(self.input), self.cached_input, self.cache_write, Some(write_1h)]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or_default()
+    }
+}
+
 impl Price {
+    /// An upper bound of what a request can cost: every one of at most
+    /// `input_tokens` input tokens and `output_tokens` output tokens at the dearest
+    /// price it could have (long-context tier, cache writes, audio). Web searches are
+    /// not bounded by tokens and are left out.
+    pub fn upper_bound(&self, input_tokens: u64, output_tokens: u64) -> PicoUsd {
+        let tiers = [Some(&self.tokens), self.long_context.as_ref().map(|l| &l.tokens)];
+        let tiers = tiers.into_iter().flatten();
+        let input = tiers.clone().map(TokenPrices::dearest_input).chain(self.audio_input).max().unwrap_or_default();
+        let output = tiers.map(|t| t.output).chain(self.audio_output).max().unwrap_or_default();
+        PicoUsd::of_tokens(input_tokens, input) + PicoUsd::of_tokens(output_tokens, output)
+    }
+
     /// The token prices for a request with `input_tokens` input tokens in all.
     pub fn tier(&self, input_tokens: u64) -> &TokenPrices {
         match &self.long_context {
@@ -585,6 +610,22 @@ mod tests {
             let tokens = price.tokens;
             assert_eq!(tokens.cache_write_1h, Some(PicoPerToken(2 * tokens.input.0)), "{name}");
         }
+    }
+
+    #[test]
+    fn the_upper_bound_prices_every_token_at_the_dearest_it_could_be() {
+        let table = PriceTable::parse(
+            "providers: {anthropic: {m: {input: 3, cachedInput: 0.3, cacheWrite: 3.75, output: 15,
+               longContext: {aboveInputTokens: 200000, input: 6, cachedInput: 0.6, cacheWrite: 7.5, output: 22.5}}}}",
+        )
+        .unwrap();
+        let (_, price) = table.lookup("anthropic", "m").unwrap();
+        // Input at the long tier's 1-hour write (2 x 6), output at the long tier's 22.5.
+        assert_eq!(price.upper_bound(1_000_000, 1_000_000), PicoUsd((12 + 22) * 1_000_000_000_000 + 500_000_000_000));
+        let plain = PriceTable::parse("providers: {openai: {m: {input: 1, output: 4, audioOutput: 80}}}").unwrap();
+        let (_, price) = plain.lookup("openai", "m").unwrap();
+        assert_eq!(price.upper_bound(10, 10), PicoUsd(10 * 2_000_000 + 10 * 80_000_000), "audio output is dearest");
+        assert_eq!(price.upper_bound(0, 0), PicoUsd::ZERO);
     }
 
     #[test]

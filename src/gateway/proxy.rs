@@ -33,10 +33,8 @@ use super::pricing::{Prices, Unpriced};
 use super::providers::{Kind, PathClass, Provider, Providers, Route};
 use crate::crd::LimitType;
 use crate::crd::limits::usd_text;
-use crate::limits::ledger::{Ledger, LedgerKey, LimitLabels, UsageEvent};
-use crate::limits::rule::{
-    LimitRule, application_level, first_blocking, group_level, organization_level, use_case_level,
-};
+use crate::limits::ledger::{Bound, Ledger, LedgerKey, LimitLabels, Reservation, UsageEvent, event_id};
+use crate::limits::rule::{LimitRule, application_level, group_level, organization_level, use_case_level};
 use crate::limits::spend::{self, UsageKeys};
 use crate::money::{NANO_PER_USD, PicoUsd};
 use crate::verifier::metrics::Name;
@@ -103,12 +101,31 @@ pub struct Gateway {
 }
 
 /// What happens to a request covered by a block limit when the ledger cannot be read.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct LedgerPolicy {
     /// Refuse (503) instead of letting the request through.
     pub fail_closed: bool,
     /// Added to the clock for windows (tests of rollover only).
     pub time_offset: chrono::TimeDelta,
+    /// How long a reservation holds when its request never settles it (a replica killed).
+    pub hold: Duration,
+    /// Output tokens reserved for a request that sets no `max_tokens`.
+    pub default_output_tokens: u64,
+    /// What a request for an unpriced model reserves.
+    pub unpriced_reservation: PicoUsd,
+}
+
+impl Default for LedgerPolicy {
+    /// The gateway's command-line defaults.
+    fn default() -> Self {
+        Self {
+            fail_closed: false,
+            time_offset: chrono::TimeDelta::zero(),
+            hold: Duration::from_secs(900),
+            default_output_tokens: 4096,
+            unpriced_reservation: PicoUsd(crate::money::PICO_PER_USD),
+        }
+    }
 }
 
 impl Gateway {
@@ -175,7 +192,7 @@ impl Gateway {
         if let PathClass::FlatPriced { price_pico, .. } = &route.class {
             metering.flat_price = Some(*price_pico);
         }
-        match self.check_limits(&answer).await {
+        match self.check_limits(&answer, price_provider(route.provider), &prepared).await {
             Ok(charge) => metering.charge = charge,
             Err(refusal) => return refusal,
         }
@@ -203,26 +220,49 @@ impl Gateway {
 
     /// Checks the limits that cover the request against the ledger; returns how to
     /// record it afterwards (its cost to those limits and the usage of every level
-    /// it belongs to), or the refusal when a block limit is spent.
-    async fn check_limits(&self, answer: &Answer) -> Result<Option<Recorder>, Response<ResponseBody>> {
+    /// it belongs to), or the refusal when a block limit cannot take it.
+    ///
+    /// Block limits are held, not just read: an upper bound of the request's cost
+    /// ([`Gateway::cost_bound`]) is reserved on each of them in one atomic script,
+    /// refused when spend plus what requests in flight hold plus this bound would
+    /// pass the maximum, and settled to the exact cost by the request's usage event.
+    /// So concurrent requests, on any replica, cannot together pass a maximum.
+    async fn check_limits(
+        &self,
+        answer: &Answer,
+        price_provider: &str,
+        prepared: &Prepared,
+    ) -> Result<Option<Recorder>, Response<ResponseBody>> {
         let (Some(ledger), Some(attribution)) = (&self.ledger, answer.allowed()) else { return Ok(None) };
         let use_case = answer.context.label().map(|l| &**l);
         let covering = attribution.limits.covering(use_case);
         let now = chrono::Utc::now() + self.ledger_policy.time_offset;
         let keys: Vec<LedgerKey> =
             covering.rules.iter().map(|r| r.key(now)).map(|(key, ttl)| LedgerKey { key, ttl }).collect();
-        if !covering.is_empty() {
-            let names: Vec<String> = keys.iter().map(|k| k.key.clone()).collect();
-            match ledger.spent(&names).await {
-                Ok(spent) => {
-                    if let Some((rule, spent)) = first_blocking(&covering.rules, &spent) {
-                        ledger.metrics.refused.get_or_create(&LimitLabels { limit: rule.id.to_string() }).inc();
-                        return Err(limit_reached(rule, spent));
-                    }
+        let blocking: Vec<(&LimitRule, Bound)> = covering
+            .rules
+            .iter()
+            .zip(&keys)
+            .filter(|(rule, _)| rule.kind == LimitType::Block)
+            .map(|(rule, key)| (rule, Bound { key: key.key.clone(), max_nano: rule.max_nano }))
+            .collect();
+        let mut id = None;
+        let mut reserved = vec![];
+        if !blocking.is_empty() {
+            let event = event_id();
+            let bound = self.cost_bound(price_provider, prepared);
+            let bounds: Vec<Bound> = blocking.iter().map(|(_, b)| b.clone()).collect();
+            match ledger.reserve(&event, &bounds, bound, self.ledger_policy.hold).await {
+                Ok(Reservation::Held) => {
+                    id = Some(event);
+                    reserved = bounds.into_iter().map(|b| b.key).collect();
                 }
-                Err(failure)
-                    if self.ledger_policy.fail_closed && covering.rules.iter().any(|r| r.kind == LimitType::Block) =>
-                {
+                Ok(Reservation::Refused { index, spent_nano, reserved_nano }) => {
+                    let rule = blocking.get(index).map_or(&covering.rules[0], |(rule, _)| rule);
+                    ledger.metrics.refused.get_or_create(&LimitLabels { limit: rule.id.to_string() }).inc();
+                    return Err(limit_reached(rule, spent_nano, reserved_nano, bound));
+                }
+                Err(failure) if self.ledger_policy.fail_closed => {
                     ledger.metrics.refused_unavailable.inc();
                     tracing::warn!(error = %failure, "limits ledger unreadable; refusing (fail-closed)");
                     let message = "the limits ledger is unavailable; requests covered by a block limit are refused";
@@ -233,12 +273,12 @@ impl Gateway {
                     tracing::warn!(error = %failure, "limits ledger unreadable; request let through unchecked (fail-open)");
                 }
             }
-            for rule in &covering.rules {
-                let labels = LimitLabels { limit: rule.id.to_string() };
-                let max = rule.max_nano as f64 / NANO_PER_USD as f64;
-                ledger.metrics.max.get_or_create(&labels).set(max);
-                ledger.metrics.threshold.get_or_create(&labels).set(max * f64::from(rule.threshold_permille) / 1000.0);
-            }
+        }
+        for rule in &covering.rules {
+            let labels = LimitLabels { limit: rule.id.to_string() };
+            let max = rule.max_nano as f64 / NANO_PER_USD as f64;
+            ledger.metrics.max.get_or_create(&labels).set(max);
+            ledger.metrics.threshold.get_or_create(&labels).set(max * f64::from(rule.threshold_permille) / 1000.0);
         }
         let mut levels = vec![
             organization_level(&attribution.organization),
@@ -252,8 +292,24 @@ impl Gateway {
         let limits = covering.rules.iter().map(|r| r.id.clone()).collect();
         let ledger = ledger.clone();
         Ok(Some(Box::new(move |cost, tokens| {
-            ledger.record(usage.event(keys, limits, cost, tokens));
+            let event = UsageEvent { id, reserved, ..usage.event(keys, limits, cost, tokens) };
+            ledger.record(event);
         })))
+    }
+
+    /// An upper bound of what the request can cost, reserved on its block limits:
+    /// no more input tokens than body bytes (a token is at least one byte), and the
+    /// request's output cap (`max_tokens` and its aliases), or the configured cap when
+    /// it has none, each at the dearest price the model has. A model the table does
+    /// not price reserves the configured cap of USD.
+    fn cost_bound(&self, price_provider: &str, prepared: &Prepared) -> PicoUsd {
+        let policy = &self.ledger_policy;
+        let table = self.prices.current();
+        let Some((_, price)) = prepared.model.as_deref().and_then(|m| table.lookup(price_provider, m)) else {
+            return policy.unpriced_reservation;
+        };
+        let output = prepared.max_output_tokens.unwrap_or(policy.default_output_tokens);
+        price.upper_bound(prepared.input_bytes as u64, output)
     }
 
     /// The request body, within the size and time bounds.
@@ -391,7 +447,7 @@ impl LevelUsage {
                 counts.push((counter(keys.unpriced), 1));
             }
         }
-        UsageEvent { cost, money, limits, counts }
+        UsageEvent { cost, money, limits, counts, ..UsageEvent::default() }
     }
 }
 
@@ -486,9 +542,15 @@ pub fn upstream_headers(incoming: &HeaderMap, answer: &Answer, kind: Kind, crede
 /// Pay-i's answer for a blocked limit (HTTP 400, `xproxy_error.code`
 /// `limit_reached`, the limit in `xproxy_result.blocked_limit_ids`), with an
 /// `error.message` the providers' SDKs show, naming the limit and its level.
-pub fn limit_reached(rule: &LimitRule, spent_nano: u64) -> Response<ResponseBody> {
+pub fn limit_reached(rule: &LimitRule, spent_nano: u64, held_nano: u64, bound: PicoUsd) -> Response<ResponseBody> {
     let id = &*rule.id;
-    let message = format!("limit {id} reached: {} of {} USD spent", usd_text(spent_nano), usd_text(rule.max_nano));
+    let message = format!(
+        "limit {id} reached: {} of {} USD spent, {} USD held by requests in flight, and this request may cost up to {} USD",
+        usd_text(spent_nano),
+        usd_text(rule.max_nano),
+        usd_text(held_nano),
+        bound
+    );
     let body = serde_json::json!({
         "statusCode": 400,
         "message": "Bad Request",

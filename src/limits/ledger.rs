@@ -62,14 +62,15 @@ local events = tonumber(ARGV[2])
 local k, a = 1, 3
 local out = {}
 for e = 1, events do
-  local n, m = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  local nano, rest = ARGV[a + 2], tonumber(ARGV[a + 3])
-  a = a + 4
+  local n, m, r = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local nano, rest = ARGV[a + 3], tonumber(ARGV[a + 4])
+  a = a + 5
   local typed = true
   for i = 1, 2 * n + m do
     local t = redis.call('TYPE', KEYS[k + i]).ok
     if t ~= 'none' and t ~= 'string' then typed = false end
   end
+  local id = string.sub(KEYS[k], 12)
   local fresh = false
   if typed then fresh = redis.call('SET', KEYS[k], '1', 'NX', 'EX', id_ttl) end
   k = k + 1
@@ -105,8 +106,58 @@ for e = 1, events do
     k = k + 1
     a = a + 2
   end
+  for i = 1, r do
+    local held, amounts, sum = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+    if fresh then
+      local amount = redis.call('HGET', amounts, id)
+      if amount then
+        redis.call('DECRBY', sum, amount)
+        redis.call('HDEL', amounts, id)
+        redis.call('ZREM', held, id)
+      end
+    end
+    k = k + 3
+  end
 end
 return out
+";
+
+/// Reserves an upper bound of a request's cost on every block limit that covers
+/// it, atomically, by Redis' own clock: first drops the reservations that expired
+/// (a replica that died mid-request), then refuses when any counter's spend plus
+/// what is reserved plus this amount would pass its maximum, else holds the amount
+/// on each until the request's usage event settles it (or it expires).
+///
+/// KEYS: per counter: counter, `:held` (sorted set: id by expiry), `:amounts`
+/// (hash: id to nano-USD), `:reserved` (their sum). ARGV: id, nano-USD, hold in
+/// milliseconds, then each counter's maximum. Returns `{0}` when held, else `{i,
+/// spent, reserved}` for the first counter i (1-based) that refuses.
+const RESERVE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id, amount, hold = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local n = #KEYS / 4
+for i = 0, n - 1 do
+  local key, held, amounts, sum = KEYS[4 * i + 1], KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4]
+  for _, old in ipairs(redis.call('ZRANGEBYSCORE', held, '-inf', now)) do
+    local was = redis.call('HGET', amounts, old)
+    if was then redis.call('DECRBY', sum, was); redis.call('HDEL', amounts, old) end
+    redis.call('ZREM', held, old)
+  end
+  local spent = tonumber(redis.call('GET', key) or '0')
+  local reserved = tonumber(redis.call('GET', sum) or '0')
+  if spent + reserved + tonumber(amount) > tonumber(ARGV[4 + i]) then
+    return {i + 1, spent, reserved}
+  end
+end
+for i = 0, n - 1 do
+  local held, amounts, sum = KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4]
+  redis.call('ZADD', held, now + hold, id)
+  redis.call('HSET', amounts, id, amount)
+  redis.call('INCRBY', sum, amount)
+  for _, key in ipairs({held, amounts, sum}) do redis.call('PEXPIRE', key, 2 * hold) end
+end
+return {0}
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +223,11 @@ pub struct UsageEvent {
     pub limits: Vec<Arc<str>>,
     /// Plain counts: tokens, requests, requests of unknown cost, each with its increment.
     pub counts: Vec<(LedgerKey, u64)>,
+    /// The id given when its cost was reserved ([`Ledger::reserve`]); new otherwise.
+    pub id: Option<Arc<str>>,
+    /// Counters on which its cost was reserved: the reservation is settled (removed)
+    /// when the event is applied, in the same script.
+    pub reserved: Vec<String>,
 }
 
 impl UsageEvent {
@@ -193,6 +249,30 @@ struct Charge {
     event: UsageEvent,
     queued_at: Instant,
     permanent_failures: u32,
+}
+
+/// The keys that hold the reservations on `counter`.
+fn reservation_keys(counter: &str) -> [String; 3] {
+    [format!("{counter}:held"), format!("{counter}:amounts"), format!("{counter}:reserved")]
+}
+
+/// A block limit's counter to reserve on, with its maximum (nano-USD).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bound {
+    pub key: String,
+    pub max_nano: u64,
+}
+
+/// The answer to a reservation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reservation {
+    Held,
+    /// The counter at this index of the request would pass its maximum.
+    Refused {
+        index: usize,
+        spent_nano: u64,
+        reserved_nano: u64,
+    },
 }
 
 /// A new event id: 128 random bits in hex.
@@ -310,6 +390,7 @@ impl Timeouts {
 pub struct Ledger {
     connection: ConnectionManager,
     script: redis::Script,
+    reserve_script: redis::Script,
     queue: Mutex<VecDeque<Charge>>,
     wake: Notify,
     timeouts: Timeouts,
@@ -341,6 +422,7 @@ impl Ledger {
         Ok(Arc::new(Self {
             connection,
             script: redis::Script::new(CHARGE),
+            reserve_script: redis::Script::new(RESERVE),
             queue: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
             timeouts,
@@ -377,13 +459,60 @@ impl Ledger {
         Err(LedgerError::Timeout(self.timeouts.check))
     }
 
+    /// Reserves `amount` on every bound for the event `id`, or says which bound
+    /// refuses (see [`RESERVE`]); held for `hold` unless the event settles it first.
+    pub async fn reserve(
+        &self,
+        id: &str,
+        bounds: &[Bound],
+        amount: PicoUsd,
+        hold: Duration,
+    ) -> Result<Reservation, LedgerError> {
+        if bounds.is_empty() {
+            return Ok(Reservation::Held);
+        }
+        let nano = u64::try_from(amount.ceil_nano()).unwrap_or(u64::MAX).min(i64::MAX as u64);
+        let mut invocation = self.reserve_script.prepare_invoke();
+        invocation.arg(id).arg(nano).arg(u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1));
+        for bound in bounds {
+            let [held, amounts, sum] = reservation_keys(&bound.key);
+            invocation.key(&bound.key).key(held).key(amounts).key(sum);
+            invocation.arg(bound.max_nano);
+        }
+        let deadline = tokio::time::Instant::now() + self.timeouts.check;
+        for retry in [true, false] {
+            let mut connection = self.connection.clone();
+            let call = invocation.invoke_async::<Vec<i64>>(&mut connection);
+            match tokio::time::timeout_at(deadline, call).await {
+                Ok(Ok(answer)) => {
+                    return Ok(match answer.as_slice() {
+                        [index, spent, reserved] if *index > 0 => Reservation::Refused {
+                            index: (*index - 1) as usize,
+                            spent_nano: (*spent).max(0) as u64,
+                            reserved_nano: (*reserved).max(0) as u64,
+                        },
+                        _ => Reservation::Held,
+                    });
+                }
+                Ok(Err(error)) if retry && (error.is_io_error() || error.is_connection_dropped()) => continue,
+                Ok(Err(error)) => {
+                    self.metrics.errors.inc();
+                    return Err(error.into());
+                }
+                Err(_) => break,
+            }
+        }
+        self.metrics.errors.inc();
+        Err(LedgerError::Timeout(self.timeouts.check))
+    }
+
     /// Queues one usage event; [`Ledger::run`] applies it. Returns its id (`None`:
     /// it adds nothing).
     pub fn record(&self, event: UsageEvent) -> Option<Arc<str>> {
         if event.is_empty() {
             return None;
         }
-        let id = event_id();
+        let id = event.id.clone().unwrap_or_else(event_id);
         let charge = Charge { id: id.clone(), event, queued_at: Instant::now(), permanent_failures: 0 };
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if queue.len() >= MAX_QUEUED
@@ -517,7 +646,7 @@ impl Ledger {
             let (nano, rest) = event.cost.unwrap_or_default().split_nano();
             let nano = u64::try_from(nano).unwrap_or(u64::MAX).min(i64::MAX as u64);
             invocation.key(format!("payi:event:{}", charge.id));
-            invocation.arg(event.money.len()).arg(event.counts.len()).arg(nano).arg(rest);
+            invocation.arg(event.money.len()).arg(event.counts.len()).arg(event.reserved.len()).arg(nano).arg(rest);
             for counter in &event.money {
                 invocation.key(&counter.key).key(format!("{}:p", counter.key));
                 invocation.arg(counter.ttl.unwrap_or(0));
@@ -525,6 +654,10 @@ impl Ledger {
             for (counter, increment) in &event.counts {
                 invocation.key(&counter.key);
                 invocation.arg(counter.ttl.unwrap_or(0)).arg((*increment).min(i64::MAX as u64));
+            }
+            for counter in &event.reserved {
+                let [held, amounts, sum] = reservation_keys(counter);
+                invocation.key(held).key(amounts).key(sum);
             }
         }
         let mut connection = self.connection.clone();
