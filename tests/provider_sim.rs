@@ -7,6 +7,7 @@
 #[path = "common/provider_sim.rs"]
 mod provider_sim;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,7 +17,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use provider_sim::{ProviderSim, SimApi, SimUsage, expected_usage};
+use provider_sim::{InvoiceLine, ProviderSim, SimApi, SimUsage, expected_usage};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -275,7 +276,7 @@ async fn responses_stream_events_and_usage() {
     let events = stream(&sim, "/v1/responses", &body).await;
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_deref().expect("named events")).collect();
     let deltas = names.iter().filter(|n| **n == "response.output_text.delta").count();
-    assert_eq!(deltas, 2, "4 words, two a delta");
+    assert_eq!(deltas, 4, "4 words, one a delta");
     let mut expected =
         vec!["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"];
     expected.extend(std::iter::repeat_n("response.output_text.delta", deltas));
@@ -312,21 +313,10 @@ async fn anthropic_stream_events_order_and_cumulative_usage() {
     assert_eq!(expected, usage(9, 7, 3, 7, 0));
     let events = stream(&sim, "/v1/messages", &body).await;
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_deref().expect("named events")).collect();
-    assert_eq!(
-        names,
-        [
-            "message_start",
-            "content_block_start",
-            "ping",
-            "content_block_delta",
-            "content_block_delta",
-            "content_block_delta",
-            "content_block_delta",
-            "content_block_stop",
-            "message_delta",
-            "message_stop"
-        ]
-    );
+    let mut expected_names = vec!["message_start", "content_block_start", "ping"];
+    expected_names.extend(std::iter::repeat_n("content_block_delta", 7));
+    expected_names.extend(["content_block_stop", "message_delta", "message_stop"]);
+    assert_eq!(names, expected_names, "one word a delta");
     let data: Vec<Value> = events.iter().map(|(_, d)| json_of(d)).collect();
     for (event, name) in data.iter().zip(&names) {
         assert_eq!(event["type"], *name);
@@ -342,8 +332,8 @@ async fn anthropic_stream_events_order_and_cumulative_usage() {
     assert_eq!(start["output_tokens"], 1);
     let text: String = data.iter().filter_map(|e| e["delta"]["text"].as_str()).collect();
     assert_eq!(text, "Hello from the simulator, this is claude-haiku-4-5.");
-    assert!(data[3..7].iter().all(|e| e["delta"]["type"] == "text_delta" && e["index"] == 0));
-    let delta = &data[8];
+    assert!(data[3..10].iter().all(|e| e["delta"]["type"] == "text_delta" && e["index"] == 0));
+    let delta = &data[11];
     assert_eq!(delta["delta"], json!({"stop_reason": "end_turn", "stop_sequence": null}));
     assert_eq!(delta["usage"], json!({"output_tokens": expected.output}));
 }
@@ -604,8 +594,8 @@ async fn cut_stream_stalls_until_the_client_goes() {
         assert!(stalled);
         let events = sse(&text);
         assert!(events[0].1.contains(first), "{path}: {text}");
-        assert!(text.contains("Hello from"), "{path}: one delta: {text}");
-        assert!(!text.contains("simulator,"), "{path}: only one delta: {text}");
+        assert!(text.contains("Hello"), "{path}: one delta: {text}");
+        assert!(!text.contains(" from"), "{path}: only one delta: {text}");
         if path == "/v1/messages" {
             let start = json_of(&events[0].1);
             assert_eq!(start["message"]["usage"]["input_tokens"], 8);
@@ -642,7 +632,7 @@ async fn slow_and_drip_prefixes() {
     let response = send(&sim, "/v1/messages", &[], &body).await;
     let mut body = response.into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-    // Bounds loose enough for a loaded machine: the 9 gaps take 900 ms at least.
+    // Bounds loose enough for a loaded machine: the 12 gaps take 1200 ms at least.
     let first_at = started.elapsed();
     assert!(first_at < Duration::from_millis(500), "the first event at once, not with the rest: {first_at:?}");
     assert!(first.starts_with(b"event: message_start\n"));
@@ -654,8 +644,8 @@ async fn slow_and_drip_prefixes() {
         assert_eq!(frame.windows(2).filter(|w| w == b"\n\n").count(), 1, "one event a frame");
         frames += 1;
     }
-    assert_eq!(frames, 10);
-    assert!(started.elapsed() >= Duration::from_millis(900), "dripped");
+    assert_eq!(frames, 13, "3 events, 7 deltas of a word, 3 events");
+    assert!(started.elapsed() >= Duration::from_millis(1200), "dripped");
     wait_until(|| sim.open_streams() == 0).await;
 }
 
@@ -673,4 +663,445 @@ async fn dropping_the_simulator_stops_it() {
     end.await.expect("the connection closes");
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+// ---------------------------------------------------------------------------
+// The invoice
+
+/// The answer's request id header.
+fn request_id(response: &Response<Incoming>) -> String {
+    let header = response.headers().get("x-request-id").or_else(|| response.headers().get("request-id"));
+    header.expect("a request id").to_str().unwrap().to_string()
+}
+
+/// The invoice line of a request, polled for (a stream's is recorded as its body
+/// ends, which can be just after the client read the end).
+async fn line_of(sim: &ProviderSim, request_id: &str) -> InvoiceLine {
+    wait_until(|| sim.invoice().iter().any(|l| l.request_id == request_id)).await;
+    let lines: Vec<InvoiceLine> = sim.invoice().into_iter().filter(|l| l.request_id == request_id).collect();
+    assert_eq!(lines.len(), 1, "one line a request: {lines:#?}");
+    lines.into_iter().next().unwrap()
+}
+
+fn line(api: SimApi, model: &str, usage: SimUsage, complete: bool, request_id: &str) -> InvoiceLine {
+    InvoiceLine { api, model: model.to_string(), usage, complete, request_id: request_id.to_string() }
+}
+
+/// The output words of a text delta event's data (0 for any other event).
+fn delta_words(data: &str) -> u64 {
+    let Ok(event) = serde_json::from_str::<Value>(data) else { return 0 };
+    let text = [
+        &event["choices"][0]["delta"]["content"],
+        &event["choices"][0]["text"],
+        &event["delta"],
+        &event["delta"]["text"],
+    ]
+    .into_iter()
+    .find_map(Value::as_str)
+    .unwrap_or("");
+    text.split_whitespace().count() as u64
+}
+
+/// Reads a stream until the whole events read so far carry `words` output words;
+/// returns the body, still open, and the events' text.
+async fn read_words(response: Response<Incoming>, words: u64) -> (Incoming, String) {
+    let mut body = response.into_body();
+    let mut text = String::new();
+    loop {
+        let complete = &text[..text.rfind("\n\n").map_or(0, |at| at + 2)];
+        let read: u64 = if complete.is_empty() { 0 } else { sse(complete).iter().map(|(_, d)| delta_words(d)).sum() };
+        assert!(read <= words, "read past {words} words: {text}");
+        if read == words {
+            return (body, text);
+        }
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame()).await.expect("the next event in 5 s");
+        let frame = frame.expect("the stream goes on").expect("a frame");
+        text.push_str(std::str::from_utf8(frame.data_ref().unwrap()).unwrap());
+    }
+}
+
+#[tokio::test]
+async fn invoice_bills_whole_answers_and_streams_at_expected_usage() {
+    let sim = ProviderSim::start().await;
+    let say = |model: &str, stream: bool| {
+        json!({"model": model, "stream": stream,
+            "messages": [{"role": "user", "content": "cached words here"}]})
+    };
+    let cases: Vec<(&str, Value, SimApi, &str)> = vec![
+        ("/v1/chat/completions", say("gpt-4o-mini", false), SimApi::ChatCompletions, "gpt-4o-mini"),
+        ("/v1/chat/completions", say("slow-5-o3-mini", false), SimApi::ChatCompletions, "o3-mini"),
+        (
+            "/v1/completions",
+            json!({"model": "gpt-3.5-turbo-instruct", "prompt": "a b"}),
+            SimApi::Completions,
+            "gpt-3.5-turbo-instruct",
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": "text-embedding-3-small", "input": ["a b", "c"]}),
+            SimApi::Embeddings,
+            "text-embedding-3-small",
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "o4-mini", "input": "a cached b", "max_output_tokens": 3}),
+            SimApi::Responses,
+            "o4-mini",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude-sonnet-4-5", "system": "cached", "max_tokens": 99, "messages": []}),
+            SimApi::Messages,
+            "claude-sonnet-4-5",
+        ),
+        // Azure: the body's model when it has one, the deployment's else; no prefixes.
+        (
+            "/openai/deployments/slow-5-my-gpt4o/chat/completions?api-version=1",
+            json!({"messages": []}),
+            SimApi::ChatCompletions,
+            "my-gpt4o",
+        ),
+        (
+            "/openai/deployments/x/embeddings?api-version=1",
+            json!({"model": "gpt-4o", "input": "a"}),
+            SimApi::Embeddings,
+            "gpt-4o",
+        ),
+        // Streams, with and without the usage chunk: the provider bills them alike.
+        (
+            "/v1/chat/completions",
+            {
+                let mut body = say("drip-5-o3-mini", true);
+                body["stream_options"] = json!({"include_usage": true});
+                body
+            },
+            SimApi::ChatCompletions,
+            "o3-mini",
+        ),
+        ("/v1/chat/completions", say("gpt-4o", true), SimApi::ChatCompletions, "gpt-4o"),
+        (
+            "/v1/completions",
+            json!({"model": "gpt-3.5-turbo-instruct", "prompt": "a", "stream": true}),
+            SimApi::Completions,
+            "gpt-3.5-turbo-instruct",
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "gpt-4o-mini", "input": "a b", "stream": true}),
+            SimApi::Responses,
+            "gpt-4o-mini",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "slow-5-claude-haiku-4-5", "system": "cached", "max_tokens": 4, "stream": true,
+                "messages": []}),
+            SimApi::Messages,
+            "claude-haiku-4-5",
+        ),
+    ];
+    let mut total = 0;
+    for (path, body, api, model) in &cases {
+        let response = send(&sim, path, &[], body).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let id = request_id(&response);
+        read(response).await;
+        let expected = if body.get("model").is_some() {
+            expected_usage(*api, body)
+        } else {
+            usage(5, 0, 0, 7, 0) // the deployment's name: "… this is my-gpt4o."
+        };
+        assert_eq!(line_of(&sim, &id).await, line(*api, model, expected, true, &id), "{path} {body}");
+        total += expected.input + expected.cached_input + expected.cache_write + expected.output;
+    }
+    // The reasoning and cache figures are billed as reported.
+    assert_eq!(line_of(&sim, "req_sim2").await.usage, usage(4, 4, 0, 11, 4));
+    assert_eq!(line_of(&sim, "req_sim6").await.usage, usage(6, 7, 3, 7, 0));
+
+    // Free endpoints and unknown paths: no line.
+    let request = Request::get(format!("{}/v1/models", sim.url())).body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(client().request(request).await.unwrap().status(), StatusCode::OK);
+    let (status, _) = post(&sim, "/v1/nothing", &say("gpt-4o", false)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(sim.invoice().len(), cases.len());
+    assert_eq!(sim.invoice_total_tokens(), total);
+    assert_eq!(sim.invoice().iter().map(InvoiceLine::total_tokens).sum::<u64>(), total);
+
+    sim.clear();
+    assert!(sim.invoice().is_empty() && sim.requests().is_empty());
+    assert_eq!(sim.invoice_total_tokens(), 0);
+}
+
+#[tokio::test]
+async fn invoice_bills_what_a_dropped_stream_sent() {
+    let sim = ProviderSim::start().await;
+    for (path, body, api, model) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "drip-50-o3-mini", "stream": true, "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": "cached a b"}]}),
+            SimApi::ChatCompletions,
+            "o3-mini",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "drip-50-claude-x", "stream": true, "max_tokens": 99, "system": "cached",
+                "messages": [{"role": "user", "content": "a b"}]}),
+            SimApi::Messages,
+            "claude-x",
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "drip-50-gpt-4o-mini", "stream": true, "input": "a"}),
+            SimApi::Responses,
+            "gpt-4o-mini",
+        ),
+    ] {
+        let full = expected_usage(api, &body);
+        assert_eq!(full.output - full.reasoning, 7, "a 7-word reply, longer than what is read and its bound");
+        let response = send(&sim, path, &[], &body).await;
+        let id = request_id(&response);
+        // Three deltas of a word each, then the client goes.
+        let (open, text) = read_words(response, 3).await;
+        assert!(text.contains("Hello") && text.contains(" the") && !text.contains("simulator"), "{path}: {text}");
+        assert!(sim.invoice().iter().all(|l| l.request_id != id), "{path}: no line while the stream is open");
+        drop(open);
+
+        // The input in full; the output the simulator had handed over when it
+        // noticed: the 3 read, and at most 2 more written meanwhile (50 ms apart).
+        let billed = line_of(&sim, &id).await;
+        assert_eq!((billed.api, billed.model.as_str(), billed.complete), (api, model, false), "{billed:?}");
+        let u = billed.usage;
+        assert_eq!((u.input, u.cached_input, u.cache_write), (full.input, full.cached_input, full.cache_write));
+        // Reasoning in full once a delta went out (o3-mini: 4; the others none).
+        assert_eq!(u.reasoning, full.reasoning, "{path}");
+        let words = u.output - u.reasoning;
+        assert!((3..=5).contains(&words), "{path}: {words} words billed, 3 read: {billed:?}");
+        wait_until(|| sim.open_streams() == 0).await;
+    }
+    assert_eq!(sim.invoice().len(), 3);
+}
+
+#[tokio::test]
+async fn invoice_of_a_stream_dropped_before_its_first_delta_is_its_input() {
+    let sim = ProviderSim::start().await;
+    // 3 s before the first delta: the client is gone long before it.
+    for (path, body, api) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "drip-3000-o3-mini", "stream": true,
+                "messages": [{"role": "user", "content": "cached a"}]}),
+            SimApi::ChatCompletions,
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "drip-3000-claude-x", "stream": true, "max_tokens": 9, "system": "cached", "messages": []}),
+            SimApi::Messages,
+        ),
+    ] {
+        let response = send(&sim, path, &[], &body).await;
+        let id = request_id(&response);
+        // The stream's first event (the role chunk, message_start), then the client goes.
+        let mut open = response.into_body();
+        let first = open.frame().await.expect("a first event").expect("a frame").into_data().unwrap();
+        assert!(!std::str::from_utf8(&first).unwrap().contains("Hello"));
+        drop(open);
+        let full = expected_usage(api, &body);
+        let input_only = SimUsage { output: 0, reasoning: 0, ..full };
+        assert_eq!(
+            line_of(&sim, &id).await,
+            line(api, body["model"].as_str().unwrap().trim_start_matches("drip-3000-"), input_only, false, &id)
+        );
+    }
+}
+
+#[tokio::test]
+async fn invoice_of_faults() {
+    let sim = ProviderSim::start().await;
+    let chat = |model: &str, stream: bool| {
+        json!({"model": model, "stream": stream, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "a b c"}]})
+    };
+    let nothing = SimUsage::default();
+
+    // Errors: a line with nothing billed.
+    for model in ["fault-400", "fault-429", "fault-500", "slow-5-fault-503"] {
+        for stream in [false, true] {
+            let response = send(&sim, "/v1/chat/completions", &[], &chat(model, stream)).await;
+            assert!(response.status().is_client_error() || response.status().is_server_error());
+            let id = request_id(&response);
+            let priced = model.trim_start_matches("slow-5-");
+            assert_eq!(line_of(&sim, &id).await, line(SimApi::ChatCompletions, priced, nothing, false, &id));
+        }
+    }
+    // Not JSON, or no model: the same; no model to name.
+    let request =
+        Request::post(format!("{}/v1/messages", sim.url())).body(Full::new(Bytes::from_static(b"{"))).unwrap();
+    let response = client().request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let id = request_id(&response);
+    assert_eq!(line_of(&sim, &id).await, line(SimApi::Messages, "", nothing, false, &id));
+    let response = send(&sim, "/v1/responses", &[], &json!({"input": "x"})).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let id = request_id(&response);
+    assert_eq!(line_of(&sim, &id).await, line(SimApi::Responses, "", nothing, false, &id));
+
+    // A timeout: the line is there while the client still waits.
+    let before = sim.invoice().len();
+    let hung = {
+        let request = Request::post(format!("{}/v1/messages", sim.url()))
+            .body(Full::new(Bytes::from(
+                json!({"model": "fault-timeout", "max_tokens": 5, "messages": []}).to_string(),
+            )))
+            .unwrap();
+        tokio::spawn(client().request(request))
+    };
+    wait_until(|| sim.invoice().len() == before + 1).await;
+    let billed = sim.invoice().pop().unwrap();
+    assert_eq!(
+        (billed.api, billed.model.as_str(), billed.usage, billed.complete),
+        (SimApi::Messages, "fault-timeout", nothing, false)
+    );
+    assert!(!hung.is_finished(), "still no answer");
+    hung.abort();
+
+    // A reset: no answer, nothing billed.
+    let request = Request::post(format!("{}/v1/responses", sim.url()))
+        .body(Full::new(Bytes::from(json!({"model": "fault-reset", "input": "x", "stream": true}).to_string())))
+        .unwrap();
+    client().request(request).await.expect_err("a connection error");
+    wait_until(|| sim.invoice().len() == before + 2).await;
+    let billed = sim.invoice().pop().unwrap();
+    assert_eq!(
+        (billed.api, billed.model.as_str(), billed.usage, billed.complete),
+        (SimApi::Responses, "fault-reset", nothing, false)
+    );
+
+    // A stream truncated after its first delta: the input and that word; on
+    // Azure, priced for the body's (reasoning) model, its reasoning with it.
+    let body = json!({"model": "o3-mini", "stream": true, "messages": [{"role": "user", "content": "cached a b"}]});
+    let response = send(&sim, "/openai/deployments/fault-truncated/chat/completions?api-version=1", &[], &body).await;
+    let id = request_id(&response);
+    let mut stream = response.into_body();
+    while let Some(Ok(_)) = stream.frame().await {}
+    let full = expected_usage(SimApi::ChatCompletions, &body);
+    assert_eq!(full.reasoning, 4);
+    let cut = SimUsage { output: 1 + 4, ..full };
+    assert_eq!(line_of(&sim, &id).await, line(SimApi::ChatCompletions, "o3-mini", cut, false, &id));
+
+    // A stream cut (silent) after its first delta: billed when the client goes.
+    let body =
+        json!({"model": "fault-cut-stream", "stream": true, "max_tokens": 9, "system": "cached", "messages": []});
+    let response = send(&sim, "/v1/messages", &[], &body).await;
+    let id = request_id(&response);
+    let (open, _) = read_words(response, 1).await;
+    assert_eq!(sim.open_streams(), 1);
+    assert!(sim.invoice().iter().all(|l| l.request_id != id), "no line while the stream is open");
+    drop(open);
+    let full = expected_usage(SimApi::Messages, &body);
+    let cut = SimUsage { output: 1, ..full };
+    assert_eq!(line_of(&sim, &id).await, line(SimApi::Messages, "fault-cut-stream", cut, false, &id));
+
+    // Non-streaming cuts: generated whole, delivered in part.
+    for model in ["fault-truncated", "fault-cut-stream"] {
+        let body = chat(model, false);
+        let response = send(&sim, "/v1/chat/completions", &[], &body).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let id = request_id(&response);
+        let full = expected_usage(SimApi::ChatCompletions, &body);
+        assert_eq!(line_of(&sim, &id).await, line(SimApi::ChatCompletions, model, full, false, &id));
+    }
+    // Malformed: whole answers with a garbled body.
+    for stream in [false, true] {
+        let body = chat("fault-malformed", stream);
+        let response = send(&sim, "/v1/chat/completions", &[], &body).await;
+        let id = request_id(&response);
+        read(response).await;
+        let full = expected_usage(SimApi::ChatCompletions, &body);
+        assert_eq!(line_of(&sim, &id).await, line(SimApi::ChatCompletions, "fault-malformed", full, true, &id));
+    }
+    wait_until(|| sim.open_streams() == 0).await;
+}
+
+#[tokio::test]
+async fn invoice_of_a_request_abandoned_before_its_headers_is_empty() {
+    let sim = ProviderSim::start().await;
+    let body = json!({"model": "slow-2000-gpt-4o", "messages": [{"role": "user", "content": "x"}]}).to_string();
+    let mut tcp = tokio::net::TcpStream::connect(sim.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: sim\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(body.as_bytes()).await.unwrap();
+    wait_until(|| sim.requests().len() == 1).await;
+    drop(tcp);
+    let started = Instant::now();
+    wait_until(|| sim.invoice().len() == 1).await;
+    let billed = sim.invoice().pop().unwrap();
+    assert_eq!((billed.model.as_str(), billed.usage, billed.complete), ("gpt-4o", SimUsage::default(), false));
+    assert!(started.elapsed() < Duration::from_millis(1500), "noticed before the answer was due");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoice_has_one_line_per_request_under_concurrency() {
+    let sim = std::sync::Arc::new(ProviderSim::start().await);
+    let cases = |i: usize| -> (&'static str, Value, SimApi) {
+        let content = format!("request {i}{}", if i.is_multiple_of(3) { " cached" } else { "" });
+        let stream = i.is_multiple_of(2);
+        match i % 5 {
+            0 => (
+                "/v1/chat/completions",
+                json!({"model": "drip-2-o3-mini", "stream": stream,
+                    "messages": [{"role": "user", "content": content}]}),
+                SimApi::ChatCompletions,
+            ),
+            1 => (
+                "/v1/completions",
+                json!({"model": "gpt-3.5-turbo-instruct", "stream": stream, "prompt": content}),
+                SimApi::Completions,
+            ),
+            2 => ("/v1/embeddings", json!({"model": "text-embedding-3-small", "input": content}), SimApi::Embeddings),
+            3 => ("/v1/responses", json!({"model": "gpt-4o", "stream": stream, "input": content}), SimApi::Responses),
+            _ => (
+                "/v1/messages",
+                json!({"model": "drip-2-claude-x", "stream": stream, "max_tokens": 9,
+                    "messages": [{"role": "user", "content": content}]}),
+                SimApi::Messages,
+            ),
+        }
+    };
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let sim = sim.clone();
+            tokio::spawn(async move {
+                let (path, body, api) = cases(i);
+                let response = send(&sim, path, &[], &body).await;
+                assert_eq!(response.status(), StatusCode::OK);
+                let id = request_id(&response);
+                read(response).await;
+                (id, api, body)
+            })
+        })
+        .collect();
+    let mut answered = vec![];
+    for task in tasks {
+        answered.push(task.await.unwrap());
+    }
+    wait_until(|| sim.invoice().len() >= 50).await;
+    let invoice = sim.invoice();
+    assert_eq!(invoice.len(), 50);
+    let ids: HashSet<&str> = invoice.iter().map(|l| l.request_id.as_str()).collect();
+    assert_eq!(ids.len(), 50, "distinct request ids");
+    for (id, api, body) in &answered {
+        let billed = invoice.iter().find(|l| &l.request_id == id).expect("a line for every answer");
+        assert_eq!((billed.api, billed.usage, billed.complete), (*api, expected_usage(*api, body), true), "{body}");
+    }
+    let total: u64 = answered
+        .iter()
+        .map(|(_, api, body)| {
+            let u = expected_usage(*api, body);
+            u.input + u.cached_input + u.cache_write + u.output
+        })
+        .sum();
+    assert_eq!(sim.invoice_total_tokens(), total);
 }

@@ -32,6 +32,9 @@
 //!   one-word model), cut to its first N words when the body has `max_tokens`,
 //!   `max_completion_tokens` or `max_output_tokens` = N (the first of these present;
 //!   at least 1 word). Output tokens = the reply's words.
+//! - A stream sends the reply one word a text delta (the later ones with their
+//!   leading space): one delta = one output token, so how far a stream got is
+//!   how much output it generated (see "# Invoice").
 //! - Reasoning (OpenAI APIs only): a model `o<digit>…` (o1, o3-mini, o4-mini) or
 //!   one containing `reason` reports 4 `reasoning_tokens`, added to the completion
 //!   tokens (OpenAI counts them inside `completion_tokens` / `output_tokens`).
@@ -73,6 +76,46 @@
 //!
 //! Any other name is a normal answer for that model.
 //!
+//! # Invoice
+//! [`ProviderSim::invoice`] is what the provider would bill: one [`InvoiceLine`]
+//! per request to an API endpoint (the `POST` routes above), recorded exactly once
+//! by a guard that every such request owns from its start, so that a test can check
+//! that the provider's bill equals the gateway's ledger. `GET /v1/models` and
+//! unknown paths (404) get no line. A line has the API, the model as priced (the
+//! body's `model`, else the Azure deployment, without the `slow-`/`drip-`
+//! prefixes: the name [`expected_usage`] prices; empty when there is neither), the
+//! usage in [`SimUsage`]'s terms, whether the answer went out whole (`complete`),
+//! and the request id of the answer's header. The rules:
+//! - A whole answer, JSON or stream, bills [`expected_usage`], `complete: true`.
+//!   A stream is whole once its last event was handed to the connection.
+//! - A stream that ends early (the client closed the connection, or
+//!   `fault-truncated` / `fault-cut-stream` cut it) bills the input in full
+//!   (input, cached_input, cache_write) and, as output, the words of the text
+//!   deltas handed to the connection before its body ended or was dropped (when
+//!   the simulator noticed the client was gone: a delta already written may not
+//!   have reached the client, so the figure is at least what the client read and
+//!   can be a delta or two more). Reasoning tokens (OpenAI reasoning models) come
+//!   before the text: once the first delta went out they are billed in full (in
+//!   `reasoning` and inside `output`, as OpenAI counts them); before it, neither
+//!   they nor any output is billed. `complete: false`.
+//! - A non-streaming `fault-truncated` / `fault-cut-stream` answer was generated
+//!   whole before its first byte went out; only its delivery breaks. It bills
+//!   [`expected_usage`] with `complete: false`.
+//! - `fault-malformed` is a whole answer with a garbled body: [`expected_usage`],
+//!   `complete: true`.
+//! - Nothing answered: the error faults (`fault-400` … `fault-503`), the 400s for
+//!   a body that is not JSON or has no model, `fault-timeout` and `fault-reset`,
+//!   and a client that goes away before the response headers (during `slow-`):
+//!   a line with zero usage and `complete: false` (a line rather than none, so
+//!   that every request to an API has exactly one line to reconcile).
+//!   `fault-timeout` and `fault-reset` record it as soon as they decide never to
+//!   answer (the line is there while the client still waits).
+//!
+//! When: a JSON or error answer's line is recorded before its response is sent;
+//! a stream's when its body ends or is dropped, before [`ProviderSim::open_streams`]
+//! counts it closed. So after a stream, poll for the line (or for
+//! `open_streams() == 0`). [`ProviderSim::clear`] clears the invoice too.
+//!
 //! # Server
 //! HTTP/1.1 only, axum routes served by hyper over a custom accept loop, so that
 //! a handler can have its connection reset. Every connection task is owned by
@@ -82,7 +125,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -142,9 +185,33 @@ pub struct SimUsage {
     pub reasoning: u64,
 }
 
+/// What the provider would bill for one request (see "# Invoice" in the module doc).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvoiceLine {
+    pub api: SimApi,
+    /// As priced: without the `slow-`/`drip-` prefixes; on Azure the body's model,
+    /// else the deployment.
+    pub model: String,
+    pub usage: SimUsage,
+    /// The answer went out whole (a JSON answer, or a stream to its last event).
+    pub complete: bool,
+    /// As in the answer's `x-request-id` / `request-id` header.
+    pub request_id: String,
+}
+
+impl InvoiceLine {
+    /// Every billed token once: input, cached input, cache writes and output
+    /// (reasoning is inside output for OpenAI, and 0 for Anthropic).
+    pub fn total_tokens(&self) -> u64 {
+        let u = self.usage;
+        u.input + u.cached_input + u.cache_write + u.output
+    }
+}
+
 #[derive(Default)]
 struct Shared {
     requests: Mutex<Vec<Recorded>>,
+    invoice: Mutex<Vec<InvoiceLine>>,
     open_streams: AtomicUsize,
     ids: AtomicU64,
 }
@@ -181,8 +248,21 @@ impl ProviderSim {
         self.shared.requests.lock().unwrap().clone()
     }
 
+    /// Clears the recorded requests and the invoice.
     pub fn clear(&self) {
         self.shared.requests.lock().unwrap().clear();
+        self.shared.invoice.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+
+    /// What the provider would bill so far, one line per request to an API, in the
+    /// order the lines were recorded (see "# Invoice" in the module doc).
+    pub fn invoice(&self) -> Vec<InvoiceLine> {
+        self.shared.invoice.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The sum of [`InvoiceLine::total_tokens`] over the invoice.
+    pub fn invoice_total_tokens(&self) -> u64 {
+        self.invoice().iter().map(InvoiceLine::total_tokens).sum()
     }
 
     /// SSE bodies being sent right now: from the response until the body ends or
@@ -383,42 +463,53 @@ async fn answer(ctx: Ctx, api: SimApi, deployment: Option<String>) -> Response {
     let anthropic = is_anthropic(api);
     let body = &*ctx.body;
     let id = ctx.shared.next_id();
-    let mut response = match deployment.as_deref().or(body_model(body)) {
+    let request_id = format!("req_sim{id}");
+    let control = deployment.as_deref().or(body_model(body));
+    // The name usage is computed for: the body's model, else the deployment's.
+    let model = body_model(body).or(control).map_or_else(String::new, |m| Knobs::parse(m).model);
+    // From here on the request has its line: zero unless an answer bills more.
+    let bill = Bill::new(&ctx.shared, api, model.clone(), request_id.clone());
+    let mut response = match control {
         _ if body.is_null() => error(anthropic, StatusCode::BAD_REQUEST, "the body is not JSON"),
         None => error(anthropic, StatusCode::BAD_REQUEST, "you must provide a model parameter"),
-        Some(control) => scripted(&ctx, api, control, id).await,
+        Some(control) => scripted(&ctx, api, control, &model, id, bill).await,
     };
-    let request_id = HeaderValue::from_str(&format!("req_sim{id}")).unwrap();
+    let request_id = HeaderValue::from_str(&request_id).unwrap();
     response.headers_mut().insert(if anthropic { "request-id" } else { "x-request-id" }, request_id);
     response
 }
 
-/// The answer as the model name scripts it.
-async fn scripted(ctx: &Ctx, api: SimApi, control: &str, id: u64) -> Response {
+/// The answer as the model name scripts it; `model` is the name usage is for.
+async fn scripted(ctx: &Ctx, api: SimApi, control: &str, model: &str, id: u64, bill: Bill) -> Response {
     let anthropic = is_anthropic(api);
     let body = &*ctx.body;
     let knobs = Knobs::parse(control);
-    let model = body_model(body).map_or_else(|| knobs.model.clone(), |m| Knobs::parse(m).model);
     if let Some(delay) = knobs.slow {
         tokio::time::sleep(delay).await;
+    }
+    match knobs.model.as_str() {
+        "fault-timeout" => {
+            // Never answered: billed nothing, recorded now rather than in an hour.
+            drop(bill);
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return error(anthropic, StatusCode::GATEWAY_TIMEOUT, "simulated 504");
+        }
+        "fault-reset" => {
+            drop(bill);
+            ctx.reset.notify_one();
+            return std::future::pending().await;
+        }
+        _ => {}
     }
     let status = match knobs.model.as_str() {
         "fault-400" => Some(StatusCode::BAD_REQUEST),
         "fault-429" => Some(StatusCode::TOO_MANY_REQUESTS),
         "fault-500" => Some(StatusCode::INTERNAL_SERVER_ERROR),
         "fault-503" => Some(StatusCode::SERVICE_UNAVAILABLE),
-        "fault-timeout" => {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            Some(StatusCode::GATEWAY_TIMEOUT)
-        }
-        "fault-reset" => {
-            ctx.reset.notify_one();
-            std::future::pending::<()>().await;
-            None
-        }
         _ => None,
     };
     match status {
+        // The bill goes with its zero usage.
         Some(status) => {
             let mut response = error(anthropic, status, &format!("simulated {}", status.as_u16()));
             if status == StatusCode::TOO_MANY_REQUESTS {
@@ -426,11 +517,11 @@ async fn scripted(ctx: &Ctx, api: SimApi, control: &str, id: u64) -> Response {
             }
             response
         }
-        None => ok_answer(ctx, api, body, &model, &knobs, id),
+        None => ok_answer(ctx, api, body, model, &knobs, id, bill),
     }
 }
 
-fn ok_answer(ctx: &Ctx, api: SimApi, body: &Value, model: &str, knobs: &Knobs, id: u64) -> Response {
+fn ok_answer(ctx: &Ctx, api: SimApi, body: &Value, model: &str, knobs: &Knobs, id: u64, bill: Bill) -> Response {
     let usage = usage_for(api, body, model);
     let text = reply_text(body, model);
     let fault = knobs.model.as_str();
@@ -441,12 +532,14 @@ fn ok_answer(ctx: &Ctx, api: SimApi, body: &Value, model: &str, knobs: &Knobs, i
             _ => whole(api, body, model, &text, usage, id),
         }
         .to_string();
+        // Generated whole before the first byte: billed whole, complete unless cut.
+        bill.whole(usage, !matches!(fault, "fault-truncated" | "fault-cut-stream"));
         return match fault {
             "fault-malformed" => json_response(StatusCode::OK, r#"{"id": "x", "usage": {"#.to_string()),
             "fault-truncated" | "fault-cut-stream" => {
                 let stop = if fault == "fault-truncated" { Stop::Fail } else { Stop::Stall };
                 let half = Bytes::copy_from_slice(&whole.as_bytes()[..whole.len() / 2]);
-                let feed = Feed::new(vec![half], Duration::ZERO, Some((1, stop)), None);
+                let feed = Feed::new(vec![(half, 0)], Duration::ZERO, Some((1, stop)), None, None);
                 let mut response = Response::new(feed.body());
                 response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
                 response.headers_mut().insert("content-length", HeaderValue::from(whole.len()));
@@ -461,23 +554,101 @@ fn ok_answer(ctx: &Ctx, api: SimApi, body: &Value, model: &str, knobs: &Knobs, i
         "fault-truncated" => Some((first_delta + 1, Stop::Fail)),
         "fault-cut-stream" => Some((first_delta + 1, Stop::Stall)),
         "fault-malformed" => {
-            let bad = match events[0].0 {
+            let bad = match events[0].name {
                 Some(name) => format!("event: {name}\ndata: {{\"type\": \"{name}\", \"oops\n\n"),
                 None => "data: {\"id\": \"x\", \"choices\": [\n\n".to_string(),
             };
-            events.insert(1, (None, bad));
+            events.insert(1, Event { name: None, frame: bad, words: 0 });
             None
         }
         _ => None,
     };
-    let frames = events.into_iter().map(|(_, frame)| Bytes::from(frame)).collect();
+    let frames = events.into_iter().map(|event| (Bytes::from(event.frame), event.words)).collect();
     ctx.shared.open_streams.fetch_add(1, Ordering::SeqCst);
-    let feed = Feed::new(frames, knobs.drip, stop, Some(OpenStream(ctx.shared.clone())));
+    let bill = bill.stream(usage);
+    let feed = Feed::new(frames, knobs.drip, stop, Some(bill), Some(OpenStream(ctx.shared.clone())));
     let mut response = Response::new(feed.body());
     let headers = response.headers_mut();
     headers.insert("content-type", HeaderValue::from_static("text/event-stream; charset=utf-8"));
     headers.insert("cache-control", HeaderValue::from_static("no-cache"));
     response
+}
+
+// ---------------------------------------------------------------------------
+// The invoice
+
+/// What a request is billed so far.
+enum Billed {
+    /// Nothing answered (yet).
+    Nothing,
+    /// A JSON answer, generated whole.
+    Whole { usage: SimUsage, complete: bool },
+    /// A stream: the words of the text deltas handed to the connection so far, and
+    /// whether its last event was.
+    Stream { usage: SimUsage, words: u64, done: bool },
+}
+
+/// A request's invoice line, recorded once, when the guard is dropped: with the
+/// handler (an answer that is not a stream), or with the stream's body.
+struct Bill {
+    shared: Arc<Shared>,
+    api: SimApi,
+    model: String,
+    request_id: String,
+    billed: Billed,
+}
+
+impl Bill {
+    fn new(shared: &Arc<Shared>, api: SimApi, model: String, request_id: String) -> Bill {
+        Bill { shared: shared.clone(), api, model, request_id, billed: Billed::Nothing }
+    }
+
+    /// A whole (non-streaming) answer: recorded now.
+    fn whole(mut self, usage: SimUsage, complete: bool) {
+        self.billed = Billed::Whole { usage, complete };
+    }
+
+    /// A stream begins: its input is billed, its output as its deltas go out.
+    fn stream(mut self, usage: SimUsage) -> Bill {
+        self.billed = Billed::Stream { usage, words: 0, done: false };
+        self
+    }
+
+    /// An event of the stream was handed to the connection.
+    fn sent(&mut self, event_words: u64, last: bool) {
+        if let Billed::Stream { words, done, .. } = &mut self.billed {
+            *words += event_words;
+            *done |= last;
+        }
+    }
+
+    fn line_usage(&self) -> (SimUsage, bool) {
+        match self.billed {
+            Billed::Nothing => (SimUsage::default(), false),
+            Billed::Whole { usage, complete } => (usage, complete),
+            Billed::Stream { usage, done: true, .. } => (usage, true),
+            Billed::Stream { usage, words, done: false } => {
+                // Reasoning precedes the text: billed in full once a delta went out.
+                let reasoning = if words > 0 { usage.reasoning } else { 0 };
+                (SimUsage { output: words + reasoning, reasoning, ..usage }, false)
+            }
+        }
+    }
+}
+
+impl Drop for Bill {
+    fn drop(&mut self) {
+        let (usage, complete) = self.line_usage();
+        let line = InvoiceLine {
+            api: self.api,
+            model: std::mem::take(&mut self.model),
+            usage,
+            complete,
+            request_id: std::mem::take(&mut self.request_id),
+        };
+        // Never panic in a drop (a test that failed holding the lock poisons it).
+        self.shared.invoice.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -500,19 +671,30 @@ enum Stop {
     Stall,
 }
 
-/// A body of frames, each its own write, `drip` apart, stopped at frame `stop.0`.
+/// A body of frames, each its own write, `drip` apart, stopped at frame `stop.0`;
+/// each frame with the output words it carries, counted into `bill` as it is
+/// handed to the connection.
 struct Feed {
-    frames: std::vec::IntoIter<Bytes>,
+    frames: std::vec::IntoIter<(Bytes, u64)>,
     sent: usize,
     drip: Duration,
     stop: Option<(usize, Stop)>,
     done: bool,
+    // Dropped before `_open` (declaration order): a stream's line is recorded
+    // before it stops counting as open.
+    bill: Option<Bill>,
     _open: Option<OpenStream>,
 }
 
 impl Feed {
-    fn new(frames: Vec<Bytes>, drip: Duration, stop: Option<(usize, Stop)>, open: Option<OpenStream>) -> Feed {
-        Feed { frames: frames.into_iter(), sent: 0, drip, stop, done: false, _open: open }
+    fn new(
+        frames: Vec<(Bytes, u64)>,
+        drip: Duration,
+        stop: Option<(usize, Stop)>,
+        bill: Option<Bill>,
+        open: Option<OpenStream>,
+    ) -> Feed {
+        Feed { frames: frames.into_iter(), sent: 0, drip, stop, done: false, bill, _open: open }
     }
 
     fn body(self) -> Body {
@@ -533,11 +715,16 @@ impl Feed {
                     }
                 }
             }
-            let frame = feed.frames.next()?;
+            let (frame, words) = feed.frames.next()?;
             if feed.sent > 0 && !feed.drip.is_zero() {
                 tokio::time::sleep(feed.drip).await;
             }
             feed.sent += 1;
+            // Counted as it is handed over: dropped while waiting, it was not sent.
+            let last = feed.frames.len() == 0;
+            if let Some(bill) = &mut feed.bill {
+                bill.sent(words, last);
+            }
             Some((Ok::<_, io::Error>(frame), feed))
         }))
     }
@@ -724,21 +911,31 @@ fn embeddings(body: &Value, model: &str, u: SimUsage) -> Value {
         "usage": {"prompt_tokens": u.input, "total_tokens": u.input}})
 }
 
-/// An SSE event as sent: its `event:` name if any, and the whole text.
-type Event = (Option<&'static str>, String);
+/// An SSE event as sent: its `event:` name if any, the whole text, and the output
+/// words it carries (a text delta's; 0 for the others).
+struct Event {
+    name: Option<&'static str>,
+    frame: String,
+    words: u64,
+}
 
 fn data_event(data: &Value) -> Event {
-    (None, format!("data: {data}\n\n"))
+    Event { name: None, frame: format!("data: {data}\n\n"), words: 0 }
 }
 
 fn named_event(name: &'static str, data: &Value) -> Event {
-    (Some(name), format!("event: {name}\ndata: {data}\n\n"))
+    Event { name: Some(name), frame: format!("event: {name}\ndata: {data}\n\n"), words: 0 }
 }
 
-/// The reply in stream deltas of two words (the later ones with their leading space).
+/// A text delta event: it carries the words of `piece`.
+fn delta(event: Event, piece: &str) -> Event {
+    Event { words: words(piece), ..event }
+}
+
+/// The reply in stream deltas of one word each (the later ones with their
+/// leading space): one delta, one output token.
 fn pieces(text: &str) -> Vec<String> {
-    let words: Vec<&str> = text.split(' ').collect();
-    words.chunks(2).enumerate().map(|(i, c)| if i == 0 { c.join(" ") } else { format!(" {}", c.join(" ")) }).collect()
+    text.split(' ').enumerate().map(|(i, word)| if i == 0 { word.to_string() } else { format!(" {word}") }).collect()
 }
 
 /// The events of a stream, and the index of its first text delta.
@@ -786,7 +983,7 @@ fn stream_events(
             }
             let first_delta = events.len();
             for piece in pieces(text) {
-                events.push(chunk(choice(Some(&piece), None)));
+                events.push(delta(chunk(choice(Some(&piece), None)), &piece));
             }
             events.push(chunk(choice(None, Some("stop"))));
             if include_usage {
@@ -794,7 +991,7 @@ fn stream_events(
                     "system_fingerprint": "fp_sim", "choices": [], "usage": openai_usage(u)});
                 events.push(data_event(&last));
             }
-            events.push((None, "data: [DONE]\n\n".to_string()));
+            events.push(Event { name: None, frame: "data: [DONE]\n\n".to_string(), words: 0 });
             (events, first_delta)
         }
         SimApi::Responses => {
@@ -824,7 +1021,8 @@ fn stream_events(
             ];
             let first_delta = events.len();
             for piece in pieces(text) {
-                events.push(event("response.output_text.delta", at(json!({"delta": piece, "logprobs": []}))));
+                let event = event("response.output_text.delta", at(json!({"delta": piece, "logprobs": []})));
+                events.push(delta(event, &piece));
             }
             let done_item = output_message(id, "completed", json!([output_text(text)]));
             events.push(event("response.output_text.done", at(json!({"text": text, "logprobs": []}))));
@@ -849,10 +1047,11 @@ fn stream_events(
             ];
             let first_delta = events.len();
             for piece in pieces(text) {
-                events.push(named_event(
+                let event = named_event(
                     "content_block_delta",
                     &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
-                ));
+                );
+                events.push(delta(event, &piece));
             }
             events.push(named_event("content_block_stop", &json!({"type": "content_block_stop", "index": 0})));
             events.push(named_event(
