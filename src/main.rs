@@ -73,6 +73,15 @@ struct RunArgs {
     /// How often limits status is published, in seconds (at most one write per object per period).
     #[arg(long, env = "PAYI_LIMITS_STATUS_SECONDS", default_value_t = 30)]
     limits_status_seconds: u64,
+    /// How often month-to-date usage is published on every object's status.usage, in
+    /// seconds (with --limits-redis-url; docs/limits.md, "Spend at every level").
+    #[arg(long, env = "PAYI_USAGE_STATUS_SECONDS", default_value_t = 30)]
+    usage_status_seconds: u64,
+    /// Status writes of usage per second, across all objects, at most: spreads a month's
+    /// rollover (every object changes at once) over time instead of a burst at the API server.
+    #[arg(long, env = "PAYI_USAGE_STATUS_WRITES_PER_SECOND", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    usage_status_writes_per_second: u32,
     /// Log format.
     #[arg(long, env = "PAYI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -206,6 +215,10 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         concurrency: args.concurrency.max(1),
         limits,
+        usage: Some(controller::usage::Pace {
+            every: Duration::from_secs(args.usage_status_seconds.max(1)),
+            writes_per_second: args.usage_status_writes_per_second,
+        }),
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), ?settings, "starting");
     let grace = Duration::from_secs(args.shutdown_seconds);

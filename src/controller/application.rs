@@ -333,7 +333,8 @@ pub fn decide(
     };
 
     // status.limits is the limits task's; carried (with its LimitsOk condition) while the
-    // spec has limits (see controller/limits.rs).
+    // spec has limits (see controller/limits.rs). status.usage is the usage task's, carried
+    // as it is by `..previous` below (see controller/usage.rs).
     let has_limits = !app.spec.limits.is_empty() || app.spec.use_cases.iter().any(|u| !u.limits.is_empty());
     let limits = previous.limits.clone().filter(|_| has_limits);
     let mut outcomes = conditions::with_kstatus(&outcome);

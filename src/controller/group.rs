@@ -94,6 +94,8 @@ pub fn decide(inputs: &Inputs, now: &Time) -> Plan {
         applications: rollup::counts(apps),
         // Written by the limits task (its own field manager); carried so this write keeps it.
         limits,
+        // Written by the usage task (its own field manager); carried likewise.
+        usage: previous.usage.clone(),
     };
     Plan { status, finalizer, notes }
 }

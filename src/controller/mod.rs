@@ -9,6 +9,7 @@ pub mod limits;
 pub mod organization;
 pub mod parent;
 mod status;
+pub mod usage;
 mod watches;
 
 use std::fmt::Debug;
@@ -39,6 +40,9 @@ pub struct Settings {
     pub concurrency: u16,
     /// The limits ledger the gateways charge, and how often limits status is published from it.
     pub limits: Option<(Arc<crate::limits::ledger::Ledger>, Duration)>,
+    /// How often and how fast month-to-date usage is published on every object
+    /// (`status.usage`) from the same ledger; nothing without `limits`.
+    pub usage: Option<usage::Pace>,
 }
 
 /// Runs the controllers until `shutdown` resolves, then lets in-flight reconciles
@@ -74,6 +78,10 @@ pub async fn run<F>(
         .run(|o, c| observed(GROUP, o, c, group::reconcile), |o, e, c| error_policy(GROUP, o, e, c), ctx.clone())
         .for_each(log_result);
     let limits = settings.limits.clone().map(|(ledger, every)| tokio::spawn(limits::run(ctx.clone(), ledger, every)));
+    let usage = match (&settings.limits, settings.usage) {
+        (Some((ledger, _)), Some(pace)) => Some(tokio::spawn(usage::run(ctx.clone(), ledger.clone(), pace))),
+        _ => None,
+    };
     let orgs = controller(stores.organizations.clone(), outboxes.organizations, &settings)
         .with_config(parents)
         .graceful_shutdown_on(shutdown.clone())
@@ -88,8 +96,8 @@ pub async fn run<F>(
         _ = async { tokio::join!(apps, groups, orgs) } => {}
         _ = watches => {}
     }
-    if let Some(limits) = limits {
-        limits.abort();
+    for task in [limits, usage].into_iter().flatten() {
+        task.abort();
     }
 }
 

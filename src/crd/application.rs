@@ -28,6 +28,7 @@ use super::limits::Limit;
     printcolumn = r#"{"name":"Organization","type":"string","jsonPath":".status.organization"}"#,
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.keySecretName"}"#,
     printcolumn = r#"{"name":"Use Cases","type":"integer","jsonPath":".status.useCases.declared"}"#,
+    printcolumn = r#"{"name":"Month-USD","type":"string","jsonPath":".status.usage.thisMonth.spendUSD"}"#,
     printcolumn = r#"{"name":"Spend","type":"string","jsonPath":".status.limits.summary"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
@@ -209,6 +210,10 @@ pub struct ApplicationStatus {
     /// Spend and state of this object's limits, from the gateways' ledger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<super::limits::LimitsStatus>,
+    /// Month-to-date usage of this level, limits or not, from the gateways' ledger
+    /// (docs/limits.md, "Spend at every level").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<super::usage::UsageStatus>,
 }
 
 /// The use cases of an Application as the operator publishes them for gateways:

@@ -6,6 +6,7 @@ pub mod formats;
 mod group;
 pub mod limits;
 mod organization;
+pub mod usage;
 
 pub use application::{
     Application, ApplicationSpec, ApplicationStatus, KeyRotation, KeySecretTemplate, LiveKey, PublishedUseCase,
@@ -18,6 +19,7 @@ pub use common::{
 pub use group::{Group, GroupSpec, GroupStatus};
 pub use limits::{Limit, LimitPeriod, LimitState, LimitStatusItem, LimitType, LimitsStatus};
 pub use organization::{Organization, OrganizationSpec, OrganizationStatus};
+pub use usage::{MonthUsage, UsageStatus, UseCaseUsage};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,

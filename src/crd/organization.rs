@@ -22,6 +22,7 @@ use super::limits::Limit;
     printcolumn = r#"{"name":"Groups","type":"integer","jsonPath":".status.groups.total"}"#,
     printcolumn = r#"{"name":"Apps","type":"integer","jsonPath":".status.applications.total"}"#,
     printcolumn = r#"{"name":"Apps Ready","type":"integer","jsonPath":".status.applications.ready"}"#,
+    printcolumn = r#"{"name":"Month-USD","type":"string","jsonPath":".status.usage.thisMonth.spendUSD"}"#,
     printcolumn = r#"{"name":"Spend","type":"string","jsonPath":".status.limits.summary"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -71,4 +72,8 @@ pub struct OrganizationStatus {
     /// Spend and state of this object's limits, from the gateways' ledger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<super::limits::LimitsStatus>,
+    /// Month-to-date usage of this level, limits or not, from the gateways' ledger
+    /// (docs/limits.md, "Spend at every level").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<super::usage::UsageStatus>,
 }

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use serde::Serialize;
 
 use crate::conditions::READY;
-use crate::crd::{Application, Group, Organization};
+use crate::crd::{Application, Group, MonthUsage, Organization};
 
 /// Shown for a parent that is referenced but does not exist.
 pub const NOT_FOUND: &str = "NotFound";
@@ -24,6 +24,9 @@ pub struct OrganizationNode {
     /// The limit nearest its maximum, from status (`kubectl get`'s Spend column).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spend: Option<String>,
+    /// Month-to-date usage, from `status.usage` (`kubectl get`'s Month-USD column).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub this_month: Option<MonthUsage>,
     pub groups: Vec<GroupNode>,
 }
 
@@ -35,6 +38,8 @@ pub struct GroupNode {
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spend: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub this_month: Option<MonthUsage>,
     pub applications: Vec<ApplicationNode>,
 }
 
@@ -55,6 +60,8 @@ pub struct ApplicationNode {
     pub rotation_due: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spend: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub this_month: Option<MonthUsage>,
     /// The declared use cases, with the version requests are attributed to.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub use_cases: Vec<UseCaseNode>,
@@ -70,6 +77,9 @@ pub struct UseCaseNode {
     /// Its own limits' spend and maxima, e.g. `1.5/10 USD (daily)`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spend: Option<String>,
+    /// Its month-to-date usage, from its Application's `status.usage.useCases`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub this_month: Option<MonthUsage>,
 }
 
 fn ready_of(conditions: Option<&Vec<Condition>>) -> (String, String) {
@@ -92,13 +102,16 @@ pub fn build(
     for org in organizations {
         let (ready, reason) = ready_of(org.status.as_ref().map(|s| &s.conditions));
         let spend = spend_of(org.status.as_ref().and_then(|s| s.limits.as_ref()));
-        orgs.insert(org.name_any(), OrganizationNode { name: org.name_any(), ready, reason, spend, groups: vec![] });
+        let this_month = org.status.as_ref().and_then(|s| s.usage.as_ref()).map(|u| u.this_month.clone());
+        let node = OrganizationNode { name: org.name_any(), ready, reason, spend, this_month, groups: vec![] };
+        orgs.insert(org.name_any(), node);
     }
     let mut group_nodes: BTreeMap<String, (String, GroupNode)> = BTreeMap::new();
     for group in groups {
         let (ready, reason) = ready_of(group.status.as_ref().map(|s| &s.conditions));
         let spend = spend_of(group.status.as_ref().and_then(|s| s.limits.as_ref()));
-        let node = GroupNode { name: group.name_any(), ready, reason, spend, applications: vec![] };
+        let this_month = group.status.as_ref().and_then(|s| s.usage.as_ref()).map(|u| u.this_month.clone());
+        let node = GroupNode { name: group.name_any(), ready, reason, spend, this_month, applications: vec![] };
         group_nodes.insert(group.name_any(), (group.spec.organization_ref.name.clone(), node));
     }
     for app in applications {
@@ -110,6 +123,7 @@ pub fn build(
                 ready: NOT_FOUND.into(),
                 reason: String::new(),
                 spend: None,
+                this_month: None,
                 applications: vec![],
             };
             (String::new(), missing)
@@ -125,6 +139,7 @@ pub fn build(
                 ready: NOT_FOUND.into(),
                 reason: String::new(),
                 spend: None,
+                this_month: None,
                 groups: vec![],
             })
             .groups
@@ -150,6 +165,7 @@ fn application_node(app: &Application, now: Timestamp) -> ApplicationNode {
             .and_then(|r| r.next_rotation_at.as_ref())
             .map(|t| t.0.to_string()),
         spend: spend_of(status.and_then(|s| s.limits.as_ref())),
+        this_month: status.and_then(|s| s.usage.as_ref()).map(|u| u.this_month.clone()),
         use_cases: use_case_nodes(app),
     }
 }
@@ -181,7 +197,10 @@ fn use_case_nodes(app: &Application) -> Vec<UseCaseNode> {
                 .map(|i| format!("{}/{} USD ({})", i.spend_usd, i.max_usd, i.name))
                 .collect();
             let spend = (!own.is_empty()).then(|| own.join(", "));
-            UseCaseNode { name: u.name.clone(), version, live, spend }
+            let usage =
+                app.status.as_ref().and_then(|s| s.usage.as_ref()).map(|u| &u.use_cases[..]).unwrap_or_default();
+            let this_month = usage.iter().find(|c| c.name == u.name).map(|c| c.this_month.clone());
+            UseCaseNode { name: u.name.clone(), version, live, spend, this_month }
         })
         .collect()
 }
@@ -217,9 +236,14 @@ impl Style {
     }
 }
 
+/// Columns of the text tree: NAME to ROTATION DUE, then MONTH USD and SPEND.
+const COLUMNS: usize = 9;
+/// MONTH USD and SPEND are shown only when some row has a value.
+const OPTIONAL_FROM: usize = 7;
+
 /// The tree as aligned text: one row per object, box-drawing prefixes.
 pub fn render_text(tree: &[OrganizationNode], style: Style) -> String {
-    let mut rows: Vec<[String; 8]> = vec![[
+    let mut rows: Vec<[String; COLUMNS]> = vec![[
         "NAME".into(),
         "NAMESPACE".into(),
         "READY".into(),
@@ -227,9 +251,11 @@ pub fn render_text(tree: &[OrganizationNode], style: Style) -> String {
         "KEY".into(),
         "KEY AGE".into(),
         "ROTATION DUE".into(),
+        "MONTH USD".into(),
         "SPEND".into(),
     ]];
     let shown = |spend: &Option<String>| spend.clone().unwrap_or_default();
+    let month = |usage: &Option<MonthUsage>| usage.as_ref().map(|u| u.spend_usd.clone()).unwrap_or_default();
     let blank = String::new;
     for org in tree {
         rows.push([
@@ -240,6 +266,7 @@ pub fn render_text(tree: &[OrganizationNode], style: Style) -> String {
             blank(),
             blank(),
             blank(),
+            month(&org.this_month),
             shown(&org.spend),
         ]);
         for (gi, group) in org.groups.iter().enumerate() {
@@ -253,6 +280,7 @@ pub fn render_text(tree: &[OrganizationNode], style: Style) -> String {
                 blank(),
                 blank(),
                 blank(),
+                month(&group.this_month),
                 shown(&group.spend),
             ]);
             for (ai, app) in group.applications.iter().enumerate() {
@@ -266,6 +294,7 @@ pub fn render_text(tree: &[OrganizationNode], style: Style) -> String {
                     app.key_fingerprint.clone().unwrap_or_else(|| "-".into()),
                     app.key_age_seconds.map(human_age).unwrap_or_else(|| "-".into()),
                     app.rotation_due.clone().unwrap_or_else(|| "-".into()),
+                    month(&app.this_month),
                     shown(&app.spend),
                 ]);
                 for (ui, use_case) in app.use_cases.iter().enumerate() {
@@ -279,25 +308,28 @@ pub fn render_text(tree: &[OrganizationNode], style: Style) -> String {
                         blank(),
                         blank(),
                         blank(),
+                        month(&use_case.this_month),
                         shown(&use_case.spend),
                     ]);
                 }
             }
         }
     }
-    // The SPEND column only when some level has limits, so trees without any read as before.
-    let columns = if rows.iter().skip(1).any(|r| !r[7].is_empty()) { 8 } else { 7 };
+    // MONTH USD only when some level has usage status (an operator with a ledger), SPEND
+    // only when some level has limits, so trees without either read as before.
+    let columns: Vec<usize> =
+        (0..COLUMNS).filter(|&c| c < OPTIONAL_FROM || rows.iter().skip(1).any(|r| !r[c].is_empty())).collect();
     let widths: Vec<usize> =
-        (0..columns).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+        (0..COLUMNS).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for (i, row) in rows.iter().enumerate() {
         let mut line = String::new();
-        for c in 0..columns {
+        for (n, &c) in columns.iter().enumerate() {
             let cell = &row[c];
             let pad = widths[c] - cell.chars().count();
             let shown = if c == 2 && i > 0 { style.ready(cell) } else { cell.clone() };
             line.push_str(&shown);
-            if c + 1 < columns {
+            if n + 1 < columns.len() {
                 line.push_str(&" ".repeat(pad + 2));
             }
         }
@@ -362,9 +394,12 @@ mod tests {
         let tree =
             build(&[org("acme")], &[group("eng", "acme")], &[chat, app("search", "eng")], None, Timestamp::UNIX_EPOCH);
         let nodes = &tree[0].groups[0].applications[0].use_cases;
-        assert_eq!(nodes[0], UseCaseNode { name: "summarize".into(), version: 2, live: true, spend: None });
-        assert_eq!(nodes[1], UseCaseNode { name: "draft".into(), version: 1, live: true, spend: None });
-        assert!(!render_text(&tree, Style { colour: false }).contains("SPEND"), "no limits, no SPEND column");
+        let node =
+            |name: &str, version| UseCaseNode { name: name.into(), version, live: true, spend: None, this_month: None };
+        assert_eq!(nodes[0], node("summarize", 2));
+        assert_eq!(nodes[1], node("draft", 1));
+        let text = render_text(&tree, Style { colour: false });
+        assert!(!text.contains("SPEND") && !text.contains("MONTH USD"), "no limits or usage, no such columns");
         let text = render_text(&tree, Style { colour: false });
         assert!(text.contains("    ├── Application/chat"), "{text}");
         assert!(text.contains("    │   ├── UseCase/summarize v2") && text.contains("True"), "{text}");
@@ -403,6 +438,46 @@ mod tests {
         let text = render_text(&tree, Style { colour: false });
         assert!(text.lines().next().unwrap().ends_with("SPEND"), "{text}");
         assert!(text.contains("12.5/250 USD (monthly)") && text.contains("1/2 USD (daily)"), "{text}");
+    }
+
+    #[test]
+    fn this_months_spend_shows_at_every_level_with_usage_status() {
+        use crate::crd::{UsageStatus, UseCaseUsage};
+        let month = |spend: &str| MonthUsage {
+            month: "2026-12".into(),
+            spend_usd: spend.into(),
+            tokens: 10,
+            requests: 1,
+            unpriced_requests: 0,
+        };
+        let usage = |spend: &str| UsageStatus { this_month: month(spend), last_month: month("0"), use_cases: vec![] };
+        let mut acme = org("acme");
+        acme.status = Some(crate::crd::OrganizationStatus { usage: Some(usage("4.5")), ..Default::default() });
+        let mut eng = group("eng", "acme");
+        eng.status = Some(crate::crd::GroupStatus { usage: Some(usage("4.5")), ..Default::default() });
+        let mut chat = app("chat", "eng");
+        chat.spec.use_cases = vec![
+            crate::crd::UseCase { name: "draft".into(), ..Default::default() },
+            crate::crd::UseCase { name: "new".into(), ..Default::default() },
+        ];
+        let mut chat_usage = usage("1.234567891");
+        chat_usage.use_cases =
+            vec![UseCaseUsage { name: "draft".into(), this_month: month("0.5"), last_month: month("0") }];
+        chat.status = Some(crate::crd::ApplicationStatus { usage: Some(chat_usage), ..Default::default() });
+        let tree = build(&[acme], &[eng], &[chat], None, Timestamp::UNIX_EPOCH);
+        assert_eq!(tree[0].this_month.as_ref().map(|m| m.spend_usd.as_str()), Some("4.5"));
+        let chat = &tree[0].groups[0].applications[0];
+        assert_eq!(chat.this_month.as_ref().map(|m| m.spend_usd.as_str()), Some("1.234567891"));
+        assert_eq!(chat.use_cases[0].this_month, Some(month("0.5")));
+        assert_eq!(chat.use_cases[1].this_month, None, "not published yet");
+        let text = render_text(&tree, Style { colour: false });
+        let header = text.lines().next().unwrap();
+        assert!(header.ends_with("ROTATION DUE  MONTH USD"), "no limits, no SPEND column: {text}");
+        assert!(text.lines().any(|l| l.starts_with("Organization/acme") && l.ends_with("  4.5")), "{text}");
+        assert!(text.lines().any(|l| l.contains("UseCase/draft v1") && l.ends_with("  0.5")), "{text}");
+        let json = serde_json::to_value(&tree).unwrap();
+        assert_eq!(json[0]["thisMonth"]["spendUSD"], "4.5");
+        assert_eq!(json[0]["groups"][0]["applications"][0]["useCases"][0]["thisMonth"]["tokens"], 10);
     }
 
     #[test]

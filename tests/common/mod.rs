@@ -376,10 +376,24 @@ impl Write for Capture {
 /// its operator the test process's shared Redis as limits ledger.
 pub static OPERATOR_LIMITS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// The limits ledger of the in-process operator, when `OPERATOR_LIMITS` asks for it:
-/// the shared Redis (`redis::shared_url`), limits status published every second.
+/// Set before the first `Operator::shared()` of a test binary (e2e_usage) to have its
+/// operator publish status.usage from the shared Redis (which `OPERATOR_LIMITS` implies).
+pub static OPERATOR_USAGE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// status.usage of the in-process operator, when `OPERATOR_USAGE` asks for it: read
+/// every second, at most 20 writes per second.
+fn usage_settings() -> Option<controller::usage::Pace> {
+    OPERATOR_USAGE
+        .load(std::sync::atomic::Ordering::SeqCst)
+        .then_some(controller::usage::Pace { every: Duration::from_secs(1), writes_per_second: 20 })
+}
+
+/// The limits ledger of the in-process operator, when `OPERATOR_LIMITS` (or
+/// `OPERATOR_USAGE`) asks for it: the shared Redis (`redis::shared_url`), limits
+/// status published every second.
 fn limits_settings() -> Option<(Arc<payi_operator::limits::ledger::Ledger>, Duration)> {
-    if !OPERATOR_LIMITS.load(std::sync::atomic::Ordering::SeqCst) {
+    let wanted = |flag: &std::sync::atomic::AtomicBool| flag.load(std::sync::atomic::Ordering::SeqCst);
+    if !wanted(&OPERATOR_LIMITS) && !wanted(&OPERATOR_USAGE) {
         return None;
     }
     let url = redis::shared_url();
@@ -422,8 +436,12 @@ impl Operator {
                 let shutdown = futures::FutureExt::shared(async move {
                     let _ = stopped.await;
                 });
-                let settings =
-                    Settings { resync: Duration::from_secs(3600), concurrency: 8, limits: limits_settings() };
+                let settings = Settings {
+                    resync: Duration::from_secs(3600),
+                    concurrency: 8,
+                    limits: limits_settings(),
+                    usage: usage_settings(),
+                };
                 let health = Arc::new(payi_operator::health::Health::default());
                 health.set_leading(true);
                 controller::run(
