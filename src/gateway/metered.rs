@@ -24,6 +24,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
+use super::estimate;
 use super::metrics::{FLAT_PRICED_MODEL, Metrics, OTHER_MODEL, Outcome, UsageLabels};
 use super::pricing::{Prices, Unpriced, cost};
 use super::usage::{self, Api, EventKind, StreamMeter, Usage};
@@ -60,6 +61,9 @@ pub struct Metering {
     pub charge: Option<Recorder>,
     /// The price of each request on a path allowed by an `unmeteredPaths` entry.
     pub flat_price: Option<PicoUsd>,
+    /// A stream's request body, to estimate its prompt if the stream is cut before
+    /// its usage arrives (a reference to the bytes sent, not a copy).
+    pub prompt: Option<Bytes>,
     done: bool,
 }
 
@@ -87,6 +91,7 @@ impl Metering {
             stream,
             charge: None,
             flat_price: None,
+            prompt: None,
             done: false,
         }
     }
@@ -441,6 +446,7 @@ pub struct SseBody<B> {
     events: Pin<Box<EventStream<Tee<B>>>>,
     shared: Shared<B>,
     meter: StreamMeter,
+    api: Api,
     /// Re-encode events and hide the usage-only chunk.
     hide_usage: bool,
     out: VecDeque<Bytes>,
@@ -460,6 +466,7 @@ where
             events: Box::pin(EventStream::new(Tee { shared: shared.clone() })),
             shared,
             meter: StreamMeter::new(api),
+            api,
             hide_usage,
             out: VecDeque::new(),
             sent_any: false,
@@ -484,17 +491,6 @@ where
         }
     }
 
-    fn finish(&mut self, outcome: Option<Outcome>) {
-        let usage = self.meter.reported().then(|| self.meter.usage());
-        let outcome = outcome.unwrap_or(match (self.meter.complete(), usage.is_some()) {
-            (true, true) => Outcome::Metered,
-            (true, false) => Outcome::UsageUnreadable,
-            (false, _) => Outcome::Incomplete,
-        });
-        let model = self.meter.model().map(str::to_string);
-        self.metering.finish(model.as_deref(), usage, outcome);
-    }
-
     fn send(&mut self, chunk: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if !self.sent_any {
             self.sent_any = true;
@@ -504,7 +500,7 @@ where
     }
 
     fn fail(&mut self, error: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.finish(Some(Outcome::Incomplete));
+        self.finish();
         self.ended = true;
         Poll::Ready(Some(Err(error)))
     }
@@ -523,7 +519,7 @@ where
             },
             Some(Err(error)) => self.fail(error),
             None => {
-                self.finish(Some(Outcome::Incomplete));
+                self.finish();
                 self.ended = true;
                 Poll::Ready(None)
             }
@@ -563,7 +559,7 @@ where
                 // Either the end, or the Tee stopped feeding a broken stream (the next turn sees it).
                 Poll::Ready(None) if lock(&this.shared).broken => {}
                 Poll::Ready(None) => {
-                    this.finish(None);
+                    this.finish();
                     this.ended = true;
                 }
                 Poll::Pending => {
@@ -577,18 +573,42 @@ where
     }
 }
 
-impl<B> Drop for SseBody<B> {
-    fn drop(&mut self) {
-        let usage = self.meter.reported().then(|| self.meter.usage());
+impl<B> SseBody<B> {
+    /// Counts the stream once, however it ended. A stream that reached its own end
+    /// marker ([DONE], message_stop, response.completed) is what it reported; one
+    /// cut earlier (the client left, the provider or a bound cut it) is billed by
+    /// the provider for the prompt and what it generated, so what was not reported
+    /// is estimated (`estimated`), never left at zero.
+    fn finish(&mut self) {
+        if self.metering.is_done() {
+            return;
+        }
         let model = self.meter.model().map(str::to_string);
-        // A client that stops reading at the stream's own end marker ([DONE],
-        // message_stop) got all of it; anything earlier is incomplete.
-        let outcome = match (self.meter.complete(), usage.is_some()) {
-            (true, true) => Outcome::Metered,
-            (true, false) => Outcome::UsageUnreadable,
-            (false, _) => Outcome::Incomplete,
+        let (usage, outcome) = match (self.meter.complete(), self.meter.reported()) {
+            (true, true) => (Some(self.meter.usage()), Outcome::Metered),
+            (true, false) => (None, Outcome::UsageUnreadable),
+            (false, reported) => {
+                let api = self.api;
+                let prompt_model = self.metering.request_model.clone().or(model.clone());
+                let prompt = self.metering.prompt.take();
+                let (usage, estimated) = self.meter.cut_usage(|| {
+                    prompt.map_or(0, |body| estimate::prompt_tokens(api, prompt_model.as_deref(), &body))
+                });
+                match (estimated, reported) {
+                    (true, _) => (Some(usage), Outcome::Estimated),
+                    (false, true) => (Some(usage), Outcome::Incomplete),
+                    (false, false) => (None, Outcome::Incomplete),
+                }
+            }
         };
         self.metering.finish(model.as_deref(), usage, outcome);
+    }
+}
+
+impl<B> Drop for SseBody<B> {
+    fn drop(&mut self) {
+        // A client that stops reading at the stream's own end marker got all of it.
+        self.finish();
     }
 }
 
@@ -714,14 +734,24 @@ mod tests {
         assert!(collect(cut).await.is_err());
         assert_eq!(count(&metrics, "incomplete"), 1);
         assert_eq!(tokens(&metrics, "input"), 7, "the usage reported before the cut counts");
-        // Dropped by a departing client before the end: counted once, incomplete.
+        // Dropped by a departing client before the usage: counted once, the prompt
+        // (by tokenizer) and the one content chunk passed estimated, never zero.
         let metrics = Arc::new(Metrics::default());
-        let mut left =
-            SseBody::new(body(&[FIRST, USAGE, DONE], false), Api::ChatCompletions, false, metering(&metrics));
+        let mut metered = metering(&metrics);
+        let prompt = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hello there"}]}"#;
+        metered.prompt = Some(Bytes::from_static(prompt.as_bytes()));
+        let mut left = SseBody::new(body(&[FIRST, USAGE, DONE], false), Api::ChatCompletions, false, metered);
         let first = left.frame().await.unwrap().unwrap();
         assert!(first.data_ref().is_some());
         drop(left);
-        assert_eq!((count(&metrics, "incomplete"), count(&metrics, "metered")), (1, 0));
+        assert_eq!(
+            (count(&metrics, "estimated"), count(&metrics, "metered"), count(&metrics, "incomplete")),
+            (1, 0, 0)
+        );
+        let expected_prompt =
+            super::estimate::prompt_tokens(Api::ChatCompletions, Some("gpt-4o-mini"), prompt.as_bytes());
+        assert_eq!((tokens(&metrics, "input"), tokens(&metrics, "output")), (expected_prompt, 1));
+        assert!(expected_prompt >= 2 + 3 + 3, "text, message framing and reply priming: {expected_prompt}");
     }
 
     #[tokio::test]

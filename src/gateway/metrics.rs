@@ -85,6 +85,9 @@ pub enum Outcome {
     Incomplete,
     /// 2xx on a path an `unmeteredPaths` entry allows: charged its flat price.
     FlatPriced,
+    /// A stream cut before its usage arrived: the prompt and the output passed so
+    /// far estimated where not reported (the provider bills them).
+    Estimated,
     /// The client left a non-streamed answer; the gateway read it to its end and
     /// counted its reported usage (the provider bills it).
     Abandoned,
@@ -103,6 +106,7 @@ impl Outcome {
             Outcome::Incomplete => "incomplete",
             Outcome::Abandoned => "abandoned",
             Outcome::FlatPriced => "flat_priced",
+            Outcome::Estimated => "estimated",
             Outcome::UpstreamTimeout => "upstream_timeout",
             Outcome::UpstreamUnavailable => "upstream_unavailable",
         }

@@ -7,6 +7,7 @@
 //! - `providers`: which providers, and how a path picks one (pure).
 //! - `body`: the request body: model, streaming, and asking for streamed usage (pure).
 //! - `usage`: the usage a provider reports, from a JSON body or an SSE stream (pure).
+//! - `estimate`: the prompt of a stream cut before its usage, by tokenizer (pure).
 //! - `pricing`: the price table (USD per million tokens), reloadable.
 //! - `proxy`: one request, from the key check to the metered response.
 //! - `metered`: response bodies that count usage as they pass.
@@ -14,6 +15,7 @@
 //! - `server`: the HTTP/1.1 and HTTP/2 listener with a bounded drain.
 
 pub mod body;
+pub mod estimate;
 pub mod metered;
 pub mod metrics;
 pub mod pricing;

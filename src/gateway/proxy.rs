@@ -192,6 +192,9 @@ impl Gateway {
         if let PathClass::FlatPriced { price_pico, .. } = &route.class {
             metering.flat_price = Some(*price_pico);
         }
+        if prepared.stream {
+            metering.prompt = Some(prepared.body.clone());
+        }
         match self.check_limits(&answer, price_provider(route.provider), &prepared).await {
             Ok(charge) => metering.charge = charge,
             Err(refusal) => return refusal,

@@ -275,15 +275,44 @@ struct EventFields<'a> {
     model: Option<Cow<'a, str>>,
     #[serde(default)]
     usage: Option<Value>,
-    /// Chat completions: only whether it is empty (the usage-only last chunk).
-    #[serde(default)]
-    choices: Option<Vec<IgnoredAny>>,
+    /// Chat completions: whether it is empty (the usage-only last chunk), and
+    /// whether a choice carries generated text (borrowed, not copied).
+    #[serde(default, borrow)]
+    choices: Option<Vec<Choice<'a>>>,
     /// Responses: the response with its model and usage.
     #[serde(default)]
     response: Option<Value>,
     /// Anthropic `message_start`: the message with its model and input usage.
     #[serde(default)]
     message: Option<Value>,
+}
+
+/// One choice of a chat or completions chunk: only whether it carries text.
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<Delta<'a>>,
+    /// Completions.
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<IgnoredAny>,
+}
+
+impl Choice<'_> {
+    fn generated(&self) -> bool {
+        let some = |t: &Option<Cow<str>>| t.as_ref().is_some_and(|t| !t.is_empty());
+        some(&self.text)
+            || self.delta.as_ref().is_some_and(|d| some(&d.content) || some(&d.refusal) || d.tool_calls.is_some())
+    }
 }
 
 /// Follows one SSE stream's events and keeps the latest usage it reported.
@@ -294,11 +323,34 @@ pub struct StreamMeter {
     usage: Usage,
     reported: bool,
     complete: bool,
+    /// Events that carried generated content (a chat chunk with choices, a Responses
+    /// `*.delta`, an Anthropic `content_block_delta`): the output passed so far when
+    /// the stream is cut before its usage (OpenAI streams one token per chunk).
+    content_events: u64,
 }
 
 impl StreamMeter {
     pub fn new(api: Api) -> Self {
-        Self { api, model: None, usage: Usage::default(), reported: false, complete: false }
+        Self { api, model: None, usage: Usage::default(), reported: false, complete: false, content_events: 0 }
+    }
+
+    /// The usage of a stream cut before its end: what was reported, with the
+    /// input (from `prompt_tokens`, called only when no input was reported) and the
+    /// output (the content events passed) estimated where the report is missing or
+    /// lower; and whether anything was estimated.
+    pub fn cut_usage(&self, prompt_tokens: impl FnOnce() -> u64) -> (Usage, bool) {
+        let mut usage = self.usage;
+        let mut estimated = false;
+        if usage.total_input() == 0 {
+            usage.input = prompt_tokens();
+            estimated = usage.input > 0;
+        }
+        let output = usage.output + usage.reasoning + usage.audio_output;
+        if self.content_events > output {
+            usage.output += self.content_events - output;
+            estimated = true;
+        }
+        (usage, estimated)
     }
 
     /// Reads one event (its `event:` name, empty when none, and its data).
@@ -325,6 +377,9 @@ impl StreamMeter {
         if self.model.is_none() {
             self.model = model_name(fields.model.as_deref());
         }
+        if fields.choices.as_ref().is_some_and(|c| c.iter().any(Choice::generated)) {
+            self.content_events += 1;
+        }
         let Some(usage) = usage_of(self.api, fields.usage.as_ref()) else {
             return EventKind::Forward;
         };
@@ -338,6 +393,9 @@ impl StreamMeter {
     /// carries the response with its usage.
     fn responses(&mut self, event: &str, fields: &EventFields) {
         let kind = fields.kind.as_deref().unwrap_or(event);
+        if kind.ends_with(".delta") {
+            self.content_events += 1;
+        }
         let Some(response) = &fields.response else { return };
         self.take_model(response);
         if let Some(usage) = usage_of(self.api, response.get("usage")) {
@@ -360,6 +418,7 @@ impl StreamMeter {
                 }
             }
             Some("message_delta") => self.apply_anthropic(fields.usage.as_ref()),
+            Some("content_block_delta") => self.content_events += 1,
             Some("message_stop") => self.complete = true,
             _ => {}
         }
@@ -501,6 +560,33 @@ mod tests {
         m.event("message_stop", r#"{"type":"message_stop"}"#);
         assert!(m.complete());
         assert_eq!(m.model(), Some("claude-haiku-4-5"));
+    }
+
+    #[test]
+    fn a_cut_stream_estimates_what_was_not_reported() {
+        let mut m = StreamMeter::new(Api::ChatCompletions);
+        m.event("", r#"{"model":"gpt-4o","choices":[{"delta":{"role":"assistant","content":""}}]}"#);
+        for word in ["Hello", " from", " the"] {
+            m.event("", &format!(r#"{{"model":"gpt-4o","choices":[{{"delta":{{"content":"{word}"}}}}]}}"#));
+        }
+        // Three chunks of text (the role chunk carries none); the prompt from the tokenizer.
+        assert_eq!(m.cut_usage(|| 12), (Usage { input: 12, output: 3, ..Usage::default() }, true));
+        // Anthropic reported its input at the start: only the output is raised.
+        let mut a = StreamMeter::new(Api::Messages);
+        a.event(
+            "message_start",
+            r#"{"type":"message_start","message":{"usage":{"input_tokens":20,"output_tokens":1}}}"#,
+        );
+        for _ in 0..4 {
+            a.event(
+                "content_block_delta",
+                r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"a b"}}"#,
+            );
+        }
+        let (usage, estimated) = a.cut_usage(|| unreachable!("the input was reported"));
+        assert_eq!((usage.input, usage.output, estimated), (20, 4, true));
+        // Nothing passed and nothing to count: nothing estimated.
+        assert_eq!(StreamMeter::new(Api::Responses).cut_usage(|| 0), (Usage::default(), false));
     }
 
     #[test]
