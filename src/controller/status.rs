@@ -66,6 +66,11 @@ impl<S: PartialEq + Clone> Written<S> {
         (Self::version(cached_rv)? < *at).then(|| written.clone())
     }
 
+    /// Forgets the objects `keep` says no to (those that are gone).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|uid, _| keep(uid));
+    }
+
     pub fn remember(&self, uid: &str, status: &S, rv: Option<&str>) {
         if let Some(at) = Self::version(rv) {
             self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.to_string(), (status.clone(), at));
@@ -91,5 +96,9 @@ mod tests {
         assert!(!w.is_pending("u", Some("9"), &1), "and the entry is gone");
         w.remember("u", &1, Some("opaque"));
         assert!(!w.is_pending("u", Some("1"), &1), "non-numeric versions are never trusted");
+        w.remember("a", &1, Some("10"));
+        w.remember("b", &1, Some("10"));
+        w.retain(|uid| uid == "b");
+        assert_eq!((w.newer_than("a", Some("1")), w.newer_than("b", Some("1"))), (None, Some(1)), "a is gone");
     }
 }

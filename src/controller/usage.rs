@@ -170,7 +170,6 @@ pub fn write_order<T>(
 
 // ---- Gather and apply ----
 
-#[derive(Clone)]
 enum Object {
     Organization(Arc<Organization>),
     Group(Arc<Group>),
@@ -258,6 +257,7 @@ async fn sweep(ctx: &Context, ledger: &Ledger, pace: Pace, publisher: &mut Publi
     // Forget objects that are gone.
     let present: std::collections::HashSet<String> = targets.iter().map(|t| t.object.uid()).collect();
     publisher.last_written.retain(|uid, _| present.contains(uid));
+    publisher.written.retain(|uid| present.contains(uid));
     let mut figures = figures.as_slice();
     let mut changed = vec![];
     for target in targets {
@@ -265,8 +265,9 @@ async fn sweep(ctx: &Context, ledger: &Ledger, pace: Pace, publisher: &mut Publi
         figures = rest;
         let desired = desired_usage(&months, &target.use_cases, own);
         let (uid, version) = (target.object.uid(), target.object.meta().resource_version.clone());
-        if target.current.as_ref() == Some(&desired) || publisher.written.is_pending(&uid, version.as_deref(), &desired)
-        {
+        // Asked first: it also forgets a write the cache has caught up with.
+        let pending = publisher.written.is_pending(&uid, version.as_deref(), &desired);
+        if pending || target.current.as_ref() == Some(&desired) {
             continue;
         }
         changed.push((uid, (target.object, desired)));
@@ -285,6 +286,8 @@ async fn sweep(ctx: &Context, ledger: &Ledger, pace: Pace, publisher: &mut Publi
                 publisher.last_written.insert(uid, Instant::now());
                 done.written += 1;
             }
+            // Deleted since the caches were read: nothing to publish on.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(error) => {
                 done.failed += 1;
                 tracing::warn!(%error, object = %object.key(), "could not write usage status");
