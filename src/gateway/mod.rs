@@ -117,6 +117,11 @@ pub struct Settings {
     /// again for queued charges to reach the ledger.
     #[arg(long, env = "PAYI_GATEWAY_SETTLE_SECONDS", default_value_t = 5)]
     pub settle_seconds: u64,
+    /// After everything is counted and charged, seconds `/metrics` stays up so a last
+    /// scrape sees the final counts (set it to the scrape interval where a replica's
+    /// last seconds matter; the pod's grace period must cover it).
+    #[arg(long, env = "PAYI_GATEWAY_METRICS_LINGER_SECONDS", default_value_t = 0)]
+    pub metrics_linger_seconds: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +245,10 @@ pub async fn run(
         charges.abort();
     }
     keys.stop();
+    if settings.metrics_linger_seconds > 0 {
+        tracing::info!(seconds = settings.metrics_linger_seconds, "gateway settled; metrics served a little longer");
+        tokio::time::sleep(Duration::from_secs(settings.metrics_linger_seconds)).await;
+    }
     let _ = ops_stop.send(());
     let _ = ops.await;
     tracing::info!("gateway stopped");
