@@ -1,5 +1,5 @@
 # Entry points for people and CI. The scripts under hack/ do the work.
-.PHONY: test run crds lint build bench bench-verifier bench-gateway testenv-up testenv-down image image-push chart-push sbom release-check
+.PHONY: test run crds lint build bench bench-verifier bench-gateway bench-ledger testenv-up testenv-down image image-push chart-push sbom release-check
 
 ## Everything CI runs: format, lints, unit and end-to-end tests on a local control plane.
 test:
@@ -28,6 +28,11 @@ bench-verifier:
 ## proxy_pass, memory per open stream and at 10,000 keys; see docs/benchmark.md.
 bench-gateway:
 	cargo bench --bench gateway
+
+## The ledger's charge throughput against a real Redis: batched against one event per round trip,
+## on loopback and with 0.5 ms added each way; see docs/benchmark.md.
+bench-ledger:
+	cargo bench --bench ledger_charge
 
 lint:
 	cargo fmt --check

@@ -85,6 +85,8 @@ fn round() -> Vec<(&'static str, Value)> {
         ("/openai/v1/chat/completions", chat("gpt-4o-mini", true, "a stream of words")),
         ("/openai/v1/chat/completions", chat("o3-mini", false, "think about it")),
         ("/openai/v1/chat/completions", chat("gpt-4o-mini", false, "this one is cached for sure")),
+        // Compressed although the gateway asked for identity: decoded for metering.
+        ("/openai/v1/chat/completions", chat("gzip-gpt-4o-mini", false, "squeezed through gzip")),
         ("/openai/v1/chat/completions", chat("fault-500", false, "fails")),
         ("/openai/v1/chat/completions", chat("fault-500", true, "fails too")),
         ("/openai/v1/completions", json!({"model": "gpt-4o-mini", "prompt": "once upon a time"})),

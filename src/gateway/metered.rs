@@ -24,6 +24,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
+use super::encoding::Encoding;
 use super::estimate;
 use super::metrics::{FLAT_PRICED_MODEL, Metrics, OTHER_MODEL, Outcome, UsageLabels};
 use super::pricing::{Prices, Unpriced, cost};
@@ -235,6 +236,8 @@ type Inner = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 /// its usage read at the end.
 pub struct JsonBody {
     inner: Inner,
+    /// The answer's `content-encoding`, when the provider compressed it anyway.
+    encoding: Option<Encoding>,
     api: Option<Api>,
     /// The outcome when no usage is read (`api` is `None`).
     unmetered: Outcome,
@@ -249,7 +252,8 @@ impl JsonBody {
         B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
     {
         let inner = Inner::new(inner);
-        Self { inner, api, unmetered: Outcome::Unmetered, copy: Vec::new(), too_long: false, metering }
+        let unmetered = Outcome::Unmetered;
+        Self { inner, encoding: None, api, unmetered, copy: Vec::new(), too_long: false, metering }
     }
 
     /// Passed on unread, counted with `outcome` (a provider's error answer).
@@ -258,7 +262,13 @@ impl JsonBody {
         B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
     {
         let inner = Inner::new(inner);
-        Self { inner, api: None, unmetered: outcome, copy: Vec::new(), too_long: false, metering }
+        Self { inner, encoding: None, api: None, unmetered: outcome, copy: Vec::new(), too_long: false, metering }
+    }
+
+    /// The answer is compressed this way (its bytes still pass unchanged).
+    pub fn encoded(mut self, encoding: Option<Encoding>) -> Self {
+        self.encoding = encoding;
+        self
     }
 
     /// Adds a chunk to the copy the usage is read from, within its bound.
@@ -284,6 +294,7 @@ impl JsonBody {
         let detached = self.metering.detached();
         let rest = JsonBody {
             inner: std::mem::replace(&mut self.inner, placeholder),
+            encoding: self.encoding,
             api: self.api,
             unmetered: self.unmetered,
             copy: std::mem::take(&mut self.copy),
@@ -324,10 +335,18 @@ impl JsonBody {
         let Some(api) = self.api else {
             return self.metering.finish(None, None, self.unmetered);
         };
-        let reported = match self.too_long {
-            true => None,
-            false => usage::from_body(api, &self.copy).ok(),
+        let decoded = match (self.too_long, self.encoding) {
+            (true, _) => None,
+            (false, None) => Some(std::mem::take(&mut self.copy)),
+            (false, Some(encoding)) => match encoding.decode(&self.copy, JSON_COPY_LIMIT) {
+                Ok(plain) => Some(plain),
+                Err(error) => {
+                    tracing::warn!(%error, "compressed answer not decoded; its usage is not read");
+                    None
+                }
+            },
         };
+        let reported = decoded.and_then(|body| usage::from_body(api, &body).ok());
         match reported {
             Some(r) if r.usage.is_some() => self.metering.finish(r.model.as_deref(), r.usage, read),
             Some(r) => self.metering.finish(r.model.as_deref(), None, Outcome::UsageUnreadable),

@@ -8,6 +8,7 @@
 //! - `body`: the request body: model, streaming, and asking for streamed usage (pure).
 //! - `usage`: the usage a provider reports, from a JSON body or an SSE stream (pure).
 //! - `estimate`: the prompt of a stream cut before its usage, by tokenizer (pure).
+//! - `encoding`: compressed answers decoded for metering, within a bound (pure).
 //! - `pricing`: the price table (USD per million tokens), reloadable.
 //! - `proxy`: one request, from the key check to the metered response.
 //! - `metered`: response bodies that count usage as they pass.
@@ -15,6 +16,7 @@
 //! - `server`: the HTTP/1.1 and HTTP/2 listener with a bounded drain.
 
 pub mod body;
+pub mod encoding;
 pub mod estimate;
 pub mod metered;
 pub mod metrics;

@@ -27,6 +27,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::body::{self, Prepared};
+use super::encoding::Encoding;
 use super::metered::{BoxError, Idle, JsonBody, Metering, Recorder, SseBody};
 use super::metrics::{Metrics, Outcome, ProviderLabels, UsageLabels};
 use super::pricing::{Prices, Unpriced};
@@ -410,7 +411,17 @@ impl Gateway {
                 }
                 UnsyncBoxBody::new(SseBody::new(body, api, prepared.asked_usage_ourselves, metering))
             }
-            (api, true, _) => UnsyncBoxBody::new(JsonBody::new(body, api, metering)),
+            (api, true, _) => {
+                let encoding = parts.headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+                match Encoding::of(encoding) {
+                    Ok(encoding) => UnsyncBoxBody::new(JsonBody::new(body, api, metering).encoded(encoding)),
+                    Err(_) if api.is_none() => UnsyncBoxBody::new(JsonBody::new(body, api, metering)),
+                    Err(error) => {
+                        tracing::warn!(%error, "provider answer in an encoding the gateway cannot read");
+                        UnsyncBoxBody::new(JsonBody::passthrough(body, Outcome::UsageUnreadable, metering))
+                    }
+                }
+            }
             (_, false, _) => UnsyncBoxBody::new(JsonBody::passthrough(body, Outcome::ProviderError, metering)),
         };
         Response::from_parts(parts, body)

@@ -392,6 +392,8 @@ pub struct Ledger {
     script: redis::Script,
     reserve_script: redis::Script,
     queue: Mutex<VecDeque<Charge>>,
+    /// Events per charge script ([`BATCH`]; 1 only to measure what batching gains).
+    batch: std::sync::atomic::AtomicUsize,
     wake: Notify,
     timeouts: Timeouts,
     pub metrics: Arc<LedgerMetrics>,
@@ -424,6 +426,7 @@ impl Ledger {
             script: redis::Script::new(CHARGE),
             reserve_script: redis::Script::new(RESERVE),
             queue: Mutex::new(VecDeque::new()),
+            batch: std::sync::atomic::AtomicUsize::new(BATCH),
             wake: Notify::new(),
             timeouts,
             metrics,
@@ -528,6 +531,11 @@ impl Ledger {
         Some(id)
     }
 
+    /// Sets how many events one charge script applies (the benchmark compares 1 with [`BATCH`]).
+    pub fn set_batch_size(&self, events: usize) {
+        self.batch.store(events.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Events waiting (for tests and the drain on shutdown).
     pub fn queued(&self) -> usize {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -538,7 +546,8 @@ impl Ledger {
         let mut isolate = false;
         let mut backoff = Duration::from_millis(100);
         loop {
-            let batch = self.next_batch(if isolate { 1 } else { BATCH });
+            let size = self.batch.load(std::sync::atomic::Ordering::Relaxed).max(1);
+            let batch = self.next_batch(if isolate { 1 } else { size });
             if batch.is_empty() {
                 self.wake.notified().await;
                 continue;

@@ -52,6 +52,8 @@
 //! deployment of the path (as on Azure, where the deployment serves whatever the
 //! body says). Leading prefixes, in any order, are taken off it:
 //! - `slow-<ms>-`: waits that long before the response headers;
+//! - `gzip-`: a whole JSON answer is sent gzip-compressed with `content-encoding:
+//!   gzip`, ignoring the request's `accept-encoding` (as a misbehaving proxy would);
 //! - `drip-<ms>-`: waits that long between the events of a stream (else none).
 //!
 //! The answer echoes the body's `model` without those prefixes (the deployment's
@@ -433,12 +435,15 @@ async fn models(headers: HeaderMap) -> Response {
 struct Knobs {
     slow: Option<Duration>,
     drip: Duration,
+    /// `gzip-`: a JSON answer is sent gzip-compressed (`content-encoding: gzip`),
+    /// whatever the request's `accept-encoding` said.
+    gzip: bool,
     model: String,
 }
 
 impl Knobs {
     fn parse(name: &str) -> Knobs {
-        let mut knobs = Knobs { slow: None, drip: Duration::ZERO, model: name.to_string() };
+        let mut knobs = Knobs { slow: None, drip: Duration::ZERO, gzip: false, model: name.to_string() };
         loop {
             let take = |prefix: &str| -> Option<(Duration, String)> {
                 let (ms, rest) = knobs.model.strip_prefix(prefix)?.split_once('-')?;
@@ -448,6 +453,8 @@ impl Knobs {
                 (knobs.slow, knobs.model) = (Some(delay), rest);
             } else if let Some((delay, rest)) = take("drip-") {
                 (knobs.drip, knobs.model) = (delay, rest);
+            } else if let Some(rest) = knobs.model.strip_prefix("gzip-") {
+                (knobs.gzip, knobs.model) = (true, rest.to_string());
             } else {
                 return knobs;
             }
@@ -543,6 +550,15 @@ fn ok_answer(ctx: &Ctx, api: SimApi, body: &Value, model: &str, knobs: &Knobs, i
                 let mut response = Response::new(feed.body());
                 response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
                 response.headers_mut().insert("content-length", HeaderValue::from(whole.len()));
+                response
+            }
+            _ if knobs.gzip => {
+                use std::io::Write;
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                let _ = gz.write_all(whole.as_bytes());
+                let mut response = Response::new(Body::from(gz.finish().unwrap_or_default()));
+                response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+                response.headers_mut().insert("content-encoding", HeaderValue::from_static("gzip"));
                 response
             }
             _ => json_response(StatusCode::OK, whole),
