@@ -539,3 +539,49 @@ async fn a_client_that_leaves_before_the_answer_is_still_charged_what_the_provid
     assert_eq!(sum(&metrics, "payi_gateway_proxied_requests_total", &[("outcome", "incomplete")]), 0.0);
     Setup { env, org, groups: vec![group] }.clean_up().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_concurrent_requests_through_two_replicas_never_pass_a_block_limit() {
+    operator();
+    let redis = shared_url();
+    let sim = ProviderSim::start().await;
+    let (one, two) = (
+        gateway("limits-pair-a", &sim, redis, &["--limits-default-output-tokens", "64"]).await,
+        gateway("limits-pair-b", &sim, redis, &["--limits-default-output-tokens", "64"]).await,
+    );
+    let env = TestEnv::new("lim-pair").await;
+    let (org, group) = env.org_and_group().await;
+    let c = cost_nano();
+    // Sized for about 50 requests by their real cost.
+    let max = 50 * c;
+    let key = app(&env, "crowd", &group, json!({"limits": [limit("cap", max, "block")]})).await;
+    let id = format!("application/{}/crowd/cap", env.namespace);
+    enforced(&one, &key, None, &id).await;
+    enforced(&two, &key, None, &id).await;
+    let before = spent(redis, &id).await;
+    // Half of them set no max_tokens: they reserve the configured output cap (64).
+    let unbounded = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]});
+    let calls = (0..200).map(|i| {
+        let gw = if i % 2 == 0 { &one } else { &two };
+        let body = if i % 4 < 2 { request_body() } else { unbounded.clone() };
+        let auth = format!("Bearer {key}");
+        async move {
+            post(&gw.url(), "/openai/v1/chat/completions", &[("authorization", &auth)], &body.to_string())
+                .await
+                .expect("the gateway answers")
+                .status
+        }
+    });
+    let statuses = futures::future::join_all(calls).await;
+    let allowed = statuses.iter().filter(|s| **s == 200).count();
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 400), "{statuses:?}");
+    charged(&one).await;
+    charged(&two).await;
+    let total = spent(redis, &id).await;
+    println!(
+        "200 concurrent requests on two replicas at a maximum of {max} nano-USD: {allowed} allowed, spend {total}"
+    );
+    assert!(allowed >= 1, "some requests fit");
+    assert!(total <= max, "spend {total} passed the maximum {max} ({before} before the burst)");
+    Setup { env, org, groups: vec![group] }.clean_up().await;
+}
