@@ -22,7 +22,8 @@
 //! At the end the gateway's `/metrics` must show every request counted, as
 //! `metered` (or `incomplete` for the held streams). Method and results:
 //! docs/benchmark.md, "Metering gateway".
-//! `PAYI_BENCH_SECONDS` (default 10) sets each measured latency run and wrk run.
+//! `PAYI_BENCH_SECONDS` (default 10) sets each measured latency run and wrk run;
+//! `PAYI_BENCH_ONLY=limits` runs only phase 5 (limits on versus off, 5 rounds).
 //! Under `cargo test` (no `--bench` argument) it does nothing.
 
 #[path = "../tests/common/provider_sim.rs"]
@@ -121,6 +122,12 @@ fn main() {
         let shot = Shot { url: url.parse().unwrap(), key: key.clone(), body: body(MODEL, stream), stream };
         let sample = load.block_on(shot.send(client.clone(), Instant::now()));
         assert!(sample.is_some(), "{url} (stream: {stream}) did not answer 200 with a whole body");
+    }
+
+    // `PAYI_BENCH_ONLY=limits`: only phase 5, limits (reserve and settle) on versus off.
+    if std::env::var("PAYI_BENCH_ONLY").as_deref() == Ok("limits") {
+        report_limits(&limits_on_off(&load, &client, &sim, &dir, &child, measure));
+        return;
     }
 
     // 1. Added latency, open loop.
@@ -618,7 +625,7 @@ async fn outcomes(client: &HttpClient, metrics_port: u16) -> Vec<(String, u64)> 
 /// Open-loop rate of the limits comparison.
 const LIMITS_RATE: u32 = 1_000;
 /// Rounds of off/on pairs, alternating, so drift of the machine hits both.
-const LIMITS_ROUNDS: usize = 3;
+const LIMITS_ROUNDS: usize = 5;
 
 /// What the limits comparison measured.
 struct LimitsRuns {
@@ -694,7 +701,9 @@ fn limits_on_off(
     let keys: Vec<String> =
         redis::cmd("KEYS").arg("payi:nusd:limit:organization/acme/monthly:*").query(&mut redis).unwrap();
     let mut organization_nano_usd = 0;
-    for key in keys.into_iter().filter(|k| !k.ends_with(":p")) {
+    // The counters themselves, not their remainders or their reservations.
+    let companion = |k: &String| [":p", ":held", ":amounts", ":reserved"].iter().any(|s| k.ends_with(s));
+    for key in keys.into_iter().filter(|k| !companion(k)) {
         organization_nano_usd += redis::cmd("GET").arg(&key).query::<i64>(&mut redis).unwrap();
     }
     LimitsRuns {
