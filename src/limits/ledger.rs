@@ -440,16 +440,26 @@ impl Ledger {
         }
         let mut mget = redis::cmd("MGET");
         mget.arg(keys);
+        let mget = &mget;
+        let values: Vec<Option<u64>> =
+            self.check_call(|mut connection| async move { mget.query_async(&mut connection).await }).await?;
+        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// One call on the request's path, within the check bound. A connection that
+    /// died while Redis was away fails the first call on it and only then
+    /// reconnects: that call is retried once on the new connection, within the same
+    /// bound, so the first request after an outage is checked, not refused
+    /// (fail-closed) or let through (fail-open).
+    async fn check_call<T, F, Fut>(&self, call: F) -> Result<T, LedgerError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         let deadline = tokio::time::Instant::now() + self.timeouts.check;
-        // A connection that died while Redis was away fails the first call on it and
-        // only then reconnects: that call is retried once on the new connection,
-        // within the same bound, so the first request after an outage is checked,
-        // not refused (fail-closed) or let through (fail-open).
         for retry in [true, false] {
-            let mut connection = self.connection.clone();
-            let read = mget.query_async::<Vec<Option<u64>>>(&mut connection);
-            match tokio::time::timeout_at(deadline, read).await {
-                Ok(Ok(values)) => return Ok(values.into_iter().map(Option::unwrap_or_default).collect()),
+            match tokio::time::timeout_at(deadline, call(self.connection.clone())).await {
+                Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) if retry && (error.is_io_error() || error.is_connection_dropped()) => continue,
                 Ok(Err(error)) => {
                     self.metrics.errors.inc();
@@ -482,31 +492,17 @@ impl Ledger {
             invocation.key(&bound.key).key(held).key(amounts).key(sum);
             invocation.arg(bound.max_nano);
         }
-        let deadline = tokio::time::Instant::now() + self.timeouts.check;
-        for retry in [true, false] {
-            let mut connection = self.connection.clone();
-            let call = invocation.invoke_async::<Vec<i64>>(&mut connection);
-            match tokio::time::timeout_at(deadline, call).await {
-                Ok(Ok(answer)) => {
-                    return Ok(match answer.as_slice() {
-                        [index, spent, reserved] if *index > 0 => Reservation::Refused {
-                            index: (*index - 1) as usize,
-                            spent_nano: (*spent).max(0) as u64,
-                            reserved_nano: (*reserved).max(0) as u64,
-                        },
-                        _ => Reservation::Held,
-                    });
-                }
-                Ok(Err(error)) if retry && (error.is_io_error() || error.is_connection_dropped()) => continue,
-                Ok(Err(error)) => {
-                    self.metrics.errors.inc();
-                    return Err(error.into());
-                }
-                Err(_) => break,
-            }
-        }
-        self.metrics.errors.inc();
-        Err(LedgerError::Timeout(self.timeouts.check))
+        let invocation = &invocation;
+        let answer: Vec<i64> =
+            self.check_call(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await?;
+        Ok(match answer.as_slice() {
+            [index, spent, reserved] if *index > 0 => Reservation::Refused {
+                index: (*index - 1) as usize,
+                spent_nano: (*spent).max(0) as u64,
+                reserved_nano: (*reserved).max(0) as u64,
+            },
+            _ => Reservation::Held,
+        })
     }
 
     /// Queues one usage event; [`Ledger::run`] applies it. Returns its id (`None`:
