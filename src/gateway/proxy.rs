@@ -196,7 +196,9 @@ impl Gateway {
         if prepared.stream {
             metering.prompt = Some(prepared.body.clone());
         }
-        match self.check_limits(&answer, price_provider(route.provider), &prepared).await {
+        let flat_price = metering.flat_price;
+        let bound = || flat_price.unwrap_or_else(|| self.cost_bound(price_provider(route.provider), &prepared));
+        match self.check_limits(&answer, bound).await {
             Ok(charge) => metering.charge = charge,
             Err(refusal) => return refusal,
         }
@@ -230,12 +232,12 @@ impl Gateway {
     /// ([`Gateway::cost_bound`]) is reserved on each of them in one atomic script,
     /// refused when spend plus what requests in flight hold plus this bound would
     /// pass the maximum, and settled to the exact cost by the request's usage event.
-    /// So concurrent requests, on any replica, cannot together pass a maximum.
+    /// So concurrent requests, on any replica, cannot together pass a maximum. A
+    /// flat-priced path reserves its flat price.
     async fn check_limits(
         &self,
         answer: &Answer,
-        price_provider: &str,
-        prepared: &Prepared,
+        bound: impl FnOnce() -> PicoUsd,
     ) -> Result<Option<Recorder>, Response<ResponseBody>> {
         let (Some(ledger), Some(attribution)) = (&self.ledger, answer.allowed()) else { return Ok(None) };
         let use_case = answer.context.label().map(|l| &**l);
@@ -254,7 +256,7 @@ impl Gateway {
         let mut reserved = vec![];
         if !blocking.is_empty() {
             let event = event_id();
-            let bound = self.cost_bound(price_provider, prepared);
+            let bound = bound();
             let bounds: Vec<Bound> = blocking.iter().map(|(_, b)| b.clone()).collect();
             match ledger.reserve(&event, &bounds, bound, self.ledger_policy.hold).await {
                 Ok(Reservation::Held) => {
