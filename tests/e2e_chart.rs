@@ -746,7 +746,7 @@ fn the_gateway_renders_only_when_enabled_with_read_only_rbac_and_its_files() {
             "--set",
             "gateway.providers[0].unmeteredPaths[0].method=POST",
             "--set",
-            "gateway.providers[0].unmeteredPaths[0].path=/v1/images/generations",
+            "gateway.providers[0].unmeteredPaths[0].path=/v1/images/edits",
             "--set-string",
             "gateway.providers[0].unmeteredPaths[0].flatPriceUSD=0.04",
             "--set",
@@ -792,7 +792,7 @@ fn the_gateway_renders_only_when_enabled_with_read_only_rbac_and_its_files() {
     let parsed =
         payi_operator::gateway::providers::Providers::parse(config["data"]["providers.yaml"].as_str().unwrap());
     let parsed = parsed.expect("the gateway reads the rendered providers file");
-    let opted_in = parsed.providers[0].classify("POST", "/v1/images/generations");
+    let opted_in = parsed.providers[0].classify("POST", "/v1/images/edits");
     assert!(
         matches!(opted_in, payi_operator::gateway::providers::PathClass::FlatPriced { .. }),
         "the opt-in reaches the gateway: {opted_in:?}"

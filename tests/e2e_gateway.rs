@@ -607,7 +607,7 @@ async fn paths_the_gateway_cannot_meter_are_refused_and_never_reach_the_provider
     let refused = [
         ("POST", "/openai/v1/batches", "{}".to_string(), "/v1/batches"),
         ("POST", "/openai/v1/files", "{}".to_string(), "/v1/files"),
-        ("POST", "/openai/v1/images/generations", "{}".to_string(), "/v1/images/generations"),
+        ("POST", "/openai/v1/images/edits", "{}".to_string(), "/v1/images/edits"),
         ("POST", "/openai/v1/audio/speech", "{}".to_string(), "/v1/audio/speech"),
         ("POST", "/openai/v1/fine_tuning/jobs", "{}".to_string(), "/v1/fine_tuning/jobs"),
         ("POST", "/api/v1/proxy/openai/v1/batches", "{}".to_string(), "/v1/batches"),
@@ -627,6 +627,13 @@ async fn paths_the_gateway_cannot_meter_are_refused_and_never_reach_the_provider
         let text = String::from_utf8(answer.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
         assert_eq!(status, 403, "{method} {path}: {text}");
         assert!(text.contains("path_not_metered") && text.contains(named), "{method} {path}: {text}");
+    }
+    // Image generation is metered for models that report token usage; others are refused.
+    for model in ["dall-e-3", "dall-e-2"] {
+        let body = json!({"model": model, "prompt": "a cat"}).to_string();
+        let answer = post(&url, "/openai/v1/images/generations", &headers, &body).await.unwrap();
+        assert_eq!(answer.status, 400, "{model}: {}", answer.body);
+        assert!(answer.body.contains(model) && answer.body.contains("not metered"), "{}", answer.body);
     }
     assert!(sim.requests().is_empty(), "a refused request reached the provider: {:?}", sim.requests());
     let metrics = gw.metrics().await;

@@ -31,6 +31,7 @@ const PRICES: &str = "providers:
     gpt-4o-mini: {input: 0.15, cachedInput: 0.075, output: 0.6, aliases: [slow-300-drip-60-gpt-4o-mini]}
     o3-mini: {input: 1.1, cachedInput: 0.55, output: 4.4}
     text-embedding-3-small: {input: 0.02, output: 0}
+    gpt-image-1: {input: 5, cachedInput: 1.25, output: 40}
   anthropic:
     claude-sonnet-4-5: {input: 3, cachedInput: 0.3, cacheWrite: 3.75, output: 15}
 ";
@@ -41,6 +42,7 @@ fn price(model: &str) -> (u128, u128, u128, u128) {
         "gpt-4o-mini" => (150_000, 75_000, 150_000, 600_000),
         "o3-mini" => (1_100_000, 550_000, 1_100_000, 4_400_000),
         "text-embedding-3-small" => (20_000, 20_000, 20_000, 0),
+        "gpt-image-1" => (5_000_000, 1_250_000, 5_000_000, 40_000_000),
         "claude-sonnet-4-5" => (3_000_000, 300_000, 3_750_000, 15_000_000),
         other => panic!("no price for {other}"),
     }
@@ -91,6 +93,7 @@ fn round() -> Vec<(&'static str, Value)> {
         ("/openai/v1/chat/completions", chat("fault-500", true, "fails too")),
         ("/openai/v1/completions", json!({"model": "gpt-4o-mini", "prompt": "once upon a time"})),
         ("/openai/v1/embeddings", json!({"model": "text-embedding-3-small", "input": ["one", "two three"]})),
+        ("/openai/v1/images/generations", json!({"model": "gpt-image-1", "prompt": "a lighthouse at dusk"})),
         ("/openai/v1/responses", json!({"model": "gpt-4o-mini", "input": "hello responses"})),
         ("/openai/v1/responses", json!({"model": "gpt-4o-mini", "input": "stream responses", "stream": true})),
         (

@@ -77,7 +77,19 @@ pub enum BodyError {
     BadBackground,
     #[error("\"{0}\" must be a whole number of tokens, 0 or more")]
     BadMaxTokens(&'static str),
+    #[error(
+        "image model {0:?} is not metered: only models that report token usage ({IMAGE_MODELS_PREFIX}*) are forwarded \
+         for image generation"
+    )]
+    UnmeteredImageModel(String),
+    #[error("streamed image generation is not metered: send the request without \"stream\"")]
+    StreamedImages,
 }
+
+/// Image models whose answers report token usage, so the gateway can price them;
+/// others (`dall-e-2`, the default when none is named, `dall-e-3`) are priced per
+/// image by size and quality, which the answer does not say, and are refused.
+pub const IMAGE_MODELS_PREFIX: &str = "gpt-image-";
 
 /// Reads a metered API's request body and adds what the gateway needs to meter it.
 pub fn prepare(api: Api, body: Bytes) -> Result<Prepared, BodyError> {
@@ -88,6 +100,15 @@ pub fn prepare(api: Api, body: Bytes) -> Result<Prepared, BodyError> {
         Some(_) => return Err(BodyError::BadModel),
     };
     let stream = flag(fields.stream.as_ref(), BodyError::BadStream)?;
+    if api == Api::Images {
+        let named = model.clone().unwrap_or_else(|| "dall-e-2".to_string());
+        if !named.starts_with(IMAGE_MODELS_PREFIX) {
+            return Err(BodyError::UnmeteredImageModel(named));
+        }
+        if stream {
+            return Err(BodyError::StreamedImages);
+        }
+    }
     let background = match api {
         Api::Responses => flag(fields.background.as_ref(), BodyError::BadBackground)?,
         _ => false,
@@ -230,6 +251,20 @@ fn rewrite_with_usage(body: &[u8]) -> Result<Bytes, BodyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_generation_is_metered_only_for_models_that_report_usage() {
+        let ok = prepare(Api::Images, Bytes::from_static(br#"{"model":"gpt-image-1","prompt":"a cat"}"#)).unwrap();
+        assert_eq!(ok.model.as_deref(), Some("gpt-image-1"));
+        for (body, refused) in [
+            (r#"{"model":"dall-e-3","prompt":"a cat"}"#, "\"dall-e-3\" is not metered"),
+            (r#"{"prompt":"a cat"}"#, "\"dall-e-2\" is not metered"),
+            (r#"{"model":"gpt-image-1","prompt":"a cat","stream":true}"#, "streamed image generation"),
+        ] {
+            let error = prepare(Api::Images, Bytes::from(body)).unwrap_err().to_string();
+            assert!(error.contains(refused), "{body}: {error}");
+        }
+    }
 
     fn prepared(api: Api, body: &str) -> Prepared {
         prepare(api, Bytes::from(body.to_string())).unwrap()

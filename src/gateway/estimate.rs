@@ -36,7 +36,9 @@ pub fn prompt_tokens(api: Api, model: Option<&str>, body: &[u8]) -> u64 {
             texts_of(value.get("instructions"), &mut texts);
             texts_of(value.get("input"), &mut texts);
         }
-        Api::Completions | Api::Embeddings => texts_of(value.get("prompt").or(value.get("input")), &mut texts),
+        Api::Completions | Api::Embeddings | Api::Images => {
+            texts_of(value.get("prompt").or(value.get("input")), &mut texts)
+        }
         Api::Messages => {
             texts_of(value.get("system"), &mut texts);
             for message in value.get("messages").and_then(Value::as_array).into_iter().flatten() {

@@ -11,7 +11,7 @@
 //!     baseURL: https://api.openai.com
 //!     credentialFile: /etc/payi-gateway/credentials/openai   # optional
 //!     unmeteredPaths:           # optional: paths the gateway refuses, allowed at a flat price
-//!       - {method: POST, path: /v1/images/generations, flatPriceUSD: "0.04"}
+//!       - {method: POST, path: /v1/images/edits, flatPriceUSD: "0.04"}
 //! ```
 //!
 //! A request to `/<name>/<rest>` (or `/api/v1/proxy/<name>/<rest>`, the layout Pay-i's
@@ -160,6 +160,7 @@ const OPENAI: &[Listed] = &[
     metered("/v1/completions", Api::Completions),
     metered("/v1/embeddings", Api::Embeddings),
     metered("/v1/responses", Api::Responses),
+    metered("/v1/images/generations", Api::Images),
     free("GET", "/v1/models"),
     free("GET", "/v1/models/{id}"),
     free("POST", "/v1/moderations"),
@@ -341,7 +342,7 @@ pub enum PathClass {
     Free,
     /// A path the gateway cannot meter, allowed by an `unmeteredPaths` entry: each
     /// request costs `price_pico`. `rule` names the entry as written
-    /// (`"POST /v1/images/generations"`); a provider has few, so it fits a metric label.
+    /// (`"POST /v1/images/edits"`); a provider has few, so it fits a metric label.
     FlatPriced { price_pico: PicoUsd, rule: String },
     /// Not forwarded; `reason`, for the client, names the method and path.
     Refused { reason: String },
@@ -364,14 +365,14 @@ pub struct Provider {
     pub unmetered_paths: Vec<UnmeteredPath>,
 }
 
-/// One `unmeteredPaths` entry: `{method: POST, path: /v1/images/generations, flatPriceUSD: "0.04"}`.
+/// One `unmeteredPaths` entry: `{method: POST, path: /v1/images/edits, flatPriceUSD: "0.04"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UnmeteredPath {
     /// `GET`, `POST`, `PUT`, `PATCH`, `DELETE`, `HEAD`, `OPTIONS`, or `*` for any.
     pub method: String,
     /// Relative to the base URL, matched against the path as sent: exact
-    /// (`/v1/images/generations`), with `{id}` segments (`/v1/files/{id}/content`), or
+    /// (`/v1/images/edits`), with `{id}` segments (`/v1/files/{id}/content`), or
     /// ending in `/*` for every path below (`/v1/fine_tuning/*`, not `/v1/fine_tuning`).
     pub path: String,
     /// USD per request, a decimal with at most 12 decimals (`"0.04"`); `"0"` forwards
@@ -701,7 +702,7 @@ mod tests {
             ("POST", "/openai/v1/files", "refused"),
             ("GET", "/openai/v1/files/file_1/content", "refused"),
             ("POST", "/openai/v1/uploads", "refused"),
-            ("POST", "/openai/v1/images/generations", "refused"),
+            ("POST", "/openai/v1/images/generations", "metered Images"),
             ("POST", "/openai/v1/images/edits", "refused"),
             ("POST", "/openai/v1/audio/speech", "refused"),
             ("POST", "/openai/v1/audio/transcriptions", "refused"),
@@ -844,7 +845,7 @@ mod tests {
     kind: openai
     baseURL: https://api.openai.com
     unmeteredPaths:
-      - {method: POST, path: /v1/images/generations, flatPriceUSD: '0.04'}
+      - {method: POST, path: /v1/images/edits, flatPriceUSD: '0.04'}
       - {method: '*', path: /v1/files/*, flatPriceUSD: '0'}
       - {method: GET, path: '/v1/batches/{id}', flatPriceUSD: '0.000000000001'}
       - {method: POST, path: /v1/responses, flatPriceUSD: '1.5'}
@@ -860,10 +861,10 @@ mod tests {
     fn opted_in_paths_are_flat_priced_and_the_rest_stays_refused() {
         let p = Providers::parse(OPTED_IN).unwrap();
         let cases = [
-            ("POST", "/openai/v1/images/generations", "flat 0.04 POST /v1/images/generations"),
-            ("POST", "/api/v1/proxy/openai/v1/images/generations?x=1", "flat 0.04 POST /v1/images/generations"),
-            ("POST", "/openai/v1/images/edits", "refused"),
-            ("GET", "/openai/v1/images/generations", "refused"),
+            ("POST", "/openai/v1/images/edits", "flat 0.04 POST /v1/images/edits"),
+            ("POST", "/api/v1/proxy/openai/v1/images/edits?x=1", "flat 0.04 POST /v1/images/edits"),
+            ("POST", "/openai/v1/images/variations", "refused"),
+            ("GET", "/openai/v1/images/edits", "refused"),
             ("POST", "/openai/v1/files/file_1", "flat 0 * /v1/files/*"),
             ("DELETE", "/openai/v1/files/file_1/content", "flat 0 * /v1/files/*"),
             // `/*` is what is below, not the path itself.
@@ -892,7 +893,7 @@ mod tests {
             Some(PathClass::FlatPriced { price_pico, .. }) => price_pico,
             other => panic!("{path}: {other:?}"),
         };
-        assert_eq!(flat("/openai/v1/images/generations"), PicoUsd(40_000_000_000));
+        assert_eq!(flat("/openai/v1/images/edits"), PicoUsd(40_000_000_000));
         assert_eq!(flat("/openai/v1/files/f"), PicoUsd::ZERO);
     }
 

@@ -42,6 +42,8 @@ pub enum Api {
     Embeddings,
     Responses,
     Messages,
+    /// OpenAI image generation by a model that reports token usage (`gpt-image-*`).
+    Images,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -560,6 +562,14 @@ mod tests {
         m.event("message_stop", r#"{"type":"message_stop"}"#);
         assert!(m.complete());
         assert_eq!(m.model(), Some("claude-haiku-4-5"));
+    }
+
+    #[test]
+    fn image_generation_usage_is_read_like_responses_usage() {
+        let body = br#"{"created":1,"data":[{"b64_json":"aGk="}],"usage":{"input_tokens":50,"output_tokens":1056,
+            "total_tokens":1106,"input_tokens_details":{"text_tokens":50,"image_tokens":0}}}"#;
+        let usage = from_body(Api::Images, body).unwrap().usage.unwrap();
+        assert_eq!((usage.input, usage.output, usage.total()), (50, 1056, 1106));
     }
 
     #[test]

@@ -171,6 +171,8 @@ pub enum SimApi {
     Embeddings,
     Responses,
     Messages,
+    /// Image generation: one image per request (`n` ignored), billed in tokens.
+    Images,
 }
 
 /// What the simulator reports, in the gateway's terms (see the module doc).
@@ -304,6 +306,7 @@ fn router() -> Router {
         .route("/v1/chat/completions", direct(SimApi::ChatCompletions))
         .route("/v1/completions", direct(SimApi::Completions))
         .route("/v1/embeddings", direct(SimApi::Embeddings))
+        .route("/v1/images/generations", direct(SimApi::Images))
         .route("/v1/responses", direct(SimApi::Responses))
         .route("/v1/messages", direct(SimApi::Messages))
         .route("/openai/deployments/{deployment}/chat/completions", azure(SimApi::ChatCompletions))
@@ -532,10 +535,12 @@ fn ok_answer(ctx: &Ctx, api: SimApi, body: &Value, model: &str, knobs: &Knobs, i
     let usage = usage_for(api, body, model);
     let text = reply_text(body, model);
     let fault = knobs.model.as_str();
-    let streaming = api != SimApi::Embeddings && body.get("stream").and_then(Value::as_bool) == Some(true);
+    let streaming = !matches!(api, SimApi::Embeddings | SimApi::Images)
+        && body.get("stream").and_then(Value::as_bool) == Some(true);
     if !streaming {
         let whole = match api {
             SimApi::Embeddings => embeddings(body, model, usage),
+            SimApi::Images => image(usage),
             _ => whole(api, body, model, &text, usage, id),
         }
         .to_string();
@@ -809,6 +814,8 @@ fn usage_for(api: SimApi, body: &Value, model: &str) -> SimUsage {
     let output = words(&reply_text(body, model));
     match api {
         SimApi::Embeddings => SimUsage { input: prompt, ..SimUsage::default() },
+        // gpt-image-1's output for one square image at low quality.
+        SimApi::Images => SimUsage { input: prompt, output: IMAGE_TOKENS, ..SimUsage::default() },
         SimApi::Messages => SimUsage {
             input: prompt,
             cached_input: if cached { 7 } else { 0 },
@@ -900,7 +907,19 @@ fn whole(api: SimApi, body: &Value, model: &str, text: &str, u: SimUsage, id: u6
             "model": model, "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
             "stop_sequence": null, "usage": anthropic_usage(u)}),
         SimApi::Embeddings => embeddings(body, model, u),
+        SimApi::Images => image(u),
     }
+}
+
+/// The output tokens of one generated image.
+pub const IMAGE_TOKENS: u64 = 272;
+
+/// An image generation answer in gpt-image-1's shape: a tiny base64 image and the
+/// token usage (`input_tokens_details` splits text from image input).
+fn image(u: SimUsage) -> Value {
+    json!({"created": 1_700_000_000, "data": [{"b64_json": "iVBORw0KGgo="}],
+        "usage": {"input_tokens": u.input, "output_tokens": u.output, "total_tokens": u.input + u.output,
+                  "input_tokens_details": {"text_tokens": u.input, "image_tokens": 0}}})
 }
 
 fn embeddings(body: &Value, model: &str, u: SimUsage) -> Value {
@@ -1078,6 +1097,6 @@ fn stream_events(
             events.push(named_event("message_stop", &json!({"type": "message_stop"})));
             (events, first_delta)
         }
-        SimApi::Embeddings => (vec![], 0),
+        SimApi::Embeddings | SimApi::Images => (vec![], 0),
     }
 }
