@@ -407,6 +407,11 @@ impl Gateway {
             (None, true, _) if route.flat_priced => {
                 UnsyncBoxBody::new(JsonBody::passthrough(body, Outcome::FlatPriced, metering))
             }
+            // A compressed stream's events cannot be read as they pass.
+            (Some(_), true, true) if parts.headers.get(header::CONTENT_ENCODING).is_some_and(|e| e != "identity") => {
+                tracing::warn!(provider = %route.provider, "compressed event stream: its usage is not read");
+                UnsyncBoxBody::new(JsonBody::passthrough(body, Outcome::UsageUnreadable, metering))
+            }
             (Some(api), true, true) => {
                 if prepared.asked_usage_ourselves {
                     parts.headers.remove(header::CONTENT_LENGTH);
