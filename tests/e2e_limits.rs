@@ -135,10 +135,12 @@ async fn enforced(gw: &Gateway, key: &str, use_case: Option<&str>, limit: &str) 
 
 async fn spent(redis_url: &str, limit: &str) -> u64 {
     let keys = command(redis_url, &["KEYS", &format!("payi:nusd:limit:{limit}:*")]).await;
-    // The counter, not its companion of pico-USD remainders (`<key>:p`).
+    // The counter, not its companions: pico-USD remainders (`:p`) and reservations
+    // (`:held`, `:amounts`, `:reserved`).
+    let companion = |l: &str| [":p", ":held", ":amounts", ":reserved"].iter().any(|s| l.ends_with(s));
     let key = keys
         .lines()
-        .find(|l| l.starts_with("payi:") && !l.ends_with(":p"))
+        .find(|l| l.starts_with("payi:") && !companion(l))
         .unwrap_or_else(|| panic!("no counter for {limit}: {keys}"));
     let value = command(redis_url, &["GET", key]).await;
     value.lines().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
