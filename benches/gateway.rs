@@ -702,8 +702,7 @@ fn limits_on_off(
         redis::cmd("KEYS").arg("payi:nusd:limit:organization/acme/monthly:*").query(&mut redis).unwrap();
     let mut organization_nano_usd = 0;
     // The counters themselves, not their remainders or their reservations.
-    let companion = |k: &String| [":p", ":held", ":amounts", ":reserved"].iter().any(|s| k.ends_with(s));
-    for key in keys.into_iter().filter(|k| !companion(k)) {
+    for key in keys.into_iter().filter(|k| !payi_operator::limits::ledger::is_companion(k)) {
         organization_nano_usd += redis::cmd("GET").arg(&key).query::<i64>(&mut redis).unwrap();
     }
     LimitsRuns {

@@ -135,12 +135,10 @@ async fn enforced(gw: &Gateway, key: &str, use_case: Option<&str>, limit: &str) 
 
 async fn spent(redis_url: &str, limit: &str) -> u64 {
     let keys = command(redis_url, &["KEYS", &format!("payi:nusd:limit:{limit}:*")]).await;
-    // The counter, not its companions: pico-USD remainders (`:p`) and reservations
-    // (`:held`, `:amounts`, `:reserved`).
-    let companion = |l: &str| [":p", ":held", ":amounts", ":reserved"].iter().any(|s| l.ends_with(s));
+    // The counter, not its remainder or its reservations.
     let key = keys
         .lines()
-        .find(|l| l.starts_with("payi:") && !companion(l))
+        .find(|l| l.starts_with("payi:") && !payi_operator::limits::ledger::is_companion(l))
         .unwrap_or_else(|| panic!("no counter for {limit}: {keys}"));
     let value = command(redis_url, &["GET", key]).await;
     value.lines().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)

@@ -133,11 +133,6 @@ pub fn cost(usage: &Usage, price: &Price) -> PicoUsd {
     tokens.into_iter().map(|(count, price)| PicoUsd::of_tokens(count, price)).sum::<PicoUsd>() + web_search
 }
 
-/// Temporary, until the callers take [`cost`]: the cost in USD as a float.
-pub fn cost_usd(usage: &Usage, price: &Price) -> f64 {
-    cost(usage, price).usd_f64()
-}
-
 /// The table: each provider's models and the aliases they declare.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PriceTable {
@@ -558,7 +553,7 @@ mod tests {
         assert_eq!(m.tokens.input, PicoPerToken(75_000), "a quoted price");
         let usage = Usage { input: 3, output: 7, reasoning: 11, ..Usage::default() };
         assert_eq!(cost(&usage, m), PicoUsd(3 * 75_000 + 18 * 300_000), "reasoning at the output price");
-        assert_eq!(cost_usd(&Usage { input: 1_000_000, ..Usage::default() }, m), 0.075);
+        assert_eq!(cost(&Usage { input: 1_000_000, ..Usage::default() }, m).usd_f64(), 0.075);
     }
 
     #[test]

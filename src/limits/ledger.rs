@@ -251,9 +251,20 @@ struct Charge {
     permanent_failures: u32,
 }
 
+/// The suffixes of the keys kept beside a money counter: its pico-USD remainder,
+/// then its reservations (held ids by expiry, their amounts, their sum). Readers
+/// of the counters tell them apart by these.
+pub const COMPANIONS: [&str; 4] = [":p", ":held", ":amounts", ":reserved"];
+
+/// Whether `key` is one of a counter's companions rather than a counter.
+pub fn is_companion(key: &str) -> bool {
+    COMPANIONS.iter().any(|suffix| key.ends_with(suffix))
+}
+
 /// The keys that hold the reservations on `counter`.
 fn reservation_keys(counter: &str) -> [String; 3] {
-    [format!("{counter}:held"), format!("{counter}:amounts"), format!("{counter}:reserved")]
+    let [_, held, amounts, reserved] = COMPANIONS;
+    [format!("{counter}{held}"), format!("{counter}{amounts}"), format!("{counter}{reserved}")]
 }
 
 /// A block limit's counter to reserve on, with its maximum (nano-USD).
@@ -653,7 +664,7 @@ impl Ledger {
             invocation.key(format!("payi:event:{}", charge.id));
             invocation.arg(event.money.len()).arg(event.counts.len()).arg(event.reserved.len()).arg(nano).arg(rest);
             for counter in &event.money {
-                invocation.key(&counter.key).key(format!("{}:p", counter.key));
+                invocation.key(&counter.key).key(format!("{}{}", counter.key, COMPANIONS[0]));
                 invocation.arg(counter.ttl.unwrap_or(0));
             }
             for (counter, increment) in &event.counts {

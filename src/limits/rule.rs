@@ -76,11 +76,6 @@ impl LimitRule {
         let window = window(self.period, now);
         (format!("payi:nusd:limit:{}:{}:{}", self.id, self.epoch, window.name), window.ttl_seconds(now))
     }
-
-    /// Blocks a new request when spend has reached the maximum.
-    pub fn blocks(&self, spent_nano: u64) -> bool {
-        self.kind == LimitType::Block && spent_nano >= self.max_nano
-    }
 }
 
 /// The limits that cover one request: its use case's, its Application's, its
@@ -98,12 +93,6 @@ impl Covering {
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
-}
-
-/// What the ledger's figures mean for one request: the first block rule at or
-/// over its maximum, if any.
-pub fn first_blocking<'a>(rules: &'a [LimitRule], spent: &[u64]) -> Option<(&'a LimitRule, u64)> {
-    rules.iter().zip(spent).find(|(rule, spent)| rule.blocks(**spent)).map(|(r, s)| (r, *s))
 }
 
 #[cfg(test)]
@@ -128,20 +117,5 @@ mod tests {
         reset.reset_requested_at = Some("2026-12-07T10:00:00Z".into());
         let (reset_key, _) = compile("group/engineering", &[reset])[0].key(now);
         assert_ne!(reset_key, key, "a reset starts a new counter");
-    }
-
-    #[test]
-    fn only_block_rules_at_or_over_their_max_block() {
-        let rules: Vec<LimitRule> = [
-            compile("use_case/ns/chat/draft", &[limit("daily", "1", LimitType::Allow)]),
-            compile("application/ns/chat", &[limit("weekly", "5", LimitType::Block)]),
-            compile("organization/acme", &[limit("monthly", "10", LimitType::Block)]),
-        ]
-        .iter()
-        .flat_map(|r| r.iter().cloned())
-        .collect();
-        assert_eq!(first_blocking(&rules, &[9_000_000_000, 4_999_999_999, 9_999_999_999]), None, "allow never blocks");
-        let (rule, spent) = first_blocking(&rules, &[0, 5_000_000_000, 10_000_000_000]).unwrap();
-        assert_eq!((&*rule.id, spent), ("application/ns/chat/weekly", 5_000_000_000));
     }
 }
