@@ -49,6 +49,11 @@ pub struct Settings {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "PAYI_GATEWAY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+    /// Seconds a watch of Organizations, Groups or Applications may keep failing
+    /// before /readyz answers 503: the key index can no longer be kept current.
+    #[arg(long, env = "PAYI_GATEWAY_INDEX_STALE_SECONDS",
+          default_value_t = crate::verifier::watch::DEFAULT_STALE_AFTER.as_secs())]
+    pub index_stale_seconds: u64,
     /// The providers file (YAML, see docs/ai-gateway.md).
     #[arg(long, env = "PAYI_GATEWAY_PROVIDERS")]
     pub providers_file: PathBuf,
@@ -161,7 +166,8 @@ pub async fn run(
     let ops = verifier::bind(settings.metrics_addr).await?;
     let mut registry = Registry::default();
     let key_header = settings.key_header.as_deref();
-    let keys = KeyIndex::start_with(client, &mut registry, |index, metrics| {
+    let stale_after = Duration::from_secs(settings.index_stale_seconds);
+    let keys = KeyIndex::start_with(client, &mut registry, stale_after, |index, metrics| {
         verifier::Verifier::new(index, metrics, key_header, false).with_provider_key_headers()
     });
     let metrics = Arc::new(metrics::Metrics::default());
