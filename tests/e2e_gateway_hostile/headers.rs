@@ -232,10 +232,11 @@ fn rows(key: &str) -> Vec<Row> {
             leaves: vec![("x-api-key", s("sk-ant-tenant-own")), ("anthropic-version", s("2023-06-01"))],
         },
         Row {
-            what: "forwarded and direct Authorization next to the platform's Azure key",
+            what: "the tenant's api-key, forwarded and direct Authorization, next to the platform's Azure key",
             path: azure,
             headers: vec![
-                ("api-key", k()),
+                ("xProxy-Api-Key", k()),
+                ("api-key", s("az-tenant")),
                 ("xProxy-Forward-Authorization", s("Bearer aad-forwarded")),
                 ("Authorization", s("Bearer aad-direct")),
                 ("x-goog-api-key", s("goog")),
