@@ -17,7 +17,8 @@
 //!   name a `Connection` header lists, the client's or a forwarded one;
 //! - **claims about the client, the host or the request line** that a proxy or a
 //!   framework in front of the provider may believe (`forwarded`, `x-forwarded-*`,
-//!   `x-real-ip`, `via`, the method and URL overrides, ...): the provider's only
+//!   `x-real-ip`, `via`, the method and URL overrides, ...) and Envoy's control
+//!   headers (`x-envoy-*`: retries, timeouts, the upstream host): the provider's only
 //!   client is the gateway, and the path it asks for was classified by the gateway;
 //! - **the cluster's**: `xproxy-*` and `x-payi-*` (the key, use case, user);
 //! - **credentials**: `cookie` (ambient authority to the provider's host; no
@@ -74,8 +75,9 @@ const GATEWAY_OWNED: [&str; 4] = ["host", "content-length", "expect", "accept-en
 /// Claims about the client, the host, or the request line, which a proxy or a
 /// framework in front of the provider may act on (an allow-list by address, a
 /// virtual host, a method or path other than the one the gateway classified).
-const CLIENT_CLAIMS: [&str; 15] = [
+const CLIENT_CLAIMS: [&str; 16] = [
     "forwarded",
+    "x-original-forwarded-for",
     "via",
     "x-real-ip",
     "x-client-ip",
@@ -92,8 +94,12 @@ const CLIENT_CLAIMS: [&str; 15] = [
     "x-method-override",
 ];
 
-/// Prefixes of the same kind of claims, and of the cluster's own headers.
-const DENIED_PREFIXES: [&str; 3] = ["x-forwarded-", "xproxy-", "x-payi-"];
+/// Prefixes of the same kind of claims; of Envoy's control headers, which an Envoy
+/// in front of a provider honours from a client inside the cluster, as the gateway
+/// is (`x-envoy-retry-on` and `x-envoy-max-retries` would have the provider run, and
+/// bill, a request the gateway meters once; `x-envoy-original-dst-host` picks the
+/// upstream host); and of the cluster's own headers.
+const DENIED_PREFIXES: [&str; 4] = ["x-forwarded-", "x-envoy-", "xproxy-", "x-payi-"];
 
 /// OpenAI headers that pick the account and project a request is billed to.
 const ACCOUNT_HEADERS: [&str; 2] = ["openai-organization", "openai-project"];
@@ -557,6 +563,22 @@ mod tests {
                 configured: true,
                 key_header: "authorization",
                 out: &[APIKEY_OURS],
+            },
+            Row {
+                what: "an Envoy in front of the provider takes no orders from a tenant",
+                incoming: &[
+                    ("authorization", BEARER_K),
+                    ("x-envoy-retry-on", "5xx,reset"),
+                    ("x-envoy-max-retries", "10"),
+                    ("xproxy-forward-x-envoy-original-dst-host", "10.0.0.9:443"),
+                    ("x-envoy-upstream-rq-timeout-ms", "0"),
+                    ("x-original-forwarded-for", "10.0.0.1"),
+                    ("x-request-id", "req-1"),
+                ],
+                kind: Openai,
+                configured: true,
+                key_header: "authorization",
+                out: &[BEARER_OURS, ("x-request-id", "req-1")],
             },
             Row {
                 what: "method and URL overrides cannot change what the gateway classified",

@@ -268,7 +268,7 @@ fn rows(key: &str) -> Vec<Row> {
             leaves: vec![("authorization", bearer(OPENAI)), ("x-stays", s("3"))],
         },
         Row {
-            what: "Expect, Accept-Encoding and claims about the client",
+            what: "Expect, Accept-Encoding, claims about the client, Envoy controls",
             path: chat,
             headers: vec![
                 ("Authorization", bearer(key)),
@@ -278,6 +278,8 @@ fn rows(key: &str) -> Vec<Row> {
                 ("X-Real-IP", s("127.0.0.1")),
                 ("Via", s("1.1 tenant")),
                 ("X-Original-URL", s("/v1/batches")),
+                ("X-Envoy-Retry-On", s("5xx,reset")),
+                ("xProxy-Forward-X-Envoy-Max-Retries", s("10")),
             ],
             chunked: false,
             leaves: vec![("authorization", bearer(OPENAI))],
