@@ -773,6 +773,26 @@ mod tests {
         }
     }
 
+    /// A stream that starts with a byte-order mark, however its bytes are split,
+    /// is read (it made the SSE parser panic) and passed on as sent.
+    #[tokio::test]
+    async fn a_leading_byte_order_mark_is_read_and_passed_on() {
+        let wire = format!("\u{feff}{FIRST}{USAGE}{DONE}");
+        for hide in [false, true] {
+            for cut in [1, 2, 4, wire.len()] {
+                let metrics = Arc::new(Metrics::default());
+                let chunks: Vec<Result<Frame<Bytes>, BoxError>> =
+                    wire.as_bytes().chunks(cut).map(|c| Ok(Frame::data(Bytes::copy_from_slice(c)))).collect();
+                let body = StreamBody::new(futures::stream::iter(chunks));
+                let out = SseBody::new(body, Api::ChatCompletions, hide, metering(&metrics)).collect().await;
+                let out = String::from_utf8(out.unwrap().to_bytes().to_vec()).unwrap();
+                let expected = if hide { format!("\u{feff}{FIRST}{DONE}") } else { wire.clone() };
+                assert_eq!(out, expected, "hide {hide}, cut every {cut}");
+                assert_eq!((tokens(&metrics, "input"), count(&metrics, "metered")), (7, 1), "hide {hide}, cut {cut}");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_stream_the_client_asked_usage_for_passes_byte_for_byte() {
         let metrics = Arc::new(Metrics::default());
