@@ -28,6 +28,7 @@ use super::encoding::Encoding;
 use super::estimate;
 use super::metrics::{FLAT_PRICED_MODEL, Metrics, OTHER_MODEL, Outcome, UsageLabels};
 use super::pricing::{Prices, Unpriced, cost};
+use super::sse_blocks::{Blocks, LeadingBom, PARSER_PRIMER};
 use super::usage::{self, Api, EventKind, StreamMeter, Usage};
 use crate::money::PicoUsd;
 use crate::verifier::metrics::Name;
@@ -407,9 +408,14 @@ impl Drop for JsonBody {
 /// the parser pulled from it that wait to be passed on.
 struct Pulled<B> {
     inner: B,
-    /// Keep pulled chunks for the client (raw mode); in re-encoding mode the events are sent instead.
+    /// Keep pulled chunks for the client as they are (raw mode); when the usage chunk
+    /// is hidden they are cut into blocks instead, passed on block by block.
     keep: bool,
     chunks: VecDeque<Bytes>,
+    blocks: Blocks,
+    /// The parser has been given its primer.
+    primed: bool,
+    bom: LeadingBom,
     since_event: usize,
     /// The stream cannot be parsed (too long without an event, or not SSE).
     broken: bool,
@@ -421,8 +427,9 @@ fn lock<B>(shared: &Shared<B>) -> std::sync::MutexGuard<'_, Pulled<B>> {
     shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The provider's body as a stream of chunks for the SSE parser, keeping a copy
-/// of each for the client in raw mode.
+/// The provider's body as a stream of chunks for the SSE parser (after its primer,
+/// without a leading byte-order mark: see [`LeadingBom`]), keeping each chunk as
+/// sent for the client: whole in raw mode, cut into blocks when the usage is hidden.
 struct Tee<B> {
     shared: Shared<B>,
 }
@@ -439,6 +446,9 @@ where
             if pulled.broken {
                 return Poll::Ready(None);
             }
+            if !std::mem::replace(&mut pulled.primed, true) {
+                return Poll::Ready(Some(Ok(Bytes::from_static(PARSER_PRIMER))));
+            }
             let frame = match ready!(Pin::new(&mut pulled.inner).poll_frame(cx)) {
                 None => return Poll::Ready(None),
                 Some(Err(error)) => return Poll::Ready(Some(Err(error))),
@@ -447,26 +457,33 @@ where
             let Ok(data) = frame.into_data() else { continue };
             if pulled.keep {
                 pulled.chunks.push_back(data.clone());
+            } else {
+                pulled.blocks.push(&data);
             }
             pulled.since_event += data.len();
             if pulled.since_event > SSE_EVENT_LIMIT {
                 pulled.broken = true;
                 return Poll::Ready(None);
             }
-            return Poll::Ready(Some(Ok(data)));
+            let data = pulled.bom.strip(data);
+            if !data.is_empty() {
+                return Poll::Ready(Some(Ok(data)));
+            }
         }
     }
 }
 
 /// An SSE stream passed on as it comes, with its usage read event by event.
-/// When the gateway asked for OpenAI's usage chunk itself, events are re-encoded
-/// so that chunk can be left out; otherwise the provider's bytes pass unchanged.
+/// When the gateway asked for OpenAI's usage chunk itself, the stream passes block
+/// by block ([`Blocks`]) so that chunk's block can be left out, every other byte
+/// (comments and keep-alives included) as the provider sent it; otherwise the
+/// provider's chunks pass unchanged.
 pub struct SseBody<B> {
     events: Pin<Box<EventStream<Tee<B>>>>,
     shared: Shared<B>,
     meter: StreamMeter,
     api: Api,
-    /// Re-encode events and hide the usage-only chunk.
+    /// Pass the stream block by block and hide the usage-only chunk.
     hide_usage: bool,
     out: VecDeque<Bytes>,
     sent_any: bool,
@@ -479,7 +496,16 @@ where
     B: Body<Data = Bytes, Error = BoxError> + Unpin,
 {
     pub fn new(inner: B, api: Api, hide_usage: bool, metering: Metering) -> Self {
-        let pulled = Pulled { inner, keep: !hide_usage, chunks: VecDeque::new(), since_event: 0, broken: false };
+        let pulled = Pulled {
+            inner,
+            keep: !hide_usage,
+            chunks: VecDeque::new(),
+            blocks: Blocks::default(),
+            primed: false,
+            bom: LeadingBom::default(),
+            since_event: 0,
+            broken: false,
+        };
         let shared = Arc::new(Mutex::new(pulled));
         Self {
             events: Box::pin(EventStream::new(Tee { shared: shared.clone() })),
@@ -497,16 +523,25 @@ where
     /// The next chunk to send, if one is waiting.
     fn next_out(&mut self) -> Option<Bytes> {
         match self.hide_usage {
-            true => self.out.pop_front(),
+            // A comment or keep-alive that arrived whole goes on at once.
+            true => self.out.pop_front().or_else(|| lock(&self.shared).blocks.next_quiet()),
             false => lock(&self.shared).chunks.pop_front(),
         }
     }
 
     fn on_event(&mut self, event: Event) {
-        lock(&self.shared).since_event = 0;
+        let mut pulled = lock(&self.shared);
+        pulled.since_event = 0;
         let kind = self.meter.event(&event.event, &event.data);
-        if self.hide_usage && kind == EventKind::Forward {
-            self.out.push_back(encode(&event));
+        if self.hide_usage {
+            while let Some(quiet) = pulled.blocks.next_quiet() {
+                self.out.push_back(quiet);
+            }
+            // The block this event was parsed from: passed on as sent, or hidden.
+            let block = pulled.blocks.next_event();
+            if let Some(block) = block.filter(|_| kind == EventKind::Forward) {
+                self.out.push_back(block);
+            }
         }
     }
 
@@ -580,6 +615,9 @@ where
                 Poll::Ready(None) => {
                     this.finish();
                     this.ended = true;
+                    // What followed the last event (an unfinished block) is the provider's too.
+                    let rest = lock(&this.shared).blocks.rest();
+                    this.out.extend(rest);
                 }
                 Poll::Pending => {
                     return match this.next_out() {
@@ -629,28 +667,6 @@ impl<B> Drop for SseBody<B> {
         // A client that stops reading at the stream's own end marker got all of it.
         self.finish();
     }
-}
-
-/// An event in SSE framing again (only for streams whose usage chunk is hidden).
-fn encode(event: &Event) -> Bytes {
-    let mut text = String::with_capacity(event.data.len() + event.event.len() + 16);
-    if !event.event.is_empty() && event.event != "message" {
-        text.push_str("event: ");
-        text.push_str(&event.event);
-        text.push('\n');
-    }
-    if !event.id.is_empty() {
-        text.push_str("id: ");
-        text.push_str(&event.id);
-        text.push('\n');
-    }
-    for line in event.data.split('\n') {
-        text.push_str("data: ");
-        text.push_str(line);
-        text.push('\n');
-    }
-    text.push('\n');
-    Bytes::from(text)
 }
 
 #[cfg(test)]
@@ -735,6 +751,46 @@ mod tests {
         assert!(!out.contains("prompt_tokens"), "the usage chunk reached the client: {out}");
         assert_eq!((tokens(&metrics, "input"), tokens(&metrics, "output")), (7, 2));
         assert_eq!(count(&metrics, "metered"), 1);
+    }
+
+    /// Hiding the usage chunk takes out its block and nothing else: keep-alive
+    /// comments, `retry`, CRLF line ends and spacing reach the client as sent,
+    /// however the provider's writes cut the stream.
+    #[tokio::test]
+    async fn a_hidden_usage_chunk_is_the_only_bytes_taken_out() {
+        let usage_crlf = USAGE.replace("\n", "\r\n");
+        let before = format!(
+            ": ping\n\nretry: 3000\n\n{FIRST}:  keep-alive\r\n\r\ndata:{{\"choices\":[{{\"delta\":{{}}}}]}}\n\n"
+        );
+        let after = format!(": ping\n\n{DONE}: bye\n\n");
+        let wire = format!("{before}{usage_crlf}{after}");
+        for cut in [1, 7, 64, wire.len()] {
+            let metrics = Arc::new(Metrics::default());
+            let chunks: Vec<&str> = wire.as_bytes().chunks(cut).map(|c| std::str::from_utf8(c).unwrap()).collect();
+            let hidden = SseBody::new(body(&chunks, false), Api::ChatCompletions, true, metering(&metrics));
+            assert_eq!(collect(hidden).await.unwrap(), format!("{before}{after}"), "cut every {cut} bytes");
+            assert_eq!((tokens(&metrics, "input"), count(&metrics, "metered")), (7, 1));
+        }
+    }
+
+    /// A stream that starts with a byte-order mark, however its bytes are split,
+    /// is read (it made the SSE parser panic) and passed on as sent.
+    #[tokio::test]
+    async fn a_leading_byte_order_mark_is_read_and_passed_on() {
+        let wire = format!("\u{feff}{FIRST}{USAGE}{DONE}");
+        for hide in [false, true] {
+            for cut in [1, 2, 4, wire.len()] {
+                let metrics = Arc::new(Metrics::default());
+                let chunks: Vec<Result<Frame<Bytes>, BoxError>> =
+                    wire.as_bytes().chunks(cut).map(|c| Ok(Frame::data(Bytes::copy_from_slice(c)))).collect();
+                let body = StreamBody::new(futures::stream::iter(chunks));
+                let out = SseBody::new(body, Api::ChatCompletions, hide, metering(&metrics)).collect().await;
+                let out = String::from_utf8(out.unwrap().to_bytes().to_vec()).unwrap();
+                let expected = if hide { format!("\u{feff}{FIRST}{DONE}") } else { wire.clone() };
+                assert_eq!(out, expected, "hide {hide}, cut every {cut}");
+                assert_eq!((tokens(&metrics, "input"), count(&metrics, "metered")), (7, 1), "hide {hide}, cut {cut}");
+            }
+        }
     }
 
     #[tokio::test]

@@ -9,21 +9,25 @@
 //! - `usage`: the usage a provider reports, from a JSON body or an SSE stream (pure).
 //! - `estimate`: the prompt of a stream cut before its usage, by tokenizer (pure).
 //! - `encoding`: compressed answers decoded for metering, within a bound (pure).
+//! - `headers`: the one deny filter over the headers that leave for a provider (pure).
 //! - `pricing`: the price table (USD per million tokens), reloadable.
 //! - `proxy`: one request, from the key check to the metered response.
 //! - `metered`: response bodies that count usage as they pass.
+//! - `sse_blocks`: an event stream cut into its raw blocks, to hide one event byte-faithfully (pure).
 //! - `metrics`: tokens, cost, outcomes and latencies.
 //! - `server`: the HTTP/1.1 and HTTP/2 listener with a bounded drain.
 
 pub mod body;
 pub mod encoding;
 pub mod estimate;
+pub mod headers;
 pub mod metered;
 pub mod metrics;
 pub mod pricing;
 pub mod providers;
 pub mod proxy;
 pub mod server;
+pub mod sse_blocks;
 pub mod usage;
 
 use std::future::Future;

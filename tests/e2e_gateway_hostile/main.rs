@@ -1,7 +1,9 @@
-//! The gateway against a hostile tenant and a failing environment (issue #26):
-//! one binary, one file per topic.
+//! The gateway under a hostile tenant and a failing environment (issue #26): the
+//! tests written for it, one file per topic, in one test binary.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bytes;
+mod headers;
 mod readiness;
