@@ -393,9 +393,9 @@ pub fn raise_open_files_limit(max_open: usize) {
         }
     }
     let needed = (max_open as u64).saturating_mul(2).saturating_add(256);
-    if (limit.rlim_cur as u64) < needed {
+    if limit.rlim_cur < needed {
         tracing::warn!(
-            open_files = limit.rlim_cur as u64,
+            open_files = limit.rlim_cur,
             max_connections = max_open,
             "the open-file limit is below two per connection under --max-connections; accepts may fail before the cap"
         );

@@ -90,7 +90,7 @@ fn raise_open_files(needed: u64) {
     assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
     limit.rlim_cur = limit.rlim_max;
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
-    assert!(limit.rlim_cur as u64 >= needed, "RLIMIT_NOFILE hard limit {} is below {needed}", limit.rlim_cur);
+    assert!(limit.rlim_cur >= needed, "RLIMIT_NOFILE hard limit {} is below {needed}", limit.rlim_cur);
 }
 
 /// Reads until the peer closes (end of stream or reset): when it did.
