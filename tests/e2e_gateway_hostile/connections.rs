@@ -6,22 +6,24 @@
 //! binary, real sockets, bounds made small by flags so each test takes seconds.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::common::gateway::{Gateway, post, providers_file, sample, sum};
 use crate::common::provider_sim::ProviderSim;
 use crate::common::verifier::log_dir;
-use crate::common::{Operator, TestEnv, app_with_reason, eventually, key_of};
+use crate::common::{Operator, TestEnv, app_with_reason, eventually, eventually_within, key_of};
 
 const CREDENTIAL: &str = "sk-sim-openai-credential-conns";
 const CHAT: &str = "/openai/v1/chat/completions";
@@ -38,7 +40,7 @@ const EARLY: Duration = Duration::from_millis(150);
 struct Bench {
     _env: TestEnv,
     key: String,
-    _sim: ProviderSim,
+    sim: ProviderSim,
     gw: Gateway,
 }
 
@@ -54,7 +56,7 @@ async fn bench(name: &str, flags: &[&str]) -> Bench {
     std::fs::create_dir_all(&dir).unwrap();
     let providers = providers_file(&dir, &sim.addr.to_string(), &[("openai", CREDENTIAL)]);
     let gw = Gateway::start(name, &providers, flags).await;
-    let bench = Bench { _env: env, key, _sim: sim, gw };
+    let bench = Bench { _env: env, key, sim, gw };
     eventually("the tenant's key to work at the gateway", || async { (bench.chat().await == 200).then_some(()) }).await;
     bench
 }
@@ -143,8 +145,9 @@ const H2_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn silent_sockets_and_trickled_heads_are_closed_at_the_head_bound_while_others_are_served() {
     raise_open_files(4_500);
-    let head = Duration::from_secs(5);
-    let b = bench("gw-conn-silent", &["--connection-head-ms", "5000", "--max-connections", "4000"]).await;
+    // Long enough that connecting 2,000 sockets on a loaded machine ends well within it.
+    let head = Duration::from_secs(8);
+    let b = bench("gw-conn-silent", &["--connection-head-ms", "8000", "--max-connections", "4000"]).await;
     let addr = b.addr();
     // (name, connect began, connected, closed, bytes sent when closed)
     let mut held = JoinSet::new();
@@ -164,7 +167,7 @@ async fn silent_sockets_and_trickled_heads_are_closed_at_the_head_bound_while_ot
     }
     println!("2,000 sockets connected in {:?}", connecting.elapsed());
     // A trickled HTTP/2 preface, a whole preface and SETTINGS and then nothing,
-    // and a trickled HTTP/1.1 head: 250 ms a byte, far slower than the bound.
+    // and a trickled HTTP/1.1 head: 400 ms a byte, so neither is whole within the bound.
     let h1_head =
         format!("POST {CHAT} HTTP/1.1\r\nhost: gw\r\nauthorization: {}\r\ncontent-length: 2\r\n\r\n{{}}", b.auth());
     for (name, bytes) in [
@@ -172,7 +175,7 @@ async fn silent_sockets_and_trickled_heads_are_closed_at_the_head_bound_while_ot
         ("h2 preface and settings, no request", [H2_PREFACE, H2_SETTINGS].concat()),
         ("trickled h1 head", h1_head.into_bytes()),
     ] {
-        let every = if name.starts_with("trickled") { Duration::from_millis(250) } else { Duration::ZERO };
+        let every = if name.starts_with("trickled") { Duration::from_millis(400) } else { Duration::ZERO };
         held.spawn(async move {
             let began = Instant::now();
             let stream = TcpStream::connect(addr).await.unwrap();
@@ -416,4 +419,94 @@ async fn a_body_trickled_after_a_whole_head_gets_408_at_the_body_bound_and_the_c
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(ended + EARLY >= began + bound, "cut before the body bound: {:?}", ended - began);
     assert!(ended <= began + bound + SLACK, "cut late: {:?}", ended - began);
+}
+
+/// A client socket that can go silent for good, as a peer whose machine vanished:
+/// once frozen it neither reads nor writes (and so answers no PING).
+struct Freezable {
+    io: TcpStream,
+    frozen: Arc<AtomicBool>,
+}
+
+impl AsyncRead for Freezable {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.frozen.load(Ordering::SeqCst) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Freezable {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if self.frozen.load(Ordering::SeqCst) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.frozen.load(Ordering::SeqCst) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_http2_peer_that_stops_answering_pings_is_closed_with_its_stream_open() {
+    let (ping, ping_timeout) = (Duration::from_millis(500), Duration::from_millis(1000));
+    let b = bench(
+        "gw-conn-ping",
+        &["--connection-ping-ms", "500", "--connection-ping-timeout-ms", "1000", "--connection-idle-ms", "60000"],
+    )
+    .await;
+    // The first stream cut before its usage loads the tokenizer for its estimate,
+    // seconds in a debug build, in the drop that also closes the socket: done
+    // here, so that what is timed below is the PING bound alone.
+    let cut = json!({"model": "fault-truncated", "stream": true, "messages": [{"role": "user", "content": "x"}]});
+    let _ = post(&b.gw.url(), CHAT, &[("authorization", &b.auth())], &cut.to_string()).await;
+    eventually("the cut stream to be estimated", || async {
+        let metrics = b.gw.metrics().await;
+        (sum(&metrics, "payi_gateway_proxied_requests_total", &[("outcome", "estimated")]) >= 1.0).then_some(())
+    })
+    .await;
+    eventually("the bench's own connections to end", || async { (b.open().await == 0.0).then_some(()) }).await;
+    let frozen = Arc::new(AtomicBool::new(false));
+    let socket = TcpStream::connect(b.addr()).await.unwrap().into_std().unwrap();
+    let watcher = socket.try_clone().unwrap();
+    let io = Freezable { io: TcpStream::from_std(socket).unwrap(), frozen: frozen.clone() };
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await.unwrap();
+    tokio::spawn(conn);
+    // A stream that never ends: the simulator sends its first delta, then nothing.
+    let body = json!({"model": "fault-cut-stream", "stream": true, "messages": [{"role": "user", "content": "x"}]});
+    let response = h2.send_request(chat_request(&b.auth(), &body.to_string())).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.into_body();
+    stream.frame().await.expect("the stream's first bytes").expect("a frame");
+    assert_eq!(b.sim.open_streams(), 1);
+    frozen.store(true, Ordering::SeqCst);
+    let froze = Instant::now();
+    let bound = ping + ping_timeout + SLACK;
+    // What the frozen client no longer reads, a second descriptor of its socket
+    // does: the gateway's last frames, then the end of the connection.
+    let at = tokio::time::timeout(bound + Duration::from_secs(2), closed(TcpStream::from_std(watcher).unwrap()))
+        .await
+        .expect("the gateway closed the silent HTTP/2 peer");
+    eventually_within(SLACK, "the gateway's gauge to count it closed", || async {
+        (b.open().await == 0.0).then_some(())
+    })
+    .await;
+    let took = froze.elapsed();
+    println!(
+        "a frozen HTTP/2 peer with a stream open was closed {took:?} after it froze (PING {ping:?}, timeout {ping_timeout:?})"
+    );
+    assert!(took <= bound, "closed late: {took:?}");
+    // And the provider's stream was cut with it.
+    eventually("the upstream stream to end", || async { (b.sim.open_streams() == 0).then_some(()) }).await;
+    drop(stream);
 }
