@@ -24,6 +24,9 @@ struct Cli {
     command: Command,
 }
 
+// One value, parsed once at start: its size does not matter, and boxing the
+// flattened settings would only make every use of them longer.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers against the cluster in KUBECONFIG or the in-cluster config.

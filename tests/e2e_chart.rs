@@ -777,6 +777,8 @@ fn the_gateway_renders_only_when_enabled_with_read_only_rbac_and_its_files() {
         "--prices-file=/etc/payi-gateway/config/prices.yaml",
         "--drain-seconds=25",
         "--settle-seconds=5",
+        "--max-connections=4096",
+        "--connection-idle-ms=120000",
     ] {
         assert!(args.iter().any(|a| a == arg), "{arg} not in {args:?}");
     }

@@ -279,3 +279,44 @@ fn outcome_labels(l: &UsageLabels, outcome: Outcome) -> OutcomeLabels {
         outcome: outcome.as_str(),
     }
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionReasonLabels {
+    pub reason: &'static str,
+}
+
+/// The client connections: open, refused at accept by the caps, closed by the
+/// bounds (`super::connections`).
+#[derive(Default)]
+pub struct ConnectionMetrics {
+    pub open: prometheus_client::metrics::gauge::Gauge,
+    pub refused: Family<ConnectionReasonLabels, Counter>,
+    pub closed: Family<ConnectionReasonLabels, Counter>,
+}
+
+impl ConnectionMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("payi_gateway");
+        r.register("connections_open", "Client connections open", self.open.clone());
+        r.register(
+            "connections_refused",
+            "Client connections closed as soon as accepted because a cap was reached, by reason: \
+             max_connections, max_connections_per_peer",
+            self.refused.clone(),
+        );
+        r.register(
+            "connections_closed",
+            "Client connections the gateway closed for a bound, by reason: first_request_timeout, \
+             head_timeout, idle",
+            self.closed.clone(),
+        );
+    }
+
+    pub fn refused(&self, refusal: super::connections::Refusal) {
+        self.refused.get_or_create(&ConnectionReasonLabels { reason: refusal.as_str() }).inc();
+    }
+
+    pub fn closed(&self, reason: super::connections::Reason) {
+        self.closed.get_or_create(&ConnectionReasonLabels { reason: reason.as_str() }).inc();
+    }
+}

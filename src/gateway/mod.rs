@@ -15,9 +15,11 @@
 //! - `metered`: response bodies that count usage as they pass.
 //! - `sse_blocks`: an event stream cut into its raw blocks, to hide one event byte-faithfully (pure).
 //! - `metrics`: tokens, cost, outcomes and latencies.
+//! - `connections`: client connections' time bounds and caps (pure decisions, and the hooks that feed them).
 //! - `server`: the HTTP/1.1 and HTTP/2 listener with a bounded drain.
 
 pub mod body;
+pub mod connections;
 pub mod encoding;
 pub mod estimate;
 pub mod headers;
@@ -58,6 +60,30 @@ pub struct Settings {
     #[arg(long, env = "PAYI_GATEWAY_INDEX_STALE_SECONDS",
           default_value_t = crate::verifier::watch::DEFAULT_STALE_AFTER.as_secs())]
     pub index_stale_seconds: u64,
+    /// Client connections open at once; a socket beyond them is closed as soon as
+    /// it is accepted (counted in payi_gateway_connections_refused_total).
+    #[arg(long, env = "PAYI_GATEWAY_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// Client connections open at once from one IP address (0: no such cap). Behind
+    /// a proxy or SNAT every client has the proxy's address: leave it 0 there.
+    #[arg(long, env = "PAYI_GATEWAY_MAX_CONNECTIONS_PER_PEER", default_value_t = 0)]
+    pub max_connections_per_peer: u64,
+    /// Milliseconds from accept to a connection's first complete request (HTTP/1.1
+    /// head, or HTTP/2 preface, SETTINGS and HEADERS), and from a later HTTP/1.1
+    /// head's first byte to its end.
+    #[arg(long, env = "PAYI_GATEWAY_CONNECTION_HEAD_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connection_head_ms: u64,
+    /// Milliseconds a client connection may stay open with no request in flight
+    /// (HTTP/1.1 keep-alive, HTTP/2 with no stream); an open stream is never idle.
+    #[arg(long, env = "PAYI_GATEWAY_CONNECTION_IDLE_MS", default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connection_idle_ms: u64,
+    /// Milliseconds between HTTP/2 keep-alive PINGs to clients (0: none); a PING not
+    /// answered within --connection-ping-timeout-ms closes the connection.
+    #[arg(long, env = "PAYI_GATEWAY_CONNECTION_PING_MS", default_value_t = 30_000)]
+    pub connection_ping_ms: u64,
+    /// Milliseconds an HTTP/2 client has to acknowledge a keep-alive PING.
+    #[arg(long, env = "PAYI_GATEWAY_CONNECTION_PING_TIMEOUT_MS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connection_ping_timeout_ms: u64,
     /// The providers file (YAML, see docs/ai-gateway.md).
     #[arg(long, env = "PAYI_GATEWAY_PROVIDERS")]
     pub providers_file: PathBuf,
@@ -176,6 +202,8 @@ pub async fn run(
     });
     let metrics = Arc::new(metrics::Metrics::default());
     metrics.register(&mut registry);
+    let connection_metrics = Arc::new(metrics::ConnectionMetrics::default());
+    connection_metrics.register(&mut registry);
     let credentials = Credentials::default();
     credentials.reload(&providers);
     let ledger = match &settings.limits_redis_url {
@@ -235,7 +263,15 @@ pub async fn run(
             tracing::error!(%error, "gateway metrics server stopped");
         }
     });
-    server::serve(listener, gateway.clone(), Duration::from_secs(settings.drain_seconds), shutdown).await;
+    server::serve(
+        listener,
+        gateway.clone(),
+        connections(&settings),
+        connection_metrics,
+        Duration::from_secs(settings.drain_seconds),
+        shutdown,
+    )
+    .await;
     reload.abort();
     // The connections are closed: every request is counted now or soon (an
     // abandoned answer being read to its end).
@@ -265,6 +301,24 @@ pub async fn run(
     let _ = ops.await;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// The client connections' bounds from the flags.
+fn connections(settings: &Settings) -> server::Connections {
+    let max_open = usize::try_from(settings.max_connections).unwrap_or(usize::MAX);
+    connections::raise_open_files_limit(max_open);
+    server::Connections {
+        bounds: connections::Bounds {
+            head: Duration::from_millis(settings.connection_head_ms),
+            idle: Duration::from_millis(settings.connection_idle_ms),
+        },
+        caps: connections::Caps {
+            max_open,
+            max_per_peer: usize::try_from(settings.max_connections_per_peer).unwrap_or(usize::MAX),
+        },
+        ping_interval: (settings.connection_ping_ms > 0).then(|| Duration::from_millis(settings.connection_ping_ms)),
+        ping_timeout: Duration::from_millis(settings.connection_ping_timeout_ms),
+    }
 }
 
 /// Polls `done` every 20 ms for at most `bound`; whether it became true.

@@ -5,5 +5,6 @@
 mod common;
 
 mod bytes;
+mod connections;
 mod headers;
 mod readiness;
