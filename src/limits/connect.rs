@@ -297,9 +297,8 @@ struct Shared {
     connector: tokio::sync::Mutex<Connector>,
     current: Mutex<Option<Live>>,
     generation: AtomicU64,
-    /// When the last dial failed, and why: a call does not dial again sooner than
-    /// [`PROBE_EVERY`] after (the probe does), sparing a Redis that is down a dial per request.
-    failed: Mutex<Option<(Instant, String)>>,
+    /// Since when dials fail (logged once per outage, and how long it lasted).
+    failed: Mutex<Option<Instant>>,
     config: AsyncConnectionConfig,
     endpoint: Endpoint,
     /// Wakes the probe when a call found the connection dead.
@@ -359,7 +358,10 @@ impl Shared {
         self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The live connection, dialing when there is none (unless a dial failed just now).
+    /// The live connection, dialing when there is none: the first call after Redis
+    /// is back connects, whether or not the probe came first. Dials are one at a
+    /// time (the connector's lock), and a call waits for one only within its own
+    /// deadline, so an outage costs at most one dial in flight per process.
     async fn live(&self) -> redis::RedisResult<Live> {
         if let Some(live) = self.current() {
             return Ok(live);
@@ -367,11 +369,6 @@ impl Shared {
         let mut connector = self.connector.lock().await;
         if let Some(live) = self.current() {
             return Ok(live);
-        }
-        if let Some((at, why)) = self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone()
-            && at.elapsed() < PROBE_EVERY
-        {
-            return Err(not_connected(&why));
         }
         self.dial(&mut connector, None).await
     }
@@ -391,7 +388,7 @@ impl Shared {
                 *current = Some(live.clone());
                 drop(current);
                 let outage = self.failed.lock().unwrap_or_else(|p| p.into_inner()).take();
-                let after = outage.map(|(at, _)| format!("{:?}", at.elapsed())).unwrap_or_default();
+                let after = outage.map(|at| format!("{:?}", at.elapsed())).unwrap_or_default();
                 tracing::info!(ledger = %self.endpoint, %addr, generation, after, "ledger connected");
                 Ok(live)
             }
@@ -405,7 +402,7 @@ impl Shared {
                     // Once per outage, not per probe.
                     tracing::warn!(ledger = %self.endpoint, %error, "ledger unreachable; probing every {PROBE_EVERY:?}");
                 }
-                *failed = Some((Instant::now(), error.to_string()));
+                failed.get_or_insert_with(Instant::now);
                 Err(error)
             }
         }

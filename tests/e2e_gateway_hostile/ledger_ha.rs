@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use payi_operator::limits::connect::Target;
-use payi_operator::limits::ledger::{Ledger, LedgerMetrics, Timeouts, is_companion};
+use payi_operator::limits::ledger::{Ledger, Timeouts, is_companion};
 use serde_json::{Value, json};
 
 use crate::common::gateway::{Gateway, post, providers_file, sum};
@@ -114,6 +114,7 @@ async fn clean_up(env: TestEnv, (org, group): (String, String)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_ledger_over_tls_checks_the_server_against_the_ca_file_and_charges_exactly() {
+    common::Operator::shared();
     let tls = Tls::generate("ledger-tls");
     let redis =
         Redis::start_with(Options { tls: Some(tls.clone()), password: Some(PASSWORD.into()), ..Options::default() })
@@ -158,6 +159,7 @@ struct Answered {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_primary_killed_under_load_is_followed_through_sentinel_and_loses_at_most_the_replication_window() {
+    common::Operator::shared();
     let tls = Tls::generate("ledger-ha");
     let options = Options { tls: Some(tls.clone()), password: Some(PASSWORD.into()), replica_of: None };
     let mut primary = Redis::start_with(options.clone()).await;
@@ -200,7 +202,6 @@ async fn a_primary_killed_under_load_is_followed_through_sentinel_and_loses_at_m
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let lag = primary.cli(&["INFO", "replication"]).await.unwrap_or_default();
     primary.kill();
     let killed = Instant::now();
 
@@ -240,11 +241,9 @@ async fn a_primary_killed_under_load_is_followed_through_sentinel_and_loses_at_m
     eprintln!(
         "failover: {served_total} requests served ({before} before the kill, {} after), {refused} refused (503) \
          meanwhile; Sentinel named the replica {promoted:?} after the kill, the gateway served again {back:?} after \
-         it; the new primary holds {charged_requests} charges: {lost} lost (acknowledged by the old primary, not \
-         replicated), bound {last_second} (served in the last second before the kill); primary's replication at \
-         the kill: {}",
+         the kill; the new primary holds {charged_requests} charges: {lost} lost (acknowledged by the old primary, not \
+         replicated), bound {last_second} (served in the last second before the kill)",
         after.len(),
-        lag.lines().filter(|l| l.contains("offset") || l.starts_with("slave0")).collect::<Vec<_>>().join(" ")
     );
     assert!(!after.is_empty() && after.len() >= 10, "charges continue after the failover");
     assert!(lost <= last_second, "lost {lost} charges, more than the last second before the kill ({last_second})");
