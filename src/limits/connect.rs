@@ -9,20 +9,21 @@
 //!   every call, and a probe task beside it. While connected the probe sends `PING`
 //!   every [`PROBE_EVERY`]; while not, it dials every [`PROBE_EVERY`], so the
 //!   ledger is connected again within that of Redis answering, without waiting for
-//!   a request to fail first. A call that finds the connection dead (cut, refused,
-//!   or `READONLY`: a primary Sentinel has demoted) drops it and wakes the probe,
-//!   which dials at once; through Sentinel, every dial asks the sentinels for the
-//!   current primary, so a failover is followed at the first dial after it.
+//!   a request to fail first. The probe is the only dialer: a call that finds no
+//!   connection wakes it and waits for the outcome of the next dial (within the
+//!   call's own deadline), and a call that finds the connection dead (cut, refused,
+//!   or `READONLY`: a primary Sentinel has demoted) drops it and wakes the probe.
+//!   Through Sentinel, every dial asks the sentinels for the current primary, so a
+//!   failover is followed at the first dial after it.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{AsyncConnectionConfig, Client, Cmd, ConnectionAddr, RedisError, RedisFuture, TlsCertificates, Value};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 /// How often the connection is probed: a `PING` while connected, a dial while not.
 /// It bounds how long fail-closed refuses after Redis answers again (the documented
@@ -292,18 +293,23 @@ pub struct Connection {
     shared: Arc<Shared>,
 }
 
+/// What calls share with the probe task, which alone dials.
 struct Shared {
-    /// Held while dialing, so one dial runs at a time.
-    connector: tokio::sync::Mutex<Connector>,
-    current: Mutex<Option<Live>>,
-    generation: AtomicU64,
-    /// Since when dials fail (logged once per outage, and how long it lasted).
-    failed: Mutex<Option<Instant>>,
-    config: AsyncConnectionConfig,
-    endpoint: Endpoint,
-    /// Wakes the probe when a call found the connection dead.
+    state: watch::Sender<State>,
+    /// A call found no connection: dial now rather than at the next tick.
     wake: Arc<Notify>,
+    endpoint: Endpoint,
     db: i64,
+}
+
+#[derive(Default)]
+struct State {
+    live: Option<Live>,
+    /// Dials begun and ended, so a call can wait for a dial that began after it asked.
+    begun: u64,
+    ended: u64,
+    /// Why the last dial failed.
+    error: Option<String>,
 }
 
 #[derive(Clone)]
@@ -331,79 +337,39 @@ impl Connection {
             Endpoint::Sentinel(s) => s.db,
             Endpoint::Direct { .. } => 0,
         };
-        let shared = Arc::new(Shared {
-            connector: tokio::sync::Mutex::new(connector),
-            current: Mutex::new(None),
-            generation: AtomicU64::new(0),
-            failed: Mutex::new(None),
-            config: AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(DIAL_BOUND))
-                .set_response_timeout(Some(response)),
-            endpoint,
-            wake: Arc::new(Notify::new()),
-            db,
-        });
-        runtime.spawn(probe(Arc::downgrade(&shared), shared.wake.clone()));
+        let wake = Arc::new(Notify::new());
+        let shared = Arc::new(Shared { state: watch::Sender::new(State::default()), wake: wake.clone(), endpoint, db });
+        let config =
+            AsyncConnectionConfig::new().set_connection_timeout(Some(DIAL_BOUND)).set_response_timeout(Some(response));
+        runtime.spawn(probe(Arc::downgrade(&shared), wake, connector, config));
         Ok(Self { shared })
-    }
-
-    /// Whether a connection is up now (as far as the last call and probe know).
-    pub fn is_connected(&self) -> bool {
-        self.shared.current().is_some()
     }
 }
 
 impl Shared {
-    fn current(&self) -> Option<Live> {
-        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// The live connection, dialing when there is none: the first call after Redis
-    /// is back connects, whether or not the probe came first. Dials are one at a
-    /// time (the connector's lock), and a call waits for one only within its own
-    /// deadline, so an outage costs at most one dial in flight per process.
+    /// The live connection; when there is none, the outcome of a dial begun after
+    /// this call asked for one. So the first call after Redis is back connects
+    /// (not refused because an older dial failed), calls during an outage fail as
+    /// fast as a dial does, and many calls share one dial. A dial that outlasts
+    /// the call's own deadline still completes, for the calls after it.
     async fn live(&self) -> redis::RedisResult<Live> {
-        if let Some(live) = self.current() {
-            return Ok(live);
-        }
-        let mut connector = self.connector.lock().await;
-        if let Some(live) = self.current() {
-            return Ok(live);
-        }
-        self.dial(&mut connector, None).await
-    }
-
-    /// Dials (the connector held) and puts the new connection in place of
-    /// generation `stale` (`None`: of none). A failed dial leaves nothing in place.
-    async fn dial(&self, connector: &mut Connector, stale: Option<u64>) -> redis::RedisResult<Live> {
-        let dialed = match tokio::time::timeout(DIAL_BOUND, connector.dial(&self.config)).await {
-            Ok(result) => result,
-            Err(_) => Err(not_connected(&format!("no connection within {DIAL_BOUND:?}"))),
-        };
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        match dialed {
-            Ok((connection, addr)) => {
-                let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                let live = Live { generation, connection };
-                *current = Some(live.clone());
-                drop(current);
-                let outage = self.failed.lock().unwrap_or_else(|p| p.into_inner()).take();
-                let after = outage.map(|at| format!("{:?}", at.elapsed())).unwrap_or_default();
-                tracing::info!(ledger = %self.endpoint, %addr, generation, after, "ledger connected");
-                Ok(live)
+        let mut state = self.state.subscribe();
+        let wanted = {
+            let now = state.borrow_and_update();
+            if let Some(live) = &now.live {
+                return Ok(live.clone());
             }
-            Err(error) => {
-                if current.as_ref().is_some_and(|l| Some(l.generation) == stale) {
-                    *current = None;
-                }
-                drop(current);
-                let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-                if failed.is_none() {
-                    // Once per outage, not per probe.
-                    tracing::warn!(ledger = %self.endpoint, %error, "ledger unreachable; probing every {PROBE_EVERY:?}");
-                }
-                failed.get_or_insert_with(Instant::now);
-                Err(error)
+            now.begun + 1
+        };
+        self.wake.notify_one();
+        loop {
+            state.changed().await.map_err(|_| not_connected("the ledger's connection was closed"))?;
+            let now = state.borrow_and_update();
+            if let Some(live) = &now.live {
+                return Ok(live.clone());
+            }
+            if now.ended >= wanted {
+                return Err(not_connected(now.error.as_deref().unwrap_or("the dial failed")));
             }
         }
     }
@@ -413,10 +379,14 @@ impl Shared {
         if !is_dead(error) {
             return;
         }
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if current.as_ref().is_some_and(|l| l.generation == generation) {
-            *current = None;
-            drop(current);
+        let dropped = self.state.send_if_modified(|state| {
+            let ours = state.live.as_ref().is_some_and(|l| l.generation == generation);
+            if ours {
+                state.live = None;
+            }
+            ours
+        });
+        if dropped {
             tracing::warn!(ledger = %self.endpoint, %error, "ledger connection lost; connecting again");
             self.wake.notify_one();
         }
@@ -436,36 +406,68 @@ fn not_connected(why: &str) -> RedisError {
     RedisError::from(std::io::Error::new(std::io::ErrorKind::NotConnected, format!("ledger not connected: {why}")))
 }
 
-/// Probes until the connection is dropped: see the module doc.
-async fn probe(shared: Weak<Shared>, wake: Arc<Notify>) {
+/// The only dialer: probes every [`PROBE_EVERY`] (or when a call wakes it) until
+/// the connection is dropped; see the module doc.
+async fn probe(shared: Weak<Shared>, wake: Arc<Notify>, mut connector: Connector, config: AsyncConnectionConfig) {
+    let mut generation = 0;
+    // Since when dials fail: logged once per outage, with its length when it ends.
+    let mut outage: Option<Instant> = None;
     loop {
-        let woken = wake.notified();
-        {
-            let Some(shared) = shared.upgrade() else { return };
-            match shared.current() {
-                Some(live) => {
-                    let mut connection = live.connection.clone();
-                    let ping = redis::cmd("PING");
-                    let answer = tokio::time::timeout(PING_BOUND, connection.req_packed_command(&ping)).await;
-                    let failure = match answer {
-                        Ok(Ok(_)) => None,
-                        Ok(Err(error)) => Some(error.to_string()),
-                        Err(_) => Some(format!("no answer to PING within {PING_BOUND:?}")),
-                    };
-                    if let Some(error) = failure {
-                        tracing::warn!(ledger = %shared.endpoint, %error, "ledger connection failed its probe; connecting again");
-                        let mut connector = shared.connector.lock().await;
-                        let _ = shared.dial(&mut connector, Some(live.generation)).await;
+        let Some(strong) = shared.upgrade() else { return };
+        let live = strong.state.borrow().live.clone();
+        let healthy = match live {
+            None => false,
+            Some(live) => {
+                let mut connection = live.connection;
+                let ping = redis::cmd("PING");
+                match tokio::time::timeout(PING_BOUND, connection.req_packed_command(&ping)).await {
+                    Ok(Ok(_)) => true,
+                    Ok(Err(error)) => {
+                        tracing::warn!(ledger = %strong.endpoint, %error, "ledger connection failed its probe; connecting again");
+                        false
                     }
-                }
-                None => {
-                    let mut connector = shared.connector.lock().await;
-                    if shared.current().is_none() {
-                        let _ = shared.dial(&mut connector, None).await;
+                    Err(_) => {
+                        tracing::warn!(ledger = %strong.endpoint, "ledger did not answer PING within {PING_BOUND:?}; connecting again");
+                        false
                     }
                 }
             }
+        };
+        if !healthy {
+            strong.state.send_modify(|s| s.begun += 1);
+            let dialed = match tokio::time::timeout(DIAL_BOUND, connector.dial(&config)).await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no connection within {DIAL_BOUND:?}")),
+            };
+            match &dialed {
+                Ok((_, addr)) => {
+                    let after = outage.take().map(|at| format!("{:?}", at.elapsed())).unwrap_or_default();
+                    tracing::info!(ledger = %strong.endpoint, %addr, generation = generation + 1, after, "ledger connected");
+                }
+                Err(error) if outage.is_none() => {
+                    outage = Some(Instant::now());
+                    tracing::warn!(ledger = %strong.endpoint, %error, "ledger unreachable; dialing every {PROBE_EVERY:?}");
+                }
+                Err(_) => {}
+            }
+            strong.state.send_modify(|s| {
+                s.ended += 1;
+                match dialed {
+                    Ok((connection, _)) => {
+                        generation += 1;
+                        s.live = Some(Live { generation, connection });
+                        s.error = None;
+                    }
+                    Err(error) => {
+                        s.live = None;
+                        s.error = Some(error);
+                    }
+                }
+            });
         }
+        // A wake while this round ran is kept (as a permit) and ends the sleep at once.
+        drop(strong);
+        let woken = wake.notified();
         tokio::select! {
             _ = tokio::time::sleep(PROBE_EVERY) => {}
             _ = woken => {}

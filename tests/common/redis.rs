@@ -168,9 +168,10 @@ pub async fn cli(addr: &str, tls: Option<&Tls>, password: Option<&str>, args: &[
     (out.status.success() && !text.starts_with("Could not connect")).then_some(text)
 }
 
-fn installed_cli() -> &'static str {
-    static CLI: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    CLI.get_or_init(|| installed("redis-cli"))
+/// `redis-cli`, which Debian ships in redis-tools, a dependency of redis-server.
+fn installed_cli() -> &'static Path {
+    static CLI: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CLI.get_or_init(|| Path::new(&installed("redis-server")).with_file_name("redis-cli"))
 }
 
 /// A throwaway CA and a server certificate it signed for 127.0.0.1 and
