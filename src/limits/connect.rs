@@ -227,7 +227,7 @@ fn percent_decode(text: &str) -> Result<String, ConnectError> {
 
 /// What dials: one Redis, or the sentinels then the primary they name.
 enum Connector {
-    Direct(Client),
+    Direct(Box<Client>),
     Sentinel(Box<SentinelClient>),
 }
 
@@ -235,10 +235,10 @@ impl Connector {
     fn new(endpoint: &Endpoint, ca: Option<Vec<u8>>) -> Result<Self, RedisError> {
         let certificates = ca.map(|pem| TlsCertificates { client_tls: None, root_cert: Some(pem) });
         match endpoint {
-            Endpoint::Direct { url, .. } => Ok(Connector::Direct(match certificates {
+            Endpoint::Direct { url, .. } => Ok(Connector::Direct(Box::new(match certificates {
                 Some(certificates) => Client::build_with_tls(url.as_str(), certificates)?,
                 None => Client::open(url.as_str())?,
-            })),
+            }))),
             Endpoint::Sentinel(s) => {
                 let sentinels = s.sentinels.iter().map(|(host, port)| {
                     if s.tls {
@@ -279,7 +279,7 @@ impl Connector {
     /// A new connection, and the address it reached (for logs).
     async fn dial(&mut self, config: &AsyncConnectionConfig) -> redis::RedisResult<(MultiplexedConnection, String)> {
         let client = match self {
-            Connector::Direct(client) => client.clone(),
+            Connector::Direct(client) => client.as_ref().clone(),
             Connector::Sentinel(sentinel) => sentinel.async_get_client().await?,
         };
         let addr = client.get_connection_info().addr().to_string();
@@ -441,8 +441,8 @@ async fn probe(shared: Weak<Shared>, wake: Arc<Notify>, mut connector: Connector
             };
             match &dialed {
                 Ok((_, addr)) => {
-                    let after = outage.take().map(|at| format!("{:?}", at.elapsed())).unwrap_or_default();
-                    tracing::info!(ledger = %strong.endpoint, %addr, generation = generation + 1, after, "ledger connected");
+                    let unreachable_for = outage.take().map(|at| at.elapsed());
+                    tracing::info!(ledger = %strong.endpoint, %addr, generation = generation + 1, ?unreachable_for, "ledger connected");
                 }
                 Err(error) if outage.is_none() => {
                     outage = Some(Instant::now());

@@ -35,7 +35,9 @@ fn cost_nano() -> u64 {
     (u.input + u.cached_input + u.cache_write + u.output) * 1_000_000
 }
 
-/// A fail-closed gateway on `url`: a request is served only when the ledger took its reservation.
+/// A fail-closed gateway on `url`: a request is served only when the ledger took its
+/// reservation. The check may take a second (not 100 ms): these tests are about where
+/// the ledger is, and a loaded test machine's latency would refuse requests too.
 async fn gateway(name: &str, sim: &ProviderSim, url: &str, ca: &std::path::Path) -> Gateway {
     let dir = common::verifier::log_dir().join(unique(name));
     std::fs::create_dir_all(&dir).unwrap();
@@ -50,6 +52,8 @@ async fn gateway(name: &str, sim: &ProviderSim, url: &str, ca: &std::path::Path)
         "--limits-redis-ca-file",
         ca.to_str().unwrap(),
         "--limits-fail-closed",
+        "--limits-timeout-ms",
+        "1000",
     ];
     Gateway::start(name, &providers, &args).await
 }
