@@ -66,8 +66,9 @@ struct RunArgs {
     /// cold start (docs/benchmark.md): each reconcile waits on several requests.
     #[arg(long, env = "PAYI_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
-    /// The limits ledger the gateways charge (`redis://...`): when set, each limit's
-    /// spend and state are published on its object's status (docs/limits.md).
+    /// The limits ledger the gateways charge (`redis://`, `rediss://`, `redis+sentinel://`,
+    /// as the gateway's): when set, each limit's spend and state are published on its
+    /// object's status (docs/limits.md).
     #[arg(long, env = "PAYI_LIMITS_REDIS_URL", hide_env_values = true)]
     limits_redis_url: Option<String>,
     /// The CA (PEM) that signs the ledger's TLS certificates (`rediss://`); absent: the system's roots.
