@@ -260,3 +260,36 @@ async fn a_primary_killed_under_load_is_followed_through_sentinel_and_loses_at_m
     assert_eq!(operator_reads(&url, &tls.ca, &counter_key).await, spent, "the operator follows the failover");
     clean_up(env, levels).await;
 }
+
+/// Connections on `redis` other than the one asking (the only other client here is the ledger).
+async fn ledger_clients(redis: &Redis) -> usize {
+    let clients = redis.command(&["CLIENT", "LIST"]).await;
+    clients.lines().filter(|l| l.contains(" cmd=") && !l.contains("cmd=client|list")).count()
+}
+
+/// Recovery without a request: the probe redials while Redis is away, so the ledger
+/// is connected again within its interval (200 ms; 1 s asserted) of Redis answering,
+/// and the first check is answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_reconnects_by_itself_soon_after_redis_answers_again() {
+    let mut redis = Redis::start().await;
+    let ledger =
+        Ledger::open(&Target::url(&redis.url()), Timeouts::reader(Duration::from_millis(100)), Arc::default()).unwrap();
+    let keys = ["payi:nusd:test:probe".to_string()];
+    eventually("the ledger to connect", || async { ledger.spent(&keys).await.ok() }).await;
+    redis.stop();
+    // Away long enough for several probes to fail.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.restart(Duration::ZERO).await;
+    let back = Instant::now();
+    while ledger_clients(&redis).await == 0 {
+        assert!(back.elapsed() < Duration::from_secs(5), "the ledger did not reconnect by itself");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let reconnected = back.elapsed();
+    eprintln!("the ledger reconnected {reconnected:?} after Redis answered, with no call made");
+    assert!(reconnected <= Duration::from_secs(1), "reconnected only after {reconnected:?}");
+    let checked = Instant::now();
+    assert_eq!(ledger.spent(&keys).await.unwrap(), [0]);
+    assert!(checked.elapsed() < Duration::from_millis(100), "the first check used the probe's connection");
+}
