@@ -31,7 +31,8 @@ use tokio::sync::{Notify, watch};
 /// second per process are nothing to Redis.
 pub const PROBE_EVERY: Duration = Duration::from_millis(200);
 /// A `PING` not answered within this means the connection (or, through Sentinel,
-/// the primary) is gone: it is replaced. Longer than any command the ledger sends.
+/// the primary) is gone: a new one is dialed and takes its place. Replacing a
+/// connection that was only slow is harmless: calls in flight keep the old one.
 pub const PING_BOUND: Duration = Duration::from_secs(1);
 /// One dial: through Sentinel, asking the sentinels, checking the primary's role,
 /// connecting to it (TLS and `AUTH` included).
