@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 
+use crate::limits::connect::Target;
 use crate::limits::ledger::{Ledger, LedgerMetrics, Timeouts};
 use crate::verifier::{self, KeyIndex};
 use pricing::{PriceTable, Prices, Unpriced};
@@ -108,10 +109,14 @@ pub struct Settings {
     /// Seconds the provider may send nothing in the middle of a body or stream.
     #[arg(long, env = "PAYI_GATEWAY_UPSTREAM_IDLE_SECONDS", default_value_t = 120)]
     pub upstream_idle_seconds: u64,
-    /// The limits ledger (docs/limits.md): `redis://[user:password@]host:port[/db]`.
-    /// Absent: limits are not enforced. From a Secret in the chart.
+    /// The limits ledger (docs/limits.md): `redis://[user:password@]host:port[/db]`,
+    /// `rediss://…` (TLS), or `redis+sentinel://[user:password@]host:port,…/<master>[/db]`
+    /// (`rediss+sentinel://` with TLS). Absent: limits are not enforced. From a Secret in the chart.
     #[arg(long, env = "PAYI_GATEWAY_LIMITS_REDIS_URL", hide_env_values = true)]
     pub limits_redis_url: Option<String>,
+    /// The CA (PEM) that signs the ledger's TLS certificates; absent: the system's roots.
+    #[arg(long, env = "PAYI_GATEWAY_LIMITS_REDIS_CA_FILE")]
+    pub limits_redis_ca_file: Option<PathBuf>,
     /// How long the ledger read before a request may take, in milliseconds.
     #[arg(long, env = "PAYI_GATEWAY_LIMITS_TIMEOUT_MS", default_value_t = 100)]
     pub limits_timeout_ms: u64,
@@ -215,7 +220,8 @@ pub async fn run(
                 charge: Duration::from_millis(settings.limits_charge_timeout_ms),
                 event_ttl: Duration::from_secs(settings.limits_event_ttl_seconds),
             };
-            Some(Ledger::new(url, timeouts, metrics)?)
+            let target = Target { url: url.clone(), ca_file: settings.limits_redis_ca_file.clone() };
+            Some(Ledger::open(&target, timeouts, metrics)?)
         }
         None => None,
     };

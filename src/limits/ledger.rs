@@ -28,11 +28,11 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::connect::{ConnectError, Connection, Target};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 
 use crate::money::{NANO_PER_USD, PicoUsd};
@@ -180,6 +180,8 @@ return {0}
 pub enum LedgerError {
     #[error("the ledger URL is not valid: {0}")]
     Url(#[source] redis::RedisError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("the ledger did not answer within {0:?}")]
     Timeout(Duration),
     #[error("the ledger failed: {0}")]
@@ -415,7 +417,7 @@ impl Timeouts {
 }
 
 pub struct Ledger {
-    connection: ConnectionManager,
+    connection: Connection,
     script: redis::Script,
     reserve_script: redis::Script,
     queue: Mutex<VecDeque<Charge>>,
@@ -434,20 +436,16 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    /// A ledger at `url` (`redis://[user:password@]host:port/db`); connects lazily
-    /// and reconnects by itself, so a Redis that is down at start is not an error.
+    /// A ledger at `url` (`redis://[user:password@]host:port/db`); see [`Ledger::open`].
     pub fn new(url: &str, timeouts: Timeouts, metrics: Arc<LedgerMetrics>) -> Result<Arc<Self>, LedgerError> {
-        let client = redis::Client::open(url).map_err(LedgerError::Url)?;
-        let longest = timeouts.check.max(timeouts.charge);
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeouts.check))
-            .set_response_timeout(Some(longest))
-            // One attempt per reconnection, no backoff sleep: while Redis is away each
-            // call tries anew (a refused connection fails at once), so the first call
-            // after it returns connects instead of waiting out a backoff.
-            .set_number_of_retries(0)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        Self::open(&Target::url(url), timeouts, metrics)
+    }
+
+    /// A ledger at `target` (plain, TLS or through Sentinel: `super::connect`);
+    /// connects lazily and reconnects by itself (probing while Redis is away), so
+    /// a Redis that is down at start is not an error.
+    pub fn open(target: &Target, timeouts: Timeouts, metrics: Arc<LedgerMetrics>) -> Result<Arc<Self>, LedgerError> {
+        let connection = Connection::open(target, timeouts.check.max(timeouts.charge))?;
         Ok(Arc::new(Self {
             connection,
             script: redis::Script::new(CHARGE),
@@ -480,7 +478,7 @@ impl Ledger {
     /// (fail-closed) or let through (fail-open).
     async fn check_call<T, F, Fut>(&self, call: F) -> Result<T, LedgerError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Connection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let deadline = tokio::time::Instant::now() + self.timeouts.check;

@@ -7,4 +7,5 @@ mod common;
 mod bytes;
 mod connections;
 mod headers;
+mod ledger_ha;
 mod readiness;
