@@ -226,6 +226,7 @@ pub async fn run(
         None => None,
     };
     let charges = ledger.clone().map(|l| tokio::spawn(l.run()));
+    tokio::task::spawn_blocking(estimate::preload);
     let gateway = Arc::new(Gateway {
         verifier: keys.verifier.clone(),
         providers,
