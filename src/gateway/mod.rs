@@ -10,6 +10,7 @@
 //! - `estimate`: the prompt of a stream cut before its usage, by tokenizer (pure).
 //! - `encoding`: compressed answers decoded for metering, within a bound (pure).
 //! - `pricing`: the price table (USD per million tokens), reloadable.
+//! - `payi_api`: Pay-i's own API beside the proxy: ingest and request results.
 //! - `proxy`: one request, from the key check to the metered response.
 //! - `metered`: response bodies that count usage as they pass.
 //! - `metrics`: tokens, cost, outcomes and latencies.
@@ -20,6 +21,7 @@ pub mod encoding;
 pub mod estimate;
 pub mod metered;
 pub mod metrics;
+pub mod payi_api;
 pub mod pricing;
 pub mod providers;
 pub mod proxy;
