@@ -413,3 +413,67 @@ async fn without_a_ledger_ingest_still_meters_and_results_answer_503() {
 
     clean_up(&env, &org, &[&group]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bulk_ingest_charges_each_event_once_and_reports_the_refused_ones_by_index() {
+    Operator::shared();
+    let redis = shared_url();
+    let env = TestEnv::new("payi-bulk").await;
+    let org = unique("org");
+    let group = unique("eng");
+    env.create_org(&org, None).await;
+    env.create_group(&group, &org).await;
+    let key = app(&env, "a", &group, json!({"useCases": [{"name": "summarize"}]})).await;
+    let sim = ProviderSim::start().await;
+    let gw = gateway("payi-bulk", &sim, &["--limits-redis-url", redis]).await;
+    known(&gw, &key).await;
+    let ns = env.namespace.clone();
+
+    let first = unique("chatcmpl");
+    let second = unique("msg");
+    let events = json!([
+        {"category": "system.openai", "resource": "gpt-4o-mini", "units": {"text": {"input": 10, "output": 2}},
+         "provider_response_id": first, "use_case_name": "summarize", "user_id": "bob"},
+        {"category": "system.anthropic", "resource": "claude-sonnet-4-5",
+         "units": {"text": {"input": 20, "output": 1}, "text_cache_write": {"input": 4}},
+         "provider_response_id": second},
+        // The first again: recognised, not charged twice.
+        {"category": "system.openai", "resource": "gpt-4o-mini", "units": {"text": {"input": 10, "output": 2}},
+         "provider_response_id": first, "use_case_name": "summarize", "user_id": "bob"},
+        {"category": "system.openai", "resource": "gpt-4o-mini", "units": {"text": {"input": -1}}},
+        {"category": "system.openai", "resource": "gpt-4o-mini", "units": {"text": {"input": 1}},
+         "use_case_name": "undeclared"},
+    ]);
+    let openai_cost = 10 * GPT_4O_MINI.0 + 2 * GPT_4O_MINI.2;
+    // claude-sonnet-4-5 at PRICES: 3000, 3750 and 15000 USD per million.
+    let anthropic_cost = 20 * 3_000_000 + 4 * 3_750_000 + 15_000_000;
+    for round in 0..2 {
+        let answer = call(&gw, &key, "ingest.bulk", json!([]), json!({"events": events}));
+        assert_eq!(answer["ok"], true, "{answer}");
+        let result = &answer["result"];
+        assert_eq!((result["ingest_count"].as_u64(), result["total_count"].as_u64()), (Some(3), Some(5)), "{answer}");
+        let errors = result["errors"].as_array().unwrap();
+        let refused: Vec<(u64, &str)> = errors
+            .iter()
+            .map(|e| (e["item_index"].as_u64().unwrap(), e["xproxy_result"]["xproxy_error"]["code"].as_str().unwrap()))
+            .collect();
+        assert_eq!(refused, [(3, "request_processing_error"), (4, "use_case_not_found")], "{answer}");
+        let application = level(redis, &format!("application/{ns}/a")).await;
+        assert_eq!(application, (openai_cost + anthropic_cost, 12 + 25, 2), "round {round}: each event charged once");
+        assert_eq!(level(redis, &format!("use_case/{ns}/a/summarize")).await, (openai_cost, 12, 1), "round {round}");
+    }
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        sum(&metrics, "payi_gateway_ingest_duplicates_total", &[]),
+        4.0,
+        "one in the first round, three in the second"
+    );
+    let filter = [("organization", org.as_str()), ("source", "ingest"), ("provider", "anthropic")];
+    assert_eq!(sum(&metrics, "payi_gateway_tokens_total", &filter), 25.0, "{metrics}");
+    assert_eq!(
+        sum(&metrics, "payi_gateway_tokens_total", &[("organization", &org), ("token_type", "cache_write")]),
+        4.0
+    );
+
+    clean_up(&env, &org, &[&group]).await;
+}
