@@ -373,6 +373,51 @@ async fn an_ingested_call_past_a_block_limit_is_charged_and_the_next_proxied_req
     assert!(refused.body.contains("limit_reached") && refused.body.contains(&limit), "{refused:?}");
     assert!(sim.requests().is_empty(), "a refused request never reaches the provider");
 
+    // The limits that cover the Application, read through the API with their
+    // spend; declared in Git, so changing one through the API is refused.
+    let org_limit = format!("organization/{org}/org-budget");
+    let org_patch =
+        json!({"spec": {"limits": [{"name": "org-budget", "max": "1000", "period": "month", "type": "allow"}]}});
+    Api::<payi_operator::crd::Organization>::all(env.client.clone())
+        .patch(&org, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(org_patch))
+        .await
+        .unwrap();
+    let listed = eventually("the gateway to know the Organization's limit", || async {
+        let listed = call(&gw, &key, "limits.list", json!([]), json!({"limit": 1}));
+        (listed["result"]["items"].as_array()?.len() == 2).then_some(listed)
+    })
+    .await;
+    assert_eq!(listed["result"]["first_page_cursor"], "1", "one per page, the SDK followed the cursor: {listed}");
+    let items = listed["result"]["items"].as_array().unwrap();
+    let ids: Vec<&str> = items.iter().map(|i| i["limit_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [limit.as_str(), org_limit.as_str()], "{listed}");
+    let budget = &items[0];
+    assert_eq!((budget["limit_name"].as_str(), budget["limit_type"].as_str()), (Some("budget"), Some("block")));
+    assert_eq!(budget["max"].as_f64(), Some(0.1));
+    assert_eq!(budget["totals"]["cost"]["total"]["base"].as_f64(), Some(0.15), "{budget}");
+    let one = call(&gw, &key, "limits.retrieve", json!([limit]), json!({}));
+    assert_eq!(one["result"]["limit"], *budget, "{one}");
+    for (method, kwargs) in
+        [("limits.update", json!({"max": 5})), ("limits.reset", json!({})), ("limits.delete", json!({}))]
+    {
+        let refused = call(&gw, &key, method, json!([limit]), kwargs);
+        assert_eq!(refused["error"]["status"], 409, "{method}: {refused}");
+        let message = refused["error"]["body"]["message"].as_str().unwrap();
+        assert!(message.contains("declared in Git") && message.contains("spec.limits"), "{method}: {message}");
+    }
+    let created = call(&gw, &key, "limits.create", json!([]), json!({"limit_name": "per-user", "max": 1.0}));
+    assert_eq!(created["error"]["status"], 501, "{created}");
+    // Another Group's Application does not see this one's limit.
+    let outsider_group = unique("other");
+    env.create_group(&outsider_group, &org).await;
+    let outsider = app(&env, "outsider", &outsider_group, json!({})).await;
+    known(&gw, &outsider).await;
+    let foreign = call(&gw, &outsider, "limits.retrieve", json!([limit]), json!({}));
+    assert_eq!(foreign["error"]["status"], 404, "{foreign}");
+    assert_eq!(foreign["error"]["body"]["xproxy_error"]["code"], "limit_not_found", "{foreign}");
+    common::delete(&env.apps(), "outsider").await;
+    common::delete(&env.groups(), &outsider_group).await;
+
     clean_up(&env, &org, &[&group]).await;
 }
 

@@ -14,7 +14,8 @@ Scenarios:
                        last result (payi.lib.instrument.get_context()["last_result"]).
   call                 One client method: CALL is JSON {"method": "ingest.units", "kwargs": {...}}
                        (a dotted path on payi.Payi(), e.g. "requests.request_id.result.retrieve";
-                       "args" for positional arguments). Prints what it returned.
+                       "args" for positional arguments). Prints what it returned; for a list,
+                       every item of every page (the SDK follows the cursor) and the first cursor.
 
 Input (environment): GATEWAY_URL, PAYI_API_KEY, and per scenario SIM_URL, USE_CASE, USER_ID,
 MODEL (default gpt-4o-mini), CALL. No client retries (max_retries=0): what the gateway answered
@@ -79,7 +80,11 @@ def call(out):
     for part in spec["method"].split("."):
         target = getattr(target, part)
     result = target(*spec.get("args", []), **spec.get("kwargs", {}))
-    out["result"] = dump(result)
+    if hasattr(result, "_get_page_items"):
+        # A list: every item of every page, as the SDK's auto-pagination follows the cursor.
+        out["result"] = {"items": [dump(item) for item in result], "first_page_cursor": result.cursor}
+    else:
+        out["result"] = dump(result)
     out["ok"] = True
 
 

@@ -22,6 +22,8 @@ pub mod code {
     pub const USE_CASE_NOT_FOUND: &str = "use_case_not_found";
     pub const INVALID_LIMIT_IDS: &str = "invalid_limit_ids";
     pub const REQUEST_NOT_FOUND: &str = "request_not_found";
+    pub const LIMIT_NOT_FOUND: &str = "limit_not_found";
+    pub const UPDATE_LIMIT_VALIDATION_FAILED: &str = "update_limit_validation_failed";
     pub const REQUEST_TOO_LARGE: &str = "request_too_large";
     pub const LEDGER_UNAVAILABLE: &str = "ledger_unavailable";
     pub const NOT_SERVED: &str = "not_served";

@@ -6,6 +6,7 @@
 //! - `ingest`: a usage report of a call the workload made to the provider itself
 //!   (`payi_instrument()`, `client.ingest.units(...)`), checked and priced (pure).
 //! - `results`: request results kept in the ledger's Redis, per Application.
+//! - `limits`: the declared limits that cover the Application, read-only (pure).
 //! - `errors`: Pay-i's error shape and codes.
 //!
 //! An ingested event takes the path of a proxied request's usage: the same key
@@ -17,6 +18,7 @@
 
 pub mod errors;
 pub mod ingest;
+pub mod limits;
 pub mod results;
 
 use std::sync::Arc;
@@ -64,6 +66,10 @@ pub enum Endpoint {
         category: String,
         provider_response_id: String,
     },
+    LimitList,
+    LimitGet(String),
+    /// A change to a limit: refused (declared limits are read-only here).
+    LimitChange(String),
     /// A Pay-i endpoint this gateway does not serve, and why.
     NotServed(&'static str),
     /// A Pay-i endpoint asked with a method it does not take.
@@ -72,8 +78,9 @@ pub enum Endpoint {
     Unknown,
 }
 
-const LIMITS_NOT_SERVED: &str = "limits by id are not served by this gateway yet: the limits declared in the \
-    Organization, Group and Application manifests apply to every request by themselves (docs/payi-api.md)";
+const LIMITS_NOT_SERVED: &str = "limits created through the API (by id) are not served by this gateway yet: the \
+    limits declared in the Organization, Group and Application manifests apply to every request by themselves, and \
+    GET /api/v1/limits lists them (docs/payi-api.md)";
 const USE_CASES_NOT_SERVED: &str = "use cases are declared in the Application's spec.useCases (GitOps is the \
     source of truth); use-case instances and KPIs are not served by this gateway yet (docs/payi-api.md)";
 const PROPERTIES_NOT_SERVED: &str =
@@ -96,11 +103,20 @@ pub fn route(method: &Method, path: &str) -> Endpoint {
         }
         ["requests", .., "result"] => Endpoint::WrongMethod,
         ["requests", .., "properties"] => Endpoint::NotServed(PROPERTIES_NOT_SERVED),
-        ["limits", ..] => Endpoint::NotServed(LIMITS_NOT_SERVED),
+        ["limits"] if get => Endpoint::LimitList,
+        ["limits"] => Endpoint::NotServed(LIMITS_NOT_SERVED),
+        ["limits", id @ .., "reset" | "properties"] if !id.is_empty() => Endpoint::LimitChange(joined(id)),
+        ["limits", id @ ..] if get => Endpoint::LimitGet(joined(id)),
+        ["limits", id @ ..] => Endpoint::LimitChange(joined(id)),
         ["use_cases", ..] => Endpoint::NotServed(USE_CASES_NOT_SERVED),
         ["categories", ..] => Endpoint::NotServed(CATEGORIES_NOT_SERVED),
         _ => Endpoint::Unknown,
     }
+}
+
+/// Path segments decoded and joined again (limit ids hold `/`, which the SDK escapes).
+fn joined(segments: &[&str]) -> String {
+    segments.iter().map(|s| decode(s)).collect::<Vec<_>>().join("/")
 }
 
 /// Percent-decodes one path segment (what the SDK's path template encoded); an
@@ -188,6 +204,30 @@ async fn serve(
                 Some(&provider_response_id),
             );
             read_result(gateway, &answer, &id).await
+        }
+        Endpoint::LimitList => {
+            let Some(attribution) = answer.allowed() else { return Err(not_found()) };
+            let query = limits::list_query(parts.uri.query())?;
+            let (rules, cursor) = limits::page(limits::declared(&attribution.limits), &query);
+            let items = with_spend(gateway, &rules, now).await?;
+            let body = json!({"request_id": &*crate::limits::ledger::event_id(), "cursor": cursor, "items": items});
+            Ok(json_response(StatusCode::OK, &body))
+        }
+        Endpoint::LimitGet(id) => {
+            let Some(attribution) = answer.allowed() else { return Err(not_found()) };
+            let declared = limits::declared(&attribution.limits);
+            let Some(rule) = declared.into_iter().find(|r| *r.id == *id) else { return Err(limits::not_found(&id)) };
+            let mut items = with_spend(gateway, &[rule], now).await?;
+            let body = json!({"request_id": &*crate::limits::ledger::event_id(), "limit": items.pop()});
+            Ok(json_response(StatusCode::OK, &body))
+        }
+        Endpoint::LimitChange(id) => {
+            let Some(attribution) = answer.allowed() else { return Err(not_found()) };
+            let declared = limits::declared(&attribution.limits);
+            match declared.into_iter().find(|r| *r.id == *id) {
+                Some(rule) => Err(limits::read_only(rule)),
+                None => Err(limits::not_found(&id)),
+            }
         }
         Endpoint::NotServed(why) => Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, code::NOT_SERVED, why)),
         Endpoint::Unknown | Endpoint::WrongMethod => Err(not_found()),
@@ -473,6 +513,28 @@ async fn bulk_event(gateway: &Gateway, headers: &HeaderMap, event: Value, now: D
     ingest_one(gateway, &answer, &ingest, now).await.map(|_| ())
 }
 
+/// Each limit in Pay-i's shape with its spend in the current window, from the ledger.
+async fn with_spend(
+    gateway: &Gateway,
+    rules: &[&crate::limits::rule::LimitRule],
+    now: DateTime<Utc>,
+) -> Result<Vec<Value>, ApiError> {
+    let Some(ledger) = &gateway.ledger else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::LEDGER_UNAVAILABLE,
+            "limits' spend is kept in the limits ledger, and this gateway has none (--limits-redis-url)",
+        ));
+    };
+    let windows = now + gateway.ledger_policy.time_offset;
+    let keys: Vec<String> = rules.iter().map(|r| r.key(windows).0).collect();
+    let spent = ledger.spent(&keys).await.map_err(|error| {
+        tracing::warn!(%error, "limits' spend not read");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code::LEDGER_UNAVAILABLE, "the limits ledger did not answer")
+    })?;
+    Ok(rules.iter().zip(spent).map(|(rule, spent)| limits::limit_json(rule, spent)).collect())
+}
+
 /// A kept result, for this key's Application only.
 async fn read_result(gateway: &Gateway, answer: &Answer, id: &str) -> Result<Response<ResponseBody>, ApiError> {
     let Some(ledger) = &gateway.ledger else {
@@ -520,6 +582,21 @@ mod tests {
         );
         assert_eq!(route(&Method::PUT, "/api/v1/requests/abc/properties"), Endpoint::NotServed(PROPERTIES_NOT_SERVED));
         assert_eq!(route(&Method::POST, "/api/v1/limits"), Endpoint::NotServed(LIMITS_NOT_SERVED));
+        assert_eq!(route(&Method::GET, "/api/v1/limits"), Endpoint::LimitList);
+        let id = "application/ns/chat/budget";
+        assert_eq!(
+            route(&Method::GET, "/api/v1/limits/application%2Fns%2Fchat%2Fbudget"),
+            Endpoint::LimitGet(id.into())
+        );
+        assert_eq!(route(&Method::GET, "/api/v1/limits/application/ns/chat/budget"), Endpoint::LimitGet(id.into()));
+        for (method, path) in [
+            (Method::PUT, "/api/v1/limits/application%2Fns%2Fchat%2Fbudget"),
+            (Method::DELETE, "/api/v1/limits/application%2Fns%2Fchat%2Fbudget"),
+            (Method::POST, "/api/v1/limits/application%2Fns%2Fchat%2Fbudget/reset"),
+            (Method::PUT, "/api/v1/limits/application%2Fns%2Fchat%2Fbudget/properties"),
+        ] {
+            assert_eq!(route(&method, path), Endpoint::LimitChange(id.into()), "{method} {path}");
+        }
         assert_eq!(route(&Method::POST, "/api/v1/use_cases/instances/x"), Endpoint::NotServed(USE_CASES_NOT_SERVED));
         assert_eq!(route(&Method::GET, "/api/v1/nothing"), Endpoint::Unknown);
     }
