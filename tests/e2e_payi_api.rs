@@ -9,7 +9,7 @@
 mod common;
 
 use chrono::Utc;
-use common::gateway::{Gateway, post, providers_file, send, sum};
+use common::gateway::{Gateway, post, providers_file, sum};
 use common::provider_sim::{ProviderSim, SimUsage};
 use common::redis::{command, shared_url};
 use common::{Operator, TestEnv, app_with_reason, eventually, key_of, unique};
@@ -306,8 +306,13 @@ async fn instrumented_usage_is_ingested_priced_and_charged_once_and_its_result_i
         assert_eq!(sum(&metrics, "payi_gateway_ingest_refusals_total", &[("reason", code)]), 1.0, "{code}");
     }
     // A Pay-i endpoint not served here says so.
-    let limits = send(&gw.url(), "GET", "/api/v1/limits", &[("xProxy-api-key", &support)], "").await.unwrap();
-    assert_eq!(limits.status(), 501);
+    let instance =
+        post(&gw.url(), "/api/v1/use_cases/instances/summarize", &[("xProxy-api-key", &support)], "{}").await.unwrap();
+    assert_eq!(instance.status, 501, "{instance:?}");
+    assert!(
+        instance.body.contains("\"code\":\"not_served\"") && instance.body.contains("spec.useCases"),
+        "{instance:?}"
+    );
 
     clean_up(&env, &org, &[&group]).await;
 }
