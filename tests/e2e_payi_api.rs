@@ -249,7 +249,7 @@ async fn instrumented_usage_is_ingested_priced_and_charged_once_and_its_result_i
     assert_eq!(counter(redis, &unpriced.unpriced).await, 1, "an event with unknown units is one of unknown cost");
     let metrics = gw.metrics().await;
     assert_eq!(
-        sum(&metrics, "payi_gateway_ingest_unknown_units_total", &[("reason", "system.openai")]),
+        sum(&metrics, "payi_gateway_ingest_unknown_units_total", &[("category", "system.openai")]),
         100.0,
         "{metrics}"
     );

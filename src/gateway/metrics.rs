@@ -77,11 +77,16 @@ impl Source {
     }
 }
 
-/// Ingest refusals and unknown units: by Pay-i error code or category, both from
-/// fixed lists (never a client's string).
+/// Ingest refusals, by Pay-i error code (a fixed list, never a client's string).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IngestLabels {
     pub reason: &'static str,
+}
+
+/// Ingested units by category (one of the few the gateway prices).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabels {
+    pub category: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -167,7 +172,7 @@ pub struct Metrics {
     /// Ingest requests refused, by Pay-i error code.
     pub ingest_refused: Family<IngestLabels, Counter>,
     /// Units an ingested event reported that the gateway cannot price, by category.
-    pub ingest_unknown_units: Family<IngestLabels, Counter>,
+    pub ingest_unknown_units: Family<CategoryLabels, Counter>,
     /// Ingested events recognised as repeats of one already charged.
     pub ingest_duplicates: Counter,
 }

@@ -31,7 +31,7 @@ use hyper::header::{self, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::metrics::{IngestLabels, OTHER_MODEL, Outcome as MetricOutcome, Source, UsageLabels};
+use super::metrics::{CategoryLabels, IngestLabels, OTHER_MODEL, Outcome as MetricOutcome, Source, UsageLabels};
 use super::pricing::cost;
 use super::proxy::{Gateway, ResponseBody, level_usage};
 use crate::limits::ledger::{Applied, LedgerKey};
@@ -192,7 +192,10 @@ async fn serve(
             let answer = ingest_one(gateway, &answer, &ingest, now).await?;
             Ok(json_response(StatusCode::OK, &answer))
         }
-        Endpoint::IngestBulk => bulk(gateway, &parts.headers, body, now).await,
+        Endpoint::IngestBulk => {
+            refuse_limit_ids(parts.headers.get(LIMIT_IDS_HEADER).and_then(|v| v.to_str().ok()))?;
+            bulk(gateway, &parts.headers, body, now).await
+        }
         Endpoint::ResultById(id) => read_result(gateway, &answer, &id).await,
         Endpoint::ResultByProvider { category, provider_response_id } => {
             let Some(category) = ingest::category(&category) else { return Err(not_found()) };
@@ -333,7 +336,11 @@ async fn ingest_one(
         gateway.metrics.record_from(Source::Ingest, &labels, &ingest.usage, total, MetricOutcome::Metered);
         let unknown = ingest.unknown_total();
         if unknown > 0 {
-            gateway.metrics.ingest_unknown_units.get_or_create(&IngestLabels { reason: category.name }).inc_by(unknown);
+            gateway
+                .metrics
+                .ingest_unknown_units
+                .get_or_create(&CategoryLabels { category: category.name })
+                .inc_by(unknown);
         }
     };
     let Some(ledger) = &gateway.ledger else {
