@@ -527,3 +527,42 @@ async fn a_bulk_ingest_charges_each_event_once_and_reports_the_refused_ones_by_i
 
     clean_up(&env, &org, &[&group]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instrumented_anthropic_call_is_charged_what_the_provider_billed() {
+    Operator::shared();
+    let redis = shared_url();
+    let env = TestEnv::new("payi-ingest-anthropic").await;
+    let org = unique("org");
+    let group = unique("eng");
+    env.create_org(&org, None).await;
+    env.create_group(&group, &org).await;
+    let key = app(&env, "a", &group, json!({"useCases": [{"name": "draft"}]})).await;
+    let sim = ProviderSim::start().await;
+    let gw = gateway("payi-ingest-anthropic", &sim, &["--limits-redis-url", redis]).await;
+    known(&gw, &key).await;
+
+    let sim_url = sim.url();
+    let run = sdk(&gw, &key, "instrumented-anthropic", &[("SIM_URL", &sim_url), ("USE_CASE", "draft")]);
+    assert_eq!(run["ok"], true, "{run}");
+    let invoice = sim.invoice();
+    assert_eq!(invoice.len(), 1, "{invoice:?}");
+    let billed = invoice[0].usage;
+    // claude-sonnet-4-5 at PRICES, nano-USD per token.
+    let cost = billed.input * 3_000_000
+        + billed.cached_input * 300_000
+        + billed.cache_write * 3_750_000
+        + billed.output * 15_000_000;
+    let tokens = billed.input + billed.cached_input + billed.cache_write + billed.output;
+    assert!(cost > 0, "{billed:?}");
+    assert_eq!(run["last_result"]["cost"]["total"]["base"].as_f64(), Some(cost as f64 / 1e9), "{run}");
+    let ns = env.namespace.clone();
+    for level_key in [format!("organization/{org}"), format!("application/{ns}/a"), format!("use_case/{ns}/a/draft")] {
+        assert_eq!(level(redis, &level_key).await, (cost, tokens, 1), "{level_key}");
+    }
+    let metrics = gw.metrics().await;
+    let filter = [("organization", org.as_str()), ("source", "ingest"), ("provider", "anthropic")];
+    assert_eq!(sum(&metrics, "payi_gateway_tokens_total", &filter), tokens as f64, "{metrics}");
+
+    clean_up(&env, &org, &[&group]).await;
+}

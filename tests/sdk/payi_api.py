@@ -12,6 +12,7 @@ Scenarios:
                        path); the instrumentation then reports the usage with POST /api/v1/ingest.
                        Prints the completion's id, model and usage, and the instrumentation's
                        last result (payi.lib.instrument.get_context()["last_result"]).
+  instrumented-anthropic  the same with the anthropic SDK (Anthropic(base_url=SIM_URL)), claude-sonnet-4-5.
   call                 One client method: CALL is JSON {"method": "ingest.units", "kwargs": {...}}
                        (a dotted path on payi.Payi(), e.g. "requests.request_id.result.retrieve";
                        "args" for positional arguments). Prints what it returned; for a list,
@@ -74,6 +75,30 @@ def instrumented_openai(out):
     out["ok"] = True
 
 
+def instrumented_anthropic(out):
+    from anthropic import Anthropic
+    from payi.lib.instrument import get_context, payi_instrument, track
+
+    os.environ["PAYI_BASE_URL"] = env("GATEWAY_URL").rstrip("/")
+    payi_instrument()
+    provider = Anthropic(base_url=env("SIM_URL").rstrip("/"), api_key="sk-ant-direct-to-provider", max_retries=0)
+
+    @track(use_case_name=env("USE_CASE"), user_id=env("USER_ID"))
+    def ask():
+        return provider.messages.create(
+            model=env("MODEL", "claude-sonnet-4-5"),
+            max_tokens=64,
+            messages=[{"role": "user", "content": "Say hello from the instrumented set-up"}],
+        )
+
+    message = ask()
+    out["response_id"] = message.id
+    out["model"] = message.model
+    out["usage"] = dump(message.usage)
+    out["last_result"] = dump(get_context().get("last_result"))
+    out["ok"] = True
+
+
 def call(out):
     spec = json.loads(env("CALL"))
     target = client()
@@ -88,7 +113,7 @@ def call(out):
     out["ok"] = True
 
 
-SCENARIOS = {"instrumented-openai": instrumented_openai, "call": call}
+SCENARIOS = {"instrumented-openai": instrumented_openai, "instrumented-anthropic": instrumented_anthropic, "call": call}
 
 
 def main():
