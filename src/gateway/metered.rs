@@ -723,6 +723,7 @@ mod tests {
             provider: Name("openai".into()),
             model: Name("gpt-4o-mini".into()),
             token_type: t,
+            source: "proxy",
         };
         metrics.tokens.get_or_create(&labels(token_type)).get()
     }

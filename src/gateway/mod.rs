@@ -11,6 +11,7 @@
 //! - `encoding`: compressed answers decoded for metering, within a bound (pure).
 //! - `headers`: the one deny filter over the headers that leave for a provider (pure).
 //! - `pricing`: the price table (USD per million tokens), reloadable.
+//! - `payi_api`: Pay-i's own API beside the proxy: ingest and request results.
 //! - `proxy`: one request, from the key check to the metered response.
 //! - `metered`: response bodies that count usage as they pass.
 //! - `sse_blocks`: an event stream cut into its raw blocks, to hide one event byte-faithfully (pure).
@@ -25,6 +26,7 @@ pub mod estimate;
 pub mod headers;
 pub mod metered;
 pub mod metrics;
+pub mod payi_api;
 pub mod pricing;
 pub mod providers;
 pub mod proxy;

@@ -133,6 +133,10 @@ impl Default for LedgerPolicy {
 impl Gateway {
     pub async fn handle(self: &Arc<Self>, request: Request<Incoming>) -> Response<ResponseBody> {
         let started = Instant::now();
+        // Pay-i's own API (ingest, request results) beside its proxy layout.
+        if super::payi_api::serves(request.uri().path()) {
+            return super::payi_api::handle(self, request).await;
+        }
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
         let Some(route) = self.providers.route(request.method(), &path) else {
             return error(StatusCode::NOT_FOUND, "no_provider", "no provider is configured at this path");
@@ -446,12 +450,12 @@ impl Gateway {
 }
 
 /// The month-to-date usage counters of the levels one request belongs to.
-struct LevelUsage {
+pub(super) struct LevelUsage {
     keys: Vec<UsageKeys>,
     ttl: u64,
 }
 
-fn level_usage(levels: &[String], now: chrono::DateTime<chrono::Utc>) -> LevelUsage {
+pub(super) fn level_usage(levels: &[String], now: chrono::DateTime<chrono::Utc>) -> LevelUsage {
     let month = spend::month(now);
     LevelUsage { keys: levels.iter().map(|level| UsageKeys::of(level, &month)).collect(), ttl: spend::ttl_seconds(now) }
 }
@@ -459,7 +463,7 @@ fn level_usage(levels: &[String], now: chrono::DateTime<chrono::Utc>) -> LevelUs
 impl LevelUsage {
     /// The usage event of a finished request: its cost to the covering limits' counters
     /// and to each level's spend, its tokens and itself to each level's counts.
-    fn event(
+    pub(super) fn event(
         self,
         limit_keys: Vec<LedgerKey>,
         limits: Vec<Arc<str>>,

@@ -732,9 +732,65 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Applies one event now, through the same charge script and `payi:event:<id>`
+    /// key as the queue, and says whether it was new: for callers that must answer
+    /// "charged" or "already charged" (Pay-i's ingest, whose ids repeat by design
+    /// when a client re-sends a report). The id is remembered for `remember` (at
+    /// least the configured event expiry). Nothing is queued: on an error the
+    /// caller answers its client, who sends the event again.
+    pub async fn apply_once(&self, event: UsageEvent, remember: Duration) -> Result<Applied, LedgerError> {
+        let id = event.id.clone().unwrap_or_else(event_id);
+        let charge = Charge { id: id.clone(), event, queued_at: Instant::now(), permanent_failures: 0 };
+        let applied = match self.apply(std::slice::from_ref(&charge)).await {
+            Ok(mut applied) if applied.len() == 1 => applied.remove(0),
+            Ok(applied) => return Err(LedgerError::Answer { expected: 1, got: applied.len() }),
+            Err(error) => {
+                self.metrics.errors.inc();
+                return Err(error);
+            }
+        };
+        self.metrics.batches.inc();
+        match &applied {
+            Applied::Fresh(totals) => {
+                self.metrics.applied.inc();
+                for (limit, total) in charge.event.limits.iter().zip(totals) {
+                    let labels = LimitLabels { limit: limit.to_string() };
+                    self.metrics.spend.get_or_create(&labels).set(*total as f64 / NANO_PER_USD as f64);
+                }
+                let seconds = remember.as_secs();
+                if seconds > self.timeouts.event_ttl.as_secs() {
+                    let mut expire = redis::cmd("EXPIRE");
+                    expire.arg(format!("payi:event:{id}")).arg(seconds);
+                    let mut connection = self.connection.clone();
+                    let call = expire.query_async::<i64>(&mut connection);
+                    match tokio::time::timeout(self.timeouts.charge, call).await {
+                        Ok(Ok(_)) => {}
+                        // Charged once already; only a repeat after the shorter expiry could be missed.
+                        Ok(Err(error)) => {
+                            tracing::warn!(event = %id, %error, "event id kept for the default expiry only")
+                        }
+                        Err(_) => tracing::warn!(event = %id, "event id kept for the default expiry only (timeout)"),
+                    }
+                }
+            }
+            Applied::Repeat => {
+                self.metrics.duplicates.inc();
+            }
+            Applied::WrongType => self.give_up(&charge, "wrongtype"),
+        }
+        Ok(applied)
+    }
+
+    /// The ledger's connection, for stores kept beside the counters (request results).
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+}
+
 /// What the ledger did with one event.
-#[derive(Debug)]
-enum Applied {
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
     /// Charged now; its counters' new totals in nano-USD.
     Fresh(Vec<u64>),
     /// Already applied by an earlier send; nothing charged.
