@@ -783,7 +783,7 @@ impl Ledger {
     }
 
     /// The ledger's connection, for stores kept beside the counters (request results).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Connection {
         self.connection.clone()
     }
 }
