@@ -4,11 +4,12 @@
 //! bound a few tenants sending 8 MiB bodies at once could take a replica past its
 //! memory limit and kill every other tenant's streams with it.
 //!
-//! A request body takes its bytes from the budget as they arrive and gives them
-//! back when the body is no longer held (sent on, or, for a stream, when the stream
-//! ends: its body is kept to estimate its prompt if it is cut). When the budget
-//! cannot take a body, the request is refused with 503 `gateway_busy` and
-//! `Retry-After` before more of it is read. Answers are never refused part way (the
+//! A request body of declared length takes its bytes from the budget before any of
+//! it is read (a chunked one as it arrives) and gives them back when the body is no
+//! longer held (sent on, or, for a stream, when the stream ends: its body is kept to
+//! estimate its prompt if it is cut). When the budget cannot take a body, the
+//! request is refused with 503 `gateway_busy` and `Retry-After`, before (more of) it
+//! is read. Answers are never refused part way (the
 //! provider bills them): what the meter holds of them (a few small values per
 //! answer) is taken unconditionally, so it counts against new request bodies.
 //!
@@ -60,11 +61,6 @@ impl Budget {
     /// An empty lease, to grow as a body arrives.
     pub fn lease(self: &Arc<Self>) -> Lease {
         Lease { budget: self.clone(), bytes: 0 }
-    }
-
-    /// Whether a body of `size` bytes (declared, not read yet) could be taken now.
-    pub fn has_room(&self, size: usize) -> bool {
-        admits(self.capacity, self.held(), 0, size)
     }
 
     fn add(&self, bytes: usize) {
@@ -149,7 +145,8 @@ mod tests {
         assert!(big.try_grow(3 << 20));
         assert!(big.try_grow(4 << 20), "up to 7/8 for large bodies");
         assert!(!big.try_grow(1), "the last eighth is for small bodies");
-        assert!(budget.has_room(SMALL_BODY) && !budget.has_room(SMALL_BODY + 1));
+        assert!(admits(budget.capacity(), budget.held(), 0, SMALL_BODY));
+        assert!(!admits(budget.capacity(), budget.held(), 0, SMALL_BODY + 1));
         let mut small = budget.lease();
         assert!(small.try_grow(SMALL_BODY));
         assert_eq!(budget.held(), (7 << 20) + SMALL_BODY);

@@ -333,12 +333,14 @@ impl Gateway {
         if declared.is_some_and(|n| n > max as u64) {
             return Err(self.too_large());
         }
-        // A body the budget cannot take now is refused before any of it is read.
+        // A body of declared length is taken whole from the budget before any of it
+        // is read, or refused then (a client that sent `Expect: 100-continue` has not
+        // sent it yet); a chunked one is taken as it arrives.
         let declared = declared.map_or(0, |n| n as usize);
-        if !self.budget.has_room(declared) {
+        let mut lease = self.budget.lease();
+        if !lease.try_grow(declared) {
             return Err(self.busy());
         }
-        let mut lease = self.budget.lease();
         let collect = read_within(body, max, declared, &mut lease);
         match tokio::time::timeout(self.limits.request_body_timeout, collect).await {
             Err(_) => Err(error(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body took too long")),
@@ -477,16 +479,18 @@ enum BodyRead {
     Failed,
 }
 
-/// Reads a body of at most `max` bytes (`declared` by its content-length, 0 when not),
-/// each chunk taken from the budget before it is kept.
+/// Reads a body of at most `max` bytes (`declared` by its content-length, 0 when not,
+/// and already in `lease`); what passes the lease is taken from the budget before
+/// it is kept.
 async fn read_within(mut body: Incoming, max: usize, declared: usize, lease: &mut Lease) -> Result<Bytes, BodyRead> {
     let mut kept = BytesMut::with_capacity(declared.min(max));
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(|_| BodyRead::Failed)?.into_data() else { continue };
-        if kept.len() + data.len() > max {
+        let size = kept.len() + data.len();
+        if size > max {
             return Err(BodyRead::TooLarge);
         }
-        if !lease.try_grow(data.len()) {
+        if size > lease.bytes() && !lease.try_grow(size - lease.bytes()) {
             return Err(BodyRead::Busy);
         }
         kept.extend_from_slice(&data);
