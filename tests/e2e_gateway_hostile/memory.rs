@@ -7,7 +7,8 @@
 //! and another tenant's ordinary requests are all served meanwhile.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,6 +24,8 @@ const CHAT: &str = "/openai/v1/chat/completions";
 /// The chart's memory limit for the gateway (charts/payi-operator/values.yaml).
 const MEMORY_LIMIT: u64 = 256 << 20;
 const HOSTILE: usize = 32;
+/// The default `--max-bytes-in-flight`, as the chart sets it.
+const BUDGET: u64 = 64 << 20;
 /// Just under the default `--max-request-bytes` (8 MiB): the budget, not the size
 /// bound, has to stop these.
 const BODY: usize = (8 << 20) - 4096;
@@ -149,11 +152,13 @@ async fn thirty_two_hostile_8_mib_bodies_stay_under_the_memory_limit_and_other_t
         let (addr, key) = (gw.addr.clone(), hostile.clone());
         storm.spawn(async move { (name, taken, send_expecting(&addr, &key, &body).await) });
     }
+    let storm_over = Arc::new(AtomicBool::new(false));
     let served = {
         let (url, auth, body) = (gw.url(), format!("Bearer {steady}"), ordinary.clone());
+        let storm_over = storm_over.clone();
         tokio::spawn(async move {
             let mut statuses = vec![];
-            while statuses.len() < 10 || started.elapsed() < Duration::from_secs(4) {
+            while statuses.len() < 10 || !storm_over.load(Ordering::Relaxed) {
                 let answer = post(&url, CHAT, &[("authorization", &auth)], &body).await;
                 statuses.push(answer.map(|a| (a.status, a.body)).unwrap_or_else(|e| (0, e)));
             }
@@ -178,23 +183,32 @@ async fn thirty_two_hostile_8_mib_bodies_stay_under_the_memory_limit_and_other_t
             taken += 1;
         }
     }
+    let storm_took = started.elapsed();
+    storm_over.store(true, Ordering::Relaxed);
     let statuses = served.await.unwrap();
     let (peak, alive) = peak_rss(gw.pid());
     let metrics = gw.metrics().await;
     println!(
         "{HOSTILE} hostile bodies of {BODY} bytes: {taken} taken, {busy} refused busy; {} ordinary requests of the \
-         other tenant; gateway peak RSS {} MiB (before the storm {} MiB); storm {:?}",
+         other tenant; gateway peak RSS {} MiB (before the storm {} MiB); storm {storm_took:?}",
         statuses.len(),
         peak >> 20,
         before >> 20,
-        started.elapsed()
     );
     assert!(alive, "the gateway is still running");
     assert!(peak < MEMORY_LIMIT, "peak RSS {} MiB is over the 256 MiB limit", peak >> 20);
+    // The sizing rule of docs/ai-gateway.md: bodies in flight cost at most twice the
+    // budget (a stream's body is copied once). Without the budget (a 4 GiB one) this
+    // storm took 32 bodies at once and the peak went 220 MiB over the start.
+    assert!(
+        peak.saturating_sub(before) < 2 * BUDGET,
+        "the storm added {} MiB, more than twice the budget",
+        (peak - before) >> 20
+    );
     assert!(busy >= 1 && taken >= 1, "the budget took some and refused some: {taken} taken, {busy} busy");
     assert_eq!(sum(&metrics, "payi_gateway_busy_refusals_total", &[]), busy as f64);
     assert_eq!(sum(&metrics, "payi_gateway_request_body_too_large_total", &[]), 0.0, "none refused for its size");
-    assert_eq!(sum(&metrics, "payi_gateway_bytes_in_flight_limit", &[]), (64u64 << 20) as f64);
+    assert_eq!(sum(&metrics, "payi_gateway_bytes_in_flight_limit", &[]), BUDGET as f64);
     let refused: Vec<_> = statuses.iter().filter(|(status, _)| *status != 200).collect();
     assert!(refused.is_empty(), "the other tenant was refused: {refused:?}");
     // Everything taken is given back once the answers are done.
