@@ -462,6 +462,22 @@ mod tests {
     }
 
     #[test]
+    fn arrays_and_objects_where_a_scalar_belongs_are_refused_or_ignored_unbuilt() {
+        let bad = |b: String| prepare(Api::ChatCompletions, Bytes::from(b)).unwrap_err().to_string();
+        // A million values where the model's name belongs: skipped, then refused.
+        let zeros = format!(r#"{{"model":[{}0]}}"#, "0,".repeat(1 << 20));
+        assert_eq!(bad(zeros), "\"model\" must be a string");
+        assert_eq!(bad(r#"{"max_tokens":[1]}"#.into()), "\"max_tokens\" must be a whole number of tokens, 0 or more");
+        assert_eq!(bad(r#"{"stream":{"a":[true]}}"#.into()), "\"stream\" must be true or false");
+        // stream_options: only its include_usage is read, the last of duplicates, and only a boolean.
+        let asked = |b: &str| prepared(Api::ChatCompletions, b).asked_usage_ourselves;
+        assert!(!asked(r#"{"stream":true,"stream_options":{"x":[[1]],"include_usage":true}}"#));
+        assert!(asked(r#"{"stream":true,"stream_options":{"include_usage":true,"include_usage":false}}"#));
+        assert!(asked(r#"{"stream":true,"stream_options":{"include_usage":[true]}}"#));
+        assert!(asked(r#"{"stream":true,"stream_options":[{"include_usage":true}]}"#));
+    }
+
+    #[test]
     fn an_eight_mebibyte_field_passes_through_unparsed() {
         let zeros = "0,".repeat(4 << 20);
         let messages = format!("[{}0]", zeros);

@@ -48,7 +48,7 @@ enum Inner<W: Write> {
     Gzip(flate2::write::MultiGzDecoder<Capped<W>>),
     // HTTP's "deflate" is zlib-wrapped (RFC 9110 section 8.4.1.2).
     Deflate(flate2::write::ZlibDecoder<Capped<W>>),
-    Brotli(brotli::DecompressorWriter<Capped<W>>),
+    Brotli(Box<brotli::DecompressorWriter<Capped<W>>>),
 }
 
 /// A writer that refuses more than `left` bytes.
@@ -82,7 +82,7 @@ impl<W: Write> Decoder<W> {
         let inner = match encoding {
             Encoding::Gzip => Inner::Gzip(flate2::write::MultiGzDecoder::new(capped)),
             Encoding::Deflate => Inner::Deflate(flate2::write::ZlibDecoder::new(capped)),
-            Encoding::Brotli => Inner::Brotli(brotli::DecompressorWriter::new(capped, 4096)),
+            Encoding::Brotli => Inner::Brotli(Box::new(brotli::DecompressorWriter::new(capped, 4096))),
         };
         Self { encoding, inner }
     }
@@ -111,7 +111,7 @@ impl<W: Write> Decoder<W> {
             Inner::Deflate(d) => d.finish().map_err(error)?,
             Inner::Brotli(mut d) => {
                 d.close().map_err(error)?;
-                d.into_inner().map_err(|_| error(std::io::Error::other("the brotli stream does not end")))?
+                (*d).into_inner().map_err(|_| error(std::io::Error::other("the brotli stream does not end")))?
             }
         };
         Ok(capped.out)

@@ -731,6 +731,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn hiding_the_usage_chunk_passes_every_other_byte_and_long_events_as_they_come() {
+        let metrics = Arc::new(Metrics::default());
+        let text = "z".repeat(100_000);
+        let long = format!(
+            "data: {{\"model\":\"gpt-4o-mini\",\"choices\":[{{\"delta\":{{\"content\":\"{text}\"}}}}]}}\r\n\r\n"
+        );
+        let wire = format!(": ping\n\n{FIRST}{long}: keep-alive\n\n{USAGE}{DONE}");
+        let chunks: Vec<&str> = wire.as_bytes().chunks(7000).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        let stream = SseBody::new(body(&chunks, false), Api::ChatCompletions, true, metering(&metrics));
+        let out = collect(stream).await.unwrap();
+        assert!(out == format!(": ping\n\n{FIRST}{long}: keep-alive\n\n{DONE}"), "only the usage chunk is left out");
+        assert_eq!((tokens(&metrics, "input"), count(&metrics, "metered")), (7, 1));
+    }
+
+    #[tokio::test]
     async fn a_stream_the_client_asked_usage_for_passes_byte_for_byte() {
         let metrics = Arc::new(Metrics::default());
         let wire = format!("{FIRST}{USAGE}{DONE}");

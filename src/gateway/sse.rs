@@ -27,7 +27,7 @@ pub enum Mark {
     /// The event's first line begins at this offset.
     Begin(usize),
     /// The event ended with the blank line ending before this offset.
-    End(usize, Event),
+    End(usize, Box<Event>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,7 +177,7 @@ impl Reader {
         match std::mem::replace(&mut self.line, Line::Start) {
             Line::Start => {
                 if let Some(event) = self.event.take() {
-                    mark(Mark::End(at, event));
+                    mark(Mark::End(at, Box::new(event)));
                 }
             }
             // A field without a colon has an empty value.
@@ -260,8 +260,10 @@ mod tests {
         let mut most = 0;
         for chunk in big.as_bytes().chunks(16 * 1024) {
             reader.push(chunk, &mut |m| {
-                if let Mark::End(_, Event { name, data: Some(data) }) = m {
-                    meter.event_read(&name, data);
+                if let Mark::End(_, event) = m
+                    && let Some(data) = event.data
+                {
+                    meter.event_read(&event.name, data);
                 }
             });
             most = most.max(reader.held());
