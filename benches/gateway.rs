@@ -47,6 +47,7 @@ use hyper_util::rt::TokioExecutor;
 use prometheus_client::registry::Registry;
 
 use payi_operator::crd::{Limit, LimitPeriod, LimitType};
+use payi_operator::gateway::connections::{Bounds, Caps};
 use payi_operator::gateway::pricing::{PriceTable, Prices, Unpriced};
 use payi_operator::gateway::providers::Providers;
 use payi_operator::gateway::proxy::{Credentials, Gateway, LedgerPolicy, Limits};
@@ -278,7 +279,23 @@ fn gateway_child() {
         let partial = key_file.with_extension("partial");
         std::fs::write(&partial, &presented).unwrap();
         std::fs::rename(&partial, &key_file).unwrap();
-        server::serve(listener, gateway, Duration::from_secs(1), std::future::pending()).await;
+        // The flags' defaults, but no cap: the benchmark opens thousands of streams.
+        let connections = server::Connections {
+            bounds: Bounds { head: Duration::from_secs(10), idle: Duration::from_secs(120) },
+            caps: Caps { max_open: usize::MAX, max_per_peer: 0 },
+            ping_interval: Some(Duration::from_secs(30)),
+            ping_timeout: Duration::from_secs(20),
+        };
+        let connection_metrics = Arc::new(gateway_metrics::ConnectionMetrics::default());
+        server::serve(
+            listener,
+            gateway,
+            connections,
+            connection_metrics,
+            Duration::from_secs(1),
+            std::future::pending(),
+        )
+        .await;
     });
 }
 

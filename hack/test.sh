@@ -57,9 +57,10 @@ export PAYI_TEST_VERIFIER_AS=system:serviceaccount:payi-system:payi-operator-ver
 export PAYI_TEST_GATEWAY_AS=system:serviceaccount:payi-system:payi-operator-gateway
 
 # Debian packages the end-to-end tests run for real: nginx (the verifier behind
-# auth_request) and redis-server (the limits ledger). Installed once.
-echo "==> nginx and redis-server (hack/tools/apt.sh; installed when missing)"
-hack/tools/apt.sh nginx redis-server >/dev/null
+# auth_request), redis-server and redis-sentinel (the limits ledger, its failover;
+# redis-cli comes with redis-server), openssl (the ledger TLS tests' throwaway CA). Installed once.
+echo "==> nginx, redis-server, redis-sentinel, openssl (hack/tools/apt.sh; installed when missing)"
+hack/tools/apt.sh nginx redis-server redis-sentinel openssl >/dev/null
 
 # The provider SDKs the gateway's tests drive (openai, anthropic, payi from PyPI),
 # in a cached virtual environment; made here so its time shows as its own step.

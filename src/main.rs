@@ -24,6 +24,9 @@ struct Cli {
     command: Command,
 }
 
+// One value, parsed once at start: its size does not matter, and boxing the
+// flattened settings would only make every use of them longer.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers against the cluster in KUBECONFIG or the in-cluster config.
@@ -66,10 +69,14 @@ struct RunArgs {
     /// cold start (docs/benchmark.md): each reconcile waits on several requests.
     #[arg(long, env = "PAYI_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
-    /// The limits ledger the gateways charge (`redis://...`): when set, each limit's
-    /// spend and state are published on its object's status (docs/limits.md).
+    /// The limits ledger the gateways charge (`redis://`, `rediss://`, `redis+sentinel://`,
+    /// as the gateway's): when set, each limit's spend and state are published on its
+    /// object's status (docs/limits.md).
     #[arg(long, env = "PAYI_LIMITS_REDIS_URL", hide_env_values = true)]
     limits_redis_url: Option<String>,
+    /// The CA (PEM) that signs the ledger's TLS certificates (`rediss://`); absent: the system's roots.
+    #[arg(long, env = "PAYI_LIMITS_REDIS_CA_FILE")]
+    limits_redis_ca_file: Option<std::path::PathBuf>,
     /// How often limits status is published, in seconds (at most one write per object per period).
     #[arg(long, env = "PAYI_LIMITS_STATUS_SECONDS", default_value_t = 30)]
     limits_status_seconds: u64,
@@ -202,8 +209,10 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
     let limits = match &args.limits_redis_url {
         Some(url) => {
             let metrics = Arc::new(payi_operator::limits::ledger::LedgerMetrics::default());
-            let ledger = payi_operator::limits::ledger::Ledger::new(
-                url,
+            let target =
+                payi_operator::limits::connect::Target { url: url.clone(), ca_file: args.limits_redis_ca_file.clone() };
+            let ledger = payi_operator::limits::ledger::Ledger::open(
+                &target,
                 payi_operator::limits::ledger::Timeouts::reader(Duration::from_millis(500)),
                 metrics,
             )?;

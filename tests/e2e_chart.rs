@@ -463,6 +463,8 @@ fn schema_rejects_bad_values() {
         ("verifier.replicaCount=0", "/verifier/replicaCount"),
         ("verifier.keyHeader=x_api_key", "/verifier/keyHeader"),
         ("verifier.service.grpcPort=70000", "/verifier/service/grpcPort"),
+        ("gateway.limits.redisCASecret.key=../ca", "/gateway/limits/redisCASecret/key"),
+        ("gateway.limits.redisCASecret.insecure=true", "insecure"),
     ] {
         let out = run_helm(&["template", "rel", CHART, "--set", set]);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -778,6 +780,8 @@ fn the_gateway_renders_only_when_enabled_with_read_only_rbac_and_its_files() {
         "--prices-file=/etc/payi-gateway/config/prices.yaml",
         "--drain-seconds=25",
         "--settle-seconds=5",
+        "--max-connections=4096",
+        "--connection-idle-ms=120000",
     ] {
         assert!(args.iter().any(|a| a == arg), "{arg} not in {args:?}");
     }
@@ -860,6 +864,59 @@ fn the_gateway_renders_only_when_enabled_with_read_only_rbac_and_its_files() {
         env.iter().any(|e| e["name"] == "PAYI_LIMITS_REDIS_URL" && e["valueFrom"]["secretKeyRef"]["name"] == "ledger"),
         "the operator reads the same ledger for limits status: {env:?}"
     );
+    assert!(!limit_args.iter().any(|a| a.starts_with("--limits-redis-ca-file")), "no CA Secret, system roots");
+    assert!(operator.get("volumeMounts").is_none(), "no CA Secret, nothing mounted in the operator");
+
+    // TLS: the CA from a Secret, mounted read-only into the gateway and the operator,
+    // both pointed at the same file.
+    let tls = render(
+        "rel",
+        "payi-system",
+        &[
+            "--set",
+            "gateway.enabled=true",
+            "--set",
+            "gateway.limits.redisURLSecret.name=ledger",
+            "--set",
+            "gateway.limits.redisCASecret.name=ledger-ca",
+            "--set",
+            "gateway.limits.redisCASecret.key=ca.pem",
+        ],
+    );
+    for deployment in ["rel-payi-operator-gateway", "rel-payi-operator"] {
+        let pod = &one(&tls, "Deployment", deployment)["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        assert!(
+            strings(&container["args"]).contains(&"--limits-redis-ca-file=/etc/payi-ledger-ca/ca.pem".to_string()),
+            "{deployment}: {:?}",
+            container["args"]
+        );
+        let mounts = container["volumeMounts"].as_array().unwrap();
+        assert!(
+            mounts.contains(&json!({"name": "ledger-ca", "mountPath": "/etc/payi-ledger-ca", "readOnly": true})),
+            "{deployment}: {mounts:?}"
+        );
+        let volumes = pod["volumes"].as_array().unwrap();
+        assert!(
+            volumes.contains(&json!({"name": "ledger-ca",
+                "secret": {"secretName": "ledger-ca", "items": [{"key": "ca.pem", "path": "ca.pem"}]}})),
+            "{deployment}: {volumes:?}"
+        );
+    }
+    // A CA without a ledger configures nothing.
+    let ca_only = render(
+        "rel",
+        "payi-system",
+        &["--set", "gateway.enabled=true", "--set", "gateway.limits.redisCASecret.name=ledger-ca"],
+    );
+    for deployment in ["rel-payi-operator-gateway", "rel-payi-operator"] {
+        let pod = &one(&ca_only, "Deployment", deployment)["spec"]["template"]["spec"];
+        let args = strings(&pod["containers"][0]["args"]);
+        assert!(!args.iter().any(|a| a.starts_with("--limits-redis-ca-file")), "{deployment}: {args:?}");
+        let volumes = pod["volumes"].as_array().map(|v| v.iter().any(|v| v["name"] == "ledger-ca"));
+        assert_ne!(volumes, Some(true), "{deployment}: a CA volume without a ledger");
+    }
+
     let alerts = one(&limits, "PrometheusRule", "rel-payi-operator-gateway-limits");
     let file: Value =
         serde_yaml::from_str(&std::fs::read_to_string(repo().join(CHART).join("files/limits-rules.yaml")).unwrap())

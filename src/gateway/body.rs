@@ -7,22 +7,27 @@
 //!
 //! Only the top-level fields the gateway reads are parsed into values; the rest (the
 //! messages, the input, up to the whole request size) is skipped without building a
-//! tree. When the client sent no `stream_options`, the option is spliced in as text
-//! right after the opening `{`, so the body is otherwise byte for byte the client's;
-//! when it sent `stream_options` without `include_usage: true`, the body is parsed
-//! whole and written again (keys then in sorted order).
+//! tree. The one change is made as text, so the body is otherwise byte for byte the
+//! client's (key order, spacing, escapes, number spellings): with no `stream_options`,
+//! `"stream_options":{"include_usage":true}` goes right after the opening `{`; with
+//! one, only its `include_usage` value becomes `true` (added first in the object when
+//! absent; a `stream_options` that is not an object becomes `{"include_usage":true}`).
+//! A key the client wrote twice is changed at every occurrence, so a provider whose
+//! JSON parser keeps the first of duplicated keys reads the same as one that keeps
+//! the last (as the gateway's does).
 
 use std::fmt;
 
 use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::{Map, Value};
 
 use super::usage::Api;
 
 /// Spliced after the opening `{` when the gateway asks for the usage itself.
 const INCLUDE_USAGE: &[u8] = br#""stream_options":{"include_usage":true}"#;
+/// The same, before the client's first key.
+const INCLUDE_USAGE_FIRST: &[u8] = br#""stream_options":{"include_usage":true},"#;
 
 /// The fields that cap a request's output tokens, in the order they are looked for
 /// (Chat Completions' old and new names, the Responses API's).
@@ -84,6 +89,9 @@ pub enum BodyError {
     UnmeteredImageModel(String),
     #[error("streamed image generation is not metered: send the request without \"stream\"")]
     StreamedImages,
+    /// Not reached: the body was read as a JSON object before it is changed.
+    #[error("the request body's stream_options could not be changed")]
+    Unchangeable,
 }
 
 /// Image models whose answers report token usage, so the gateway can price them;
@@ -117,13 +125,9 @@ pub fn prepare(api: Api, body: Bytes) -> Result<Prepared, BodyError> {
     let input_bytes = body.len();
     let wants_usage_option = stream && matches!(api, Api::ChatCompletions | Api::Completions);
     let asked_usage_ourselves = wants_usage_option && !client_asked_for_usage(fields.stream_options.as_ref());
-    let body = match (asked_usage_ourselves, fields.stream_options.is_some()) {
-        (false, _) => body,
-        (true, false) => match splice_include_usage(&body, fields.keys > 0) {
-            Some(spliced) => spliced,
-            None => rewrite_with_usage(&body)?,
-        },
-        (true, true) => rewrite_with_usage(&body)?,
+    let body = match asked_usage_ourselves {
+        false => body,
+        true => with_include_usage(&body).ok_or(BodyError::Unchangeable)?,
     };
     Ok(Prepared { model, stream, background, max_output_tokens, input_bytes, body, asked_usage_ourselves })
 }
@@ -132,8 +136,6 @@ pub fn prepare(api: Api, body: Bytes) -> Result<Prepared, BodyError> {
 /// duplicated keys, as a JSON parser keeps); everything else is skipped.
 #[derive(Debug, Default)]
 struct Fields {
-    /// How many top-level keys the object has.
-    keys: usize,
     model: Option<Field>,
     stream: Option<Field>,
     stream_options: Option<Field>,
@@ -249,7 +251,6 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
         let mut fields = Fields::default();
         while let Some(key) = map.next_key::<String>()? {
-            fields.keys += 1;
             let slot = match key.as_str() {
                 "model" => &mut fields.model,
                 "stream" => &mut fields.stream,
@@ -295,40 +296,169 @@ fn client_asked_for_usage(options: Option<&Field>) -> bool {
     matches!(options, Some(Field::Object { include_usage: Some(true) }))
 }
 
-/// The body with `"stream_options":{"include_usage":true}` first, for a body with no
-/// `stream_options`; `None` if it has no `{` (not an object: not reached).
-fn splice_include_usage(body: &[u8], has_keys: bool) -> Option<Bytes> {
-    let open = body.iter().position(|b| *b == b'{')?;
-    let (head, tail) = body.split_at(open + 1);
-    let mut spliced = Vec::with_capacity(body.len() + INCLUDE_USAGE.len() + 1);
-    spliced.extend_from_slice(head);
-    spliced.extend_from_slice(INCLUDE_USAGE);
-    if has_keys {
-        spliced.push(b',');
+/// The body with `stream_options.include_usage: true` and nothing else changed (see
+/// the module doc); `None` when it is not a JSON object (not reached: it was read).
+fn with_include_usage(body: &[u8]) -> Option<Bytes> {
+    let members = json_text::members(body)?;
+    let options: Vec<&json_text::Member> = members.iter().filter(|m| m.key == "stream_options").collect();
+    let mut edits: Vec<(usize, usize, &[u8])> = vec![];
+    if options.is_empty() {
+        let open = body.iter().position(|b| *b == b'{')?;
+        edits.push((open + 1, open + 1, if members.is_empty() { INCLUDE_USAGE } else { INCLUDE_USAGE_FIRST }));
     }
-    spliced.extend_from_slice(tail);
-    Some(Bytes::from(spliced))
+    for option in options {
+        let value = body.get(option.value.clone())?;
+        if value.first() != Some(&b'{') {
+            edits.push((option.value.start, option.value.end, br#"{"include_usage":true}"#));
+            continue;
+        }
+        let inner = json_text::members(value)?;
+        let flags: Vec<&json_text::Member> = inner.iter().filter(|m| m.key == "include_usage").collect();
+        if flags.is_empty() {
+            let at = option.value.start + 1;
+            edits.push((
+                at,
+                at,
+                if inner.is_empty() { br#""include_usage":true"# } else { br#""include_usage":true,"# },
+            ));
+        }
+        for flag in flags {
+            let span = option.value.start + flag.value.start..option.value.start + flag.value.end;
+            edits.push((span.start, span.end, b"true"));
+        }
+    }
+    json_text::apply(body, edits)
 }
 
-/// The body parsed whole and written again with `stream_options.include_usage: true`,
-/// keeping any other stream option.
-fn rewrite_with_usage(body: &[u8]) -> Result<Bytes, BodyError> {
-    let Value::Object(mut object) = serde_json::from_slice(body).map_err(BodyError::NotJson)? else {
-        return Err(BodyError::NotAnObject);
-    };
-    let options = object.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
-    if !options.is_object() {
-        *options = Value::Object(Map::new());
+/// Where the members of a JSON object are in its text, for changing one value in
+/// place. Only for text a JSON parser has accepted: it finds boundaries, it does
+/// not validate (and gives `None`, never a panic, on text it cannot follow).
+mod json_text {
+    use std::ops::Range;
+
+    use bytes::Bytes;
+
+    /// One `"key": value` of an object: the key decoded, where its value's text is.
+    pub struct Member {
+        pub key: String,
+        pub value: Range<usize>,
     }
-    if let Value::Object(options) = options {
-        options.insert("include_usage".into(), Value::Bool(true));
+
+    /// The members of the object `text` holds (whitespace around it allowed), in order.
+    pub fn members(text: &[u8]) -> Option<Vec<Member>> {
+        let mut at = skip_whitespace(text, 0);
+        if text.get(at) != Some(&b'{') {
+            return None;
+        }
+        at = skip_whitespace(text, at + 1);
+        let mut members = vec![];
+        if text.get(at) == Some(&b'}') {
+            return Some(members);
+        }
+        loop {
+            let key_end = string_end(text, at)?;
+            let key = key_text(&text[at..key_end])?;
+            at = skip_whitespace(text, key_end);
+            if text.get(at) != Some(&b':') {
+                return None;
+            }
+            let start = skip_whitespace(text, at + 1);
+            let end = value_end(text, start)?;
+            members.push(Member { key, value: start..end });
+            at = skip_whitespace(text, end);
+            match text.get(at)? {
+                b',' => at = skip_whitespace(text, at + 1),
+                b'}' => return Some(members),
+                _ => return None,
+            }
+        }
     }
-    Ok(Bytes::from(Value::Object(object).to_string()))
+
+    /// `text` with each `(start, end, replacement)` made; `None` if two overlap.
+    pub fn apply(text: &[u8], mut edits: Vec<(usize, usize, &[u8])>) -> Option<Bytes> {
+        edits.sort_by_key(|(start, _, _)| *start);
+        let added: usize = edits.iter().map(|(_, _, r)| r.len()).sum();
+        let mut out = Vec::with_capacity(text.len() + added);
+        let mut copied = 0;
+        for (start, end, replacement) in edits {
+            out.extend_from_slice(text.get(copied..start)?);
+            out.extend_from_slice(replacement);
+            copied = end;
+        }
+        out.extend_from_slice(text.get(copied..)?);
+        Some(Bytes::from(out))
+    }
+
+    fn skip_whitespace(text: &[u8], mut at: usize) -> usize {
+        while text.get(at).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+            at += 1;
+        }
+        at
+    }
+
+    /// The end (exclusive) of the string whose opening quote is at `at`.
+    fn string_end(text: &[u8], mut at: usize) -> Option<usize> {
+        if text.get(at) != Some(&b'"') {
+            return None;
+        }
+        at += 1;
+        loop {
+            match text.get(at)? {
+                b'\\' => at += 2,
+                b'"' => return Some(at + 1),
+                _ => at += 1,
+            }
+        }
+    }
+
+    /// The end (exclusive) of the value that starts at `at`.
+    fn value_end(text: &[u8], at: usize) -> Option<usize> {
+        match text.get(at)? {
+            b'"' => string_end(text, at),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                let mut i = at;
+                loop {
+                    match text.get(i)? {
+                        b'"' => {
+                            i = string_end(text, i)?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth = depth.checked_sub(1)?;
+                            if depth == 0 {
+                                return Some(i + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            _ => {
+                let mut i = at;
+                while text.get(i).is_some_and(|b| !matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')) {
+                    i += 1;
+                }
+                (i > at).then_some(i)
+            }
+        }
+    }
+
+    /// A key as the parser reads it: escapes (`"\u0073tream_options"`) decoded.
+    fn key_text(quoted: &[u8]) -> Option<String> {
+        match quoted.contains(&b'\\') {
+            false => std::str::from_utf8(quoted.get(1..quoted.len().checked_sub(1)?)?).ok().map(str::to_string),
+            true => serde_json::from_slice(quoted).ok(),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn image_generation_is_metered_only_for_models_that_report_usage() {
@@ -371,6 +501,63 @@ mod tests {
         assert_eq!(p.body, r#"{"stream_options":{"include_usage":true},"stream":true}"#.as_bytes());
         let sent: Value = serde_json::from_slice(&p.body).unwrap();
         assert_eq!(sent["stream_options"]["include_usage"], true);
+    }
+
+    /// The client's bytes and exactly what the provider must get: the one change
+    /// made in place, every other byte (order, spacing, escapes, numbers) the client's.
+    #[test]
+    fn include_usage_changes_only_that_field_byte_for_byte() {
+        let cases = [
+            (
+                r#"{"model":"m","stream":true,"stream_options":{"include_usage":false},"temperature":1.0E0}"#,
+                r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"temperature":1.0E0}"#,
+            ),
+            (
+                "{ \"z\" : 1 ,\n  \"stream_options\" : { \"include_usage\" :  null , \"x\":[1,{\"y\":\"}\"}] },\n  \"stream\":true, \"a\": \"\\u00e9\" }",
+                "{ \"z\" : 1 ,\n  \"stream_options\" : { \"include_usage\" :  true , \"x\":[1,{\"y\":\"}\"}] },\n  \"stream\":true, \"a\": \"\\u00e9\" }",
+            ),
+            (
+                r#"{"stream":true,"stream_options":{"x":1},"model":"m"}"#,
+                r#"{"stream":true,"stream_options":{"include_usage":true,"x":1},"model":"m"}"#,
+            ),
+            (r#"{"stream":true,"stream_options":{ }}"#, r#"{"stream":true,"stream_options":{"include_usage":true }}"#),
+            (r#"{"stream_options":null,"stream":true}"#, r#"{"stream_options":{"include_usage":true},"stream":true}"#),
+            (
+                r#"{"stream_options":"yes","stream":true,"n":-0.5e-3}"#,
+                r#"{"stream_options":{"include_usage":true},"stream":true,"n":-0.5e-3}"#,
+            ),
+            // An escaped key is the same key.
+            (
+                r#"{"stream":true,"stream_\u006fptions":{"include\u005fusage":false}}"#,
+                r#"{"stream":true,"stream_\u006fptions":{"include\u005fusage":true}}"#,
+            ),
+            // Duplicated keys: every occurrence, whichever one the provider keeps.
+            (
+                r#"{"stream_options":{"include_usage":true},"stream":true,"stream_options":{"include_usage":false,"include_usage":false}}"#,
+                r#"{"stream_options":{"include_usage":true},"stream":true,"stream_options":{"include_usage":true,"include_usage":true}}"#,
+            ),
+            // A nested stream_options (inside a message) is not the request's.
+            (
+                r#"{"messages":[{"stream_options":{"include_usage":false}}],"stream":true}"#,
+                r#"{"stream_options":{"include_usage":true},"messages":[{"stream_options":{"include_usage":false}}],"stream":true}"#,
+            ),
+        ];
+        for (sent, forwarded) in cases {
+            let p = prepared(Api::ChatCompletions, sent);
+            assert!(p.asked_usage_ourselves, "{sent}");
+            assert_eq!(std::str::from_utf8(&p.body).unwrap(), forwarded);
+            let read: Value = serde_json::from_slice(&p.body).unwrap();
+            assert_eq!(read["stream_options"]["include_usage"], true, "{forwarded}");
+        }
+    }
+
+    #[test]
+    fn the_text_scanner_never_panics_on_text_it_cannot_follow() {
+        for text in ["", "{", "{\"a\"", "{\"a\":", "{\"a\":1", "{\"a\":[1,{]", "{\"a\\", "[]", "{\"a\":}", "{}}", "}"] {
+            let _ = json_text::members(text.as_bytes());
+            let _ = with_include_usage(text.as_bytes());
+        }
+        assert!(json_text::apply(b"abc", vec![(0, 2, b"x"), (1, 1, b"y")]).is_none(), "overlapping edits");
     }
 
     #[test]

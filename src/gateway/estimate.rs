@@ -4,8 +4,10 @@
 //! with OpenAI's own tokenizer (`tiktoken-rs`, the encoding of the model's family;
 //! o200k for models it does not know), the way OpenAI's cookbook counts chat
 //! messages; the output is the content events that passed (`usage::StreamMeter`).
-//! Pure, and used only for cut streams: the tokenizer's tables are loaded on the
-//! first one.
+//! Pure, and used only for cut streams. The tables of the default tokenizer are
+//! loaded once at start ([`preload`]), off the runtime: loading them takes seconds
+//! in a debug build under load, which inside the first cut stream's drop stalled a
+//! runtime worker and delayed that charge past the shutdown drain.
 
 use serde_json::Value;
 
@@ -15,6 +17,12 @@ use super::usage::Api;
 /// prime the reply (OpenAI cookbook, "How to count tokens with tiktoken").
 const PER_MESSAGE: u64 = 3;
 const REPLY_PRIMING: u64 = 3;
+
+/// Loads the default tokenizer's tables (o200k, the encoding of current models and
+/// of those it does not know); blocking, so run it on a blocking thread.
+pub fn preload() {
+    tiktoken_rs::o200k_base_singleton();
+}
 
 /// The prompt tokens of a request body of `api` for `model`; 0 when the body is not
 /// JSON or has no text.

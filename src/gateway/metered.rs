@@ -700,6 +700,7 @@ mod tests {
             provider: Name("openai".into()),
             model: Name("gpt-4o-mini".into()),
             token_type: t,
+            source: "proxy",
         };
         metrics.tokens.get_or_create(&labels(token_type)).get()
     }
@@ -728,6 +729,46 @@ mod tests {
         assert!(!out.contains("prompt_tokens"), "the usage chunk reached the client: {out}");
         assert_eq!((tokens(&metrics, "input"), tokens(&metrics, "output")), (7, 2));
         assert_eq!(count(&metrics, "metered"), 1);
+    }
+
+    /// Hiding the usage chunk takes out its block and nothing else: keep-alive
+    /// comments, `retry`, CRLF line ends and spacing reach the client as sent,
+    /// however the provider's writes cut the stream.
+    #[tokio::test]
+    async fn a_hidden_usage_chunk_is_the_only_bytes_taken_out() {
+        let usage_crlf = USAGE.replace("\n", "\r\n");
+        let before = format!(
+            ": ping\n\nretry: 3000\n\n{FIRST}:  keep-alive\r\n\r\ndata:{{\"choices\":[{{\"delta\":{{}}}}]}}\n\n"
+        );
+        let after = format!(": ping\n\n{DONE}: bye\n\n");
+        let wire = format!("{before}{usage_crlf}{after}");
+        for cut in [1, 7, 64, wire.len()] {
+            let metrics = Arc::new(Metrics::default());
+            let chunks: Vec<&str> = wire.as_bytes().chunks(cut).map(|c| std::str::from_utf8(c).unwrap()).collect();
+            let hidden = SseBody::new(body(&chunks, false), Api::ChatCompletions, true, metering(&metrics));
+            assert_eq!(collect(hidden).await.unwrap(), format!("{before}{after}"), "cut every {cut} bytes");
+            assert_eq!((tokens(&metrics, "input"), count(&metrics, "metered")), (7, 1));
+        }
+    }
+
+    /// A stream that starts with a byte-order mark, however its bytes are split,
+    /// is read (it made the SSE parser panic) and passed on as sent.
+    #[tokio::test]
+    async fn a_leading_byte_order_mark_is_read_and_passed_on() {
+        let wire = format!("\u{feff}{FIRST}{USAGE}{DONE}");
+        for hide in [false, true] {
+            for cut in [1, 2, 4, wire.len()] {
+                let metrics = Arc::new(Metrics::default());
+                let chunks: Vec<Result<Frame<Bytes>, BoxError>> =
+                    wire.as_bytes().chunks(cut).map(|c| Ok(Frame::data(Bytes::copy_from_slice(c)))).collect();
+                let body = StreamBody::new(futures::stream::iter(chunks));
+                let out = SseBody::new(body, Api::ChatCompletions, hide, metering(&metrics)).collect().await;
+                let out = String::from_utf8(out.unwrap().to_bytes().to_vec()).unwrap();
+                let expected = if hide { format!("\u{feff}{FIRST}{DONE}") } else { wire.clone() };
+                assert_eq!(out, expected, "hide {hide}, cut every {cut}");
+                assert_eq!((tokens(&metrics, "input"), count(&metrics, "metered")), (7, 1), "hide {hide}, cut {cut}");
+            }
+        }
     }
 
     #[tokio::test]

@@ -46,6 +46,47 @@ pub struct TokenLabels {
     pub model: Name,
     /// `input`, `cached_input`, `cache_write`, `output` or `reasoning` (a part of `output`).
     pub token_type: &'static str,
+    /// See [`Source::as_str`].
+    pub source: &'static str,
+}
+
+/// The cost series: a request's [`UsageLabels`] and how its usage arrived.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CostLabels {
+    #[prometheus(flatten)]
+    pub usage: UsageLabels,
+    /// See [`Source::as_str`].
+    pub source: &'static str,
+}
+
+/// How a usage arrived, for the `source` label (two values: bounded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Read from a provider's answer that passed through the gateway.
+    Proxy,
+    /// Reported by the workload through Pay-i's ingest API (`/api/v1/ingest`).
+    Ingest,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Proxy => "proxy",
+            Source::Ingest => "ingest",
+        }
+    }
+}
+
+/// Ingest refusals, by Pay-i error code (a fixed list, never a client's string).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IngestLabels {
+    pub reason: &'static str,
+}
+
+/// Ingested units by category (one of the few the gateway prices).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabels {
+    pub category: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,6 +99,8 @@ pub struct OutcomeLabels {
     pub model: Name,
     /// See [`Outcome::as_str`].
     pub outcome: &'static str,
+    /// See [`Source::as_str`].
+    pub source: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -115,7 +158,7 @@ impl Outcome {
 
 pub struct Metrics {
     pub tokens: Family<TokenLabels, Counter>,
-    pub cost: Family<UsageLabels, UsdCounter>,
+    pub cost: Family<CostLabels, UsdCounter>,
     pub requests: Family<OutcomeLabels, Counter>,
     pub unpriced: Family<UnpricedLabels, Counter>,
     pub refused_too_large: Counter,
@@ -126,6 +169,12 @@ pub struct Metrics {
     pub request_duration: Family<ProviderLabels, Histogram>,
     pub upstream_duration: Family<ProviderLabels, Histogram>,
     pub first_byte: Family<ProviderLabels, Histogram>,
+    /// Ingest requests refused, by Pay-i error code.
+    pub ingest_refused: Family<IngestLabels, Counter>,
+    /// Units an ingested event reported that the gateway cannot price, by category.
+    pub ingest_unknown_units: Family<CategoryLabels, Counter>,
+    /// Ingested events recognised as repeats of one already charged.
+    pub ingest_duplicates: Counter,
 }
 
 /// A cost counter that sums exactly (pico-USD) and is exposed in USD, so the
@@ -177,6 +226,9 @@ impl Default for Metrics {
             request_duration: Family::new_with_constructor(latency),
             upstream_duration: Family::new_with_constructor(latency),
             first_byte: Family::new_with_constructor(latency),
+            ingest_refused: Family::default(),
+            ingest_unknown_units: Family::default(),
+            ingest_duplicates: Counter::default(),
         }
     }
 }
@@ -236,19 +288,49 @@ impl Metrics {
             "Streams: time from the request to the first body byte sent on, by provider",
             self.first_byte.clone(),
         );
+        r.register(
+            "ingest_refusals",
+            "Pay-i ingest requests refused, by the error code answered (docs/payi-api.md)",
+            self.ingest_refused.clone(),
+        );
+        r.register(
+            "ingest_unknown_units",
+            "Units reported through Pay-i's ingest that the price table cannot price (left out of the cost, \
+             the event counted as of unknown cost), by category",
+            self.ingest_unknown_units.clone(),
+        );
+        r.register(
+            "ingest_duplicates",
+            "Ingested events that repeated one already charged (same Application, category and provider \
+             response id): answered duplicate_request and not charged again",
+            self.ingest_duplicates.clone(),
+        );
     }
 
     /// Counts one finished request's tokens and cost (`None`: unpriced).
     pub fn record(&self, labels: &UsageLabels, usage: &Usage, cost: Option<PicoUsd>, outcome: Outcome) {
+        self.record_from(Source::Proxy, labels, usage, cost, outcome);
+    }
+
+    /// [`Metrics::record`] for a usage that arrived from `source`.
+    pub fn record_from(
+        &self,
+        source: Source,
+        labels: &UsageLabels,
+        usage: &Usage,
+        cost: Option<PicoUsd>,
+        outcome: Outcome,
+    ) {
+        let source = source.as_str();
         for (token_type, count) in usage.kinds() {
             if count > 0 {
-                self.tokens.get_or_create(&token_labels(labels, token_type)).inc_by(count);
+                self.tokens.get_or_create(&token_labels(labels, token_type, source)).inc_by(count);
             }
         }
         if let Some(cost) = cost {
-            self.cost.get_or_create(labels).add(cost);
+            self.cost.get_or_create(&CostLabels { usage: labels.clone(), source }).add(cost);
         }
-        self.requests.get_or_create(&outcome_labels(labels, outcome)).inc();
+        self.requests.get_or_create(&outcome_labels(labels, outcome, source)).inc();
     }
 
     pub fn observe(family: &Family<ProviderLabels, Histogram>, provider: &Name, took: Duration) {
@@ -256,7 +338,7 @@ impl Metrics {
     }
 }
 
-fn token_labels(l: &UsageLabels, token_type: &'static str) -> TokenLabels {
+fn token_labels(l: &UsageLabels, token_type: &'static str, source: &'static str) -> TokenLabels {
     TokenLabels {
         organization: l.organization.clone(),
         group: l.group.clone(),
@@ -265,10 +347,11 @@ fn token_labels(l: &UsageLabels, token_type: &'static str) -> TokenLabels {
         provider: l.provider.clone(),
         model: l.model.clone(),
         token_type,
+        source,
     }
 }
 
-fn outcome_labels(l: &UsageLabels, outcome: Outcome) -> OutcomeLabels {
+fn outcome_labels(l: &UsageLabels, outcome: Outcome, source: &'static str) -> OutcomeLabels {
     OutcomeLabels {
         organization: l.organization.clone(),
         group: l.group.clone(),
@@ -277,6 +360,48 @@ fn outcome_labels(l: &UsageLabels, outcome: Outcome) -> OutcomeLabels {
         provider: l.provider.clone(),
         model: l.model.clone(),
         outcome: outcome.as_str(),
+        source,
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionReasonLabels {
+    pub reason: &'static str,
+}
+
+/// The client connections: open, refused at accept by the caps, closed by the
+/// bounds (`super::connections`).
+#[derive(Default)]
+pub struct ConnectionMetrics {
+    pub open: prometheus_client::metrics::gauge::Gauge,
+    pub refused: Family<ConnectionReasonLabels, Counter>,
+    pub closed: Family<ConnectionReasonLabels, Counter>,
+}
+
+impl ConnectionMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("payi_gateway");
+        r.register("connections_open", "Client connections open", self.open.clone());
+        r.register(
+            "connections_refused",
+            "Client connections closed as soon as accepted because a cap was reached, by reason: \
+             max_connections, max_connections_per_peer",
+            self.refused.clone(),
+        );
+        r.register(
+            "connections_closed",
+            "Client connections the gateway closed for a bound, by reason: first_request_timeout, \
+             head_timeout, idle",
+            self.closed.clone(),
+        );
+    }
+
+    pub fn refused(&self, refusal: super::connections::Refusal) {
+        self.refused.get_or_create(&ConnectionReasonLabels { reason: refusal.as_str() }).inc();
+    }
+
+    pub fn closed(&self, reason: super::connections::Reason) {
+        self.closed.get_or_create(&ConnectionReasonLabels { reason: reason.as_str() }).inc();
     }
 }
 

@@ -12,19 +12,25 @@
 //! - `budget`: the request bytes held in flight, bounded as a whole.
 //! - `estimate`: the prompt of a stream cut before its usage, by tokenizer (pure).
 //! - `encoding`: compressed answers decoded for metering, within a bound (pure).
+//! - `headers`: the one deny filter over the headers that leave for a provider (pure).
 //! - `pricing`: the price table (USD per million tokens), reloadable.
+//! - `payi_api`: Pay-i's own API beside the proxy: ingest and request results.
 //! - `proxy`: one request, from the key check to the metered response.
 //! - `metered`: response bodies that count usage as they pass.
 //! - `metrics`: tokens, cost, outcomes and latencies.
+//! - `connections`: client connections' time bounds and caps (pure decisions, and the hooks that feed them).
 //! - `server`: the HTTP/1.1 and HTTP/2 listener with a bounded drain.
 
 pub mod body;
 pub mod budget;
+pub mod connections;
 pub mod encoding;
 pub mod estimate;
+pub mod headers;
 pub mod json_scan;
 pub mod metered;
 pub mod metrics;
+pub mod payi_api;
 pub mod pricing;
 pub mod providers;
 pub mod proxy;
@@ -40,6 +46,7 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 
+use crate::limits::connect::Target;
 use crate::limits::ledger::{Ledger, LedgerMetrics, Timeouts};
 use crate::verifier::{self, KeyIndex};
 use pricing::{PriceTable, Prices, Unpriced};
@@ -55,6 +62,35 @@ pub struct Settings {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "PAYI_GATEWAY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+    /// Seconds a watch of Organizations, Groups or Applications may keep failing
+    /// before /readyz answers 503: the key index can no longer be kept current.
+    #[arg(long, env = "PAYI_GATEWAY_INDEX_STALE_SECONDS",
+          default_value_t = crate::verifier::watch::DEFAULT_STALE_AFTER.as_secs())]
+    pub index_stale_seconds: u64,
+    /// Client connections open at once; a socket beyond them is closed as soon as
+    /// it is accepted (counted in payi_gateway_connections_refused_total).
+    #[arg(long, env = "PAYI_GATEWAY_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// Client connections open at once from one IP address (0: no such cap). Behind
+    /// a proxy or SNAT every client has the proxy's address: leave it 0 there.
+    #[arg(long, env = "PAYI_GATEWAY_MAX_CONNECTIONS_PER_PEER", default_value_t = 0)]
+    pub max_connections_per_peer: u64,
+    /// Milliseconds from accept to a connection's first complete request (HTTP/1.1
+    /// head, or HTTP/2 preface, SETTINGS and HEADERS), and from a later HTTP/1.1
+    /// head's first byte to its end.
+    #[arg(long, env = "PAYI_GATEWAY_CONNECTION_HEAD_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connection_head_ms: u64,
+    /// Milliseconds a client connection may stay open with no request in flight
+    /// (HTTP/1.1 keep-alive, HTTP/2 with no stream); an open stream is never idle.
+    #[arg(long, env = "PAYI_GATEWAY_CONNECTION_IDLE_MS", default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connection_idle_ms: u64,
+    /// Milliseconds between HTTP/2 keep-alive PINGs to clients (0: none); a PING not
+    /// answered within --connection-ping-timeout-ms closes the connection.
+    #[arg(long, env = "PAYI_GATEWAY_CONNECTION_PING_MS", default_value_t = 30_000)]
+    pub connection_ping_ms: u64,
+    /// Milliseconds an HTTP/2 client has to acknowledge a keep-alive PING.
+    #[arg(long, env = "PAYI_GATEWAY_CONNECTION_PING_TIMEOUT_MS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connection_ping_timeout_ms: u64,
     /// The providers file (YAML, see docs/ai-gateway.md).
     #[arg(long, env = "PAYI_GATEWAY_PROVIDERS")]
     pub providers_file: PathBuf,
@@ -85,10 +121,14 @@ pub struct Settings {
     /// Seconds the provider may send nothing in the middle of a body or stream.
     #[arg(long, env = "PAYI_GATEWAY_UPSTREAM_IDLE_SECONDS", default_value_t = 120)]
     pub upstream_idle_seconds: u64,
-    /// The limits ledger (docs/limits.md): `redis://[user:password@]host:port[/db]`.
-    /// Absent: limits are not enforced. From a Secret in the chart.
+    /// The limits ledger (docs/limits.md): `redis://[user:password@]host:port[/db]`,
+    /// `rediss://…` (TLS), or `redis+sentinel://[user:password@]host:port,…/<master>[/db]`
+    /// (`rediss+sentinel://` with TLS). Absent: limits are not enforced. From a Secret in the chart.
     #[arg(long, env = "PAYI_GATEWAY_LIMITS_REDIS_URL", hide_env_values = true)]
     pub limits_redis_url: Option<String>,
+    /// The CA (PEM) that signs the ledger's TLS certificates; absent: the system's roots.
+    #[arg(long, env = "PAYI_GATEWAY_LIMITS_REDIS_CA_FILE")]
+    pub limits_redis_ca_file: Option<PathBuf>,
     /// How long the ledger read before a request may take, in milliseconds.
     #[arg(long, env = "PAYI_GATEWAY_LIMITS_TIMEOUT_MS", default_value_t = 100)]
     pub limits_timeout_ms: u64,
@@ -178,13 +218,16 @@ pub async fn run(
     let ops = verifier::bind(settings.metrics_addr).await?;
     let mut registry = Registry::default();
     let key_header = settings.key_header.as_deref();
-    let keys = KeyIndex::start_with(client, &mut registry, |index, metrics| {
+    let stale_after = Duration::from_secs(settings.index_stale_seconds);
+    let keys = KeyIndex::start_with(client, &mut registry, stale_after, |index, metrics| {
         verifier::Verifier::new(index, metrics, key_header, false).with_provider_key_headers()
     });
     let metrics = Arc::new(metrics::Metrics::default());
     metrics.register(&mut registry);
     let budget = budget_of(&settings)?;
     metrics::register_budget(&mut registry, &budget);
+    let connection_metrics = Arc::new(metrics::ConnectionMetrics::default());
+    connection_metrics.register(&mut registry);
     let credentials = Credentials::default();
     credentials.reload(&providers);
     let ledger = match &settings.limits_redis_url {
@@ -196,11 +239,13 @@ pub async fn run(
                 charge: Duration::from_millis(settings.limits_charge_timeout_ms),
                 event_ttl: Duration::from_secs(settings.limits_event_ttl_seconds),
             };
-            Some(Ledger::new(url, timeouts, metrics)?)
+            let target = Target { url: url.clone(), ca_file: settings.limits_redis_ca_file.clone() };
+            Some(Ledger::open(&target, timeouts, metrics)?)
         }
         None => None,
     };
     let charges = ledger.clone().map(|l| tokio::spawn(l.run()));
+    tokio::task::spawn_blocking(estimate::preload);
     let gateway = Arc::new(Gateway {
         verifier: keys.verifier.clone(),
         providers,
@@ -245,7 +290,15 @@ pub async fn run(
             tracing::error!(%error, "gateway metrics server stopped");
         }
     });
-    server::serve(listener, gateway.clone(), Duration::from_secs(settings.drain_seconds), shutdown).await;
+    server::serve(
+        listener,
+        gateway.clone(),
+        connections(&settings),
+        connection_metrics,
+        Duration::from_secs(settings.drain_seconds),
+        shutdown,
+    )
+    .await;
     reload.abort();
     // The connections are closed: every request is counted now or soon (an
     // abandoned answer being read to its end).
@@ -285,6 +338,24 @@ fn budget_of(settings: &Settings) -> Result<Arc<budget::Budget>, Error> {
         return Err(Error::BudgetTooSmall { budget: capacity, large, max: settings.max_request_bytes });
     }
     Ok(budget::Budget::new(capacity))
+}
+
+/// The client connections' bounds from the flags.
+fn connections(settings: &Settings) -> server::Connections {
+    let max_open = usize::try_from(settings.max_connections).unwrap_or(usize::MAX);
+    connections::raise_open_files_limit(max_open);
+    server::Connections {
+        bounds: connections::Bounds {
+            head: Duration::from_millis(settings.connection_head_ms),
+            idle: Duration::from_millis(settings.connection_idle_ms),
+        },
+        caps: connections::Caps {
+            max_open,
+            max_per_peer: usize::try_from(settings.max_connections_per_peer).unwrap_or(usize::MAX),
+        },
+        ping_interval: (settings.connection_ping_ms > 0).then(|| Duration::from_millis(settings.connection_ping_ms)),
+        ping_timeout: Duration::from_millis(settings.connection_ping_timeout_ms),
+    }
 }
 
 /// Polls `done` every 20 ms for at most `bound`; whether it became true.

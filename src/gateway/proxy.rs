@@ -3,15 +3,15 @@
 //! with the provider's credential and without anything of the cluster's, and pass
 //! the response back through a metered body.
 //!
-//! What leaves for the provider (decided in [`upstream_headers`], a pure function):
-//! - never the payi key, any `xProxy-*` header (except `xProxy-Forward-<name>`,
-//!   sent as `<name>`, as Pay-i's proxy does), any `x-payi-*` header, or hop-by-hop
-//!   headers;
-//! - the provider credential from its file when one is configured, replacing any
-//!   credential the client sent; otherwise the client's own provider credential
-//!   (e.g. `Authorization: Bearer sk-...` next to `xProxy-Api-Key`), as Pay-i's proxy
-//!   forwards it;
-//! - `accept-encoding: identity`, so the usage in the response can be read.
+//! What leaves for the provider is decided by one deny filter,
+//! [`upstream_headers`] (pure; `headers`' module doc lists what is denied and
+//! why): every header the client sent and every `xProxy-Forward-<name>` it asked to
+//! have forwarded is judged by the same rules, so neither the payi key (in whatever
+//! header, in whatever case), nor the cluster's `xProxy-*`/`x-payi-*` headers, nor
+//! a `Host`, a hop-by-hop header or another credential next to the platform's can
+//! leave. The gateway then adds the provider's credential and
+//! `accept-encoding: identity`. The provider's answer loses its hop-by-hop headers
+//! on the way back.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -29,6 +29,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use super::body::{self, Prepared};
 use super::budget::{Budget, Lease};
 use super::encoding::Encoding;
+use super::headers::{Outgoing, remove_hop_by_hop, upstream_headers};
 use super::metered::{BoxError, Idle, JsonBody, Metering, Recorder, SseBody};
 use super::metrics::{Metrics, Outcome, ProviderLabels, UsageLabels};
 use super::pricing::{Prices, Unpriced};
@@ -135,6 +136,10 @@ impl Default for LedgerPolicy {
 impl Gateway {
     pub async fn handle(self: &Arc<Self>, request: Request<Incoming>) -> Response<ResponseBody> {
         let started = Instant::now();
+        // Pay-i's own API (ingest, request results) beside its proxy layout.
+        if super::payi_api::serves(request.uri().path()) {
+            return super::payi_api::handle(self, request).await;
+        }
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
         let Some(route) = self.providers.route(request.method(), &path) else {
             return error(StatusCode::NOT_FOUND, "no_provider", "no provider is configured at this path");
@@ -209,7 +214,16 @@ impl Gateway {
             Ok(charge) => metering.charge = charge,
             Err(refusal) => return refusal,
         }
-        let outgoing = upstream_headers(&parts.headers, &answer, route.provider.kind, credential.as_deref());
+        let presented = self.verifier.presented_key(|name| parts.headers.get(name).and_then(|v| v.to_str().ok()));
+        let outgoing = upstream_headers(
+            &parts.headers,
+            &Outgoing {
+                kind: route.provider.kind,
+                credential: credential.as_deref(),
+                key: presented.as_ref().map(|(key, _)| *key),
+                key_header: answer.key_header.as_deref(),
+            },
+        );
         let upstream = Upstream {
             provider: route.provider.name.clone(),
             url: route.upstream.clone(),
@@ -428,7 +442,7 @@ impl Gateway {
             metering.body_lease = None;
         }
         let (mut parts, incoming) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
+        remove_hop_by_hop(&mut parts.headers);
         let body = Idle::new(incoming, self.limits.upstream_idle);
         let is_sse = parts
             .headers
@@ -499,12 +513,12 @@ async fn read_within(mut body: Incoming, max: usize, declared: usize, lease: &mu
 }
 
 /// The month-to-date usage counters of the levels one request belongs to.
-struct LevelUsage {
+pub(super) struct LevelUsage {
     keys: Vec<UsageKeys>,
     ttl: u64,
 }
 
-fn level_usage(levels: &[String], now: chrono::DateTime<chrono::Utc>) -> LevelUsage {
+pub(super) fn level_usage(levels: &[String], now: chrono::DateTime<chrono::Utc>) -> LevelUsage {
     let month = spend::month(now);
     LevelUsage { keys: levels.iter().map(|level| UsageKeys::of(level, &month)).collect(), ttl: spend::ttl_seconds(now) }
 }
@@ -512,7 +526,7 @@ fn level_usage(levels: &[String], now: chrono::DateTime<chrono::Utc>) -> LevelUs
 impl LevelUsage {
     /// The usage event of a finished request: its cost to the covering limits' counters
     /// and to each level's spend, its tokens and itself to each level's counts.
-    fn event(
+    pub(super) fn event(
         self,
         limit_keys: Vec<LedgerKey>,
         limits: Vec<Arc<str>>,
@@ -550,77 +564,6 @@ fn price_provider(provider: &Provider) -> &'static str {
         Kind::Openai | Kind::Azure => "openai",
         Kind::Anthropic => "anthropic",
     }
-}
-
-/// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded either way.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|h| h.trim().to_ascii_lowercase()))
-        .collect();
-    for name in HOP_BY_HOP.iter().copied().chain(listed.iter().map(String::as_str)) {
-        headers.remove(name);
-    }
-}
-
-/// The headers sent to the provider (pure; see the module doc).
-pub fn upstream_headers(incoming: &HeaderMap, answer: &Answer, kind: Kind, credential: Option<&str>) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(incoming.len());
-    for (name, value) in incoming {
-        let n = name.as_str();
-        if let Some(forwarded) = n.strip_prefix("xproxy-forward-") {
-            if let Ok(name) = HeaderName::from_bytes(forwarded.as_bytes()) {
-                out.append(name, value.clone());
-            }
-            continue;
-        }
-        let dropped = n.starts_with("xproxy-")
-            || n.starts_with("x-payi-")
-            || answer.key_header.as_deref() == Some(n)
-            || n == "host"
-            || n == "content-length"
-            || n == "accept-encoding"
-            || (credential.is_some() && kind.credential_headers().contains(&n));
-        if !dropped {
-            out.append(name.clone(), value.clone());
-        }
-    }
-    strip_hop_by_hop(&mut out);
-    // The forwarded names go through the same filter: no smuggling the key or the hierarchy back in.
-    let smuggled: Vec<HeaderName> = out
-        .keys()
-        .filter(|n| {
-            let n = n.as_str();
-            n.starts_with("xproxy-") || n.starts_with("x-payi-") || answer.key_header.as_deref() == Some(n)
-        })
-        .cloned()
-        .collect();
-    for name in smuggled {
-        out.remove(name);
-    }
-    if let Some(secret) = credential {
-        let (name, value) = kind.credential_header(secret);
-        if let Ok(mut value) = HeaderValue::from_str(&value) {
-            value.set_sensitive(true);
-            out.insert(name, value);
-        }
-    }
-    out.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-    out
 }
 
 /// Pay-i's answer for a blocked limit (HTTP 400, `xproxy_error.code`
@@ -671,85 +614,6 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Response
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verifier::index::Decision;
-    use crate::verifier::use_case::RequestContext;
-
-    fn answer(key_header: &str) -> Answer {
-        Answer {
-            decision: Decision::Allowed,
-            attribution: None,
-            context: RequestContext::default(),
-            refusal: None,
-            key_header: Some(key_header.into()),
-        }
-    }
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
-        }
-        map
-    }
-
-    fn names(map: &HeaderMap) -> Vec<(String, String)> {
-        let mut v: Vec<_> =
-            map.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap().to_string())).collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn the_key_xproxy_and_hierarchy_headers_never_leave() {
-        let incoming = headers(&[
-            ("xproxy-api-key", "payi_secret"),
-            ("authorization", "Bearer sk-client"),
-            ("xproxy-usecase-name", "summarize"),
-            ("xproxy-user-id", "alice"),
-            ("x-payi-application", "chat"),
-            ("x-payi-use-case", "summarize"),
-            ("content-type", "application/json"),
-            ("content-length", "12"),
-            ("accept-encoding", "gzip"),
-            ("connection", "keep-alive, x-hop"),
-            ("x-hop", "1"),
-            ("host", "gateway"),
-            ("openai-organization", "org-1"),
-            ("xproxy-forward-x-trace", "t1"),
-            ("xproxy-forward-x-payi-group", "smuggled"),
-            ("xproxy-forward-xproxy-api-key", "payi_secret"),
-        ]);
-        let out = upstream_headers(&incoming, &answer("xproxy-api-key"), Kind::Openai, None);
-        assert_eq!(
-            names(&out),
-            [
-                ("accept-encoding".to_string(), "identity".to_string()),
-                ("authorization".into(), "Bearer sk-client".into()),
-                ("content-type".into(), "application/json".into()),
-                ("openai-organization".into(), "org-1".into()),
-                ("x-trace".into(), "t1".into()),
-            ]
-        );
-    }
-
-    #[test]
-    fn a_configured_credential_replaces_the_clients() {
-        let incoming = headers(&[("authorization", "Bearer payi_key"), ("x-api-key", "sk-client")]);
-        let out = upstream_headers(&incoming, &answer("authorization"), Kind::Anthropic, Some("sk-ant-ours"));
-        assert_eq!(out.get("x-api-key").unwrap(), "sk-ant-ours");
-        assert!(out.get("x-api-key").unwrap().is_sensitive());
-        assert_eq!(out.get("authorization"), None);
-        let out = upstream_headers(&headers(&[("api-key", "x")]), &answer("authorization"), Kind::Azure, Some("az"));
-        assert_eq!(out.get("api-key").unwrap(), "az");
-        // The payi key in Authorization with no credential configured: nothing is sent in its place.
-        let out = upstream_headers(
-            &headers(&[("authorization", "Bearer payi_k")]),
-            &answer("authorization"),
-            Kind::Openai,
-            None,
-        );
-        assert_eq!(out.get("authorization"), None);
-    }
 
     #[test]
     fn errors_are_json_the_sdks_read() {

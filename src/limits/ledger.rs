@@ -28,11 +28,11 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::connect::{ConnectError, Connection, Target};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 
 use crate::money::{NANO_PER_USD, PicoUsd};
@@ -46,13 +46,22 @@ pub const PERMANENT_ATTEMPTS: u32 = 5;
 
 /// Per event: check every key holds a counter (or nothing), `SET NX` its id, and
 /// when new, add its nano-USD to each money counter carrying its pico-USD remainder
-/// (`<key>:p`), add each count, and set new counters' expiry. Amounts stay Redis
-/// strings on their way to `INCRBY` (Lua numbers are doubles).
+/// (`<key>:p`), add each count, settle its reservations, and give counters it
+/// creates their expiry. Amounts stay Redis strings on their way to `INCRBY` (Lua
+/// numbers are doubles).
+///
+/// Cost per event is what the gateway's added latency with limits is made of (the
+/// script holds Redis while it runs), so it is kept to the commands that change
+/// something: a key's type is checked once per batch, and an expiry is set when an
+/// `INCRBY` made the key (its total is the increment) rather than after reading its
+/// `TTL` on every charge. A counter whose total returns to exactly the increment
+/// gets its expiry again, which is the same instant: expiries are window ends.
 ///
 /// KEYS: per event, its id key, then (counter, counter:p) per money counter, then
-/// each count's key. ARGV: id expiry in seconds, event count, then per event:
-/// money counter count n, count count m, nano-USD, pico remainder, each money
-/// counter's expiry (0: none), then per count its expiry and increment.
+/// each count's key, then (held, amounts, reserved) per reserved counter. ARGV: id
+/// expiry in seconds, event count, then per event: money counter count n, count
+/// count m, reserved count r, nano-USD, pico remainder, each money counter's
+/// expiry (0: none), then per count its expiry and increment.
 /// Returns per event 1 (applied), 0 (already applied) or -1 (a key holds another
 /// type: never applicable, checked first so nothing is half applied), then its
 /// money counters' totals.
@@ -61,48 +70,52 @@ local id_ttl = ARGV[1]
 local events = tonumber(ARGV[2])
 local k, a = 1, 3
 local out = {}
+local counter_like = {}
+local function typed(key)
+  local ok = counter_like[key]
+  if ok == nil then
+    local t = redis.call('TYPE', key).ok
+    ok = t == 'none' or t == 'string'
+    counter_like[key] = ok
+  end
+  return ok
+end
+local function add(key, n, ttl)
+  local total = redis.call('INCRBY', key, n)
+  if ttl > 0 and total == tonumber(n) then redis.call('EXPIRE', key, ttl) end
+  return total
+end
 for e = 1, events do
   local n, m, r = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local nano, rest = ARGV[a + 3], tonumber(ARGV[a + 4])
   a = a + 5
-  local typed = true
+  local ok = true
   for i = 1, 2 * n + m do
-    local t = redis.call('TYPE', KEYS[k + i]).ok
-    if t ~= 'none' and t ~= 'string' then typed = false end
+    if not typed(KEYS[k + i]) then ok = false end
   end
   local id = string.sub(KEYS[k], 12)
   local fresh = false
-  if typed then fresh = redis.call('SET', KEYS[k], '1', 'NX', 'EX', id_ttl) end
+  if ok then fresh = redis.call('SET', KEYS[k], '1', 'NX', 'EX', id_ttl) end
   k = k + 1
-  out[#out + 1] = (not typed and -1) or (fresh and 1 or 0)
+  out[#out + 1] = (not ok and -1) or (fresh and 1 or 0)
   for i = 1, n do
     local key, carry_key = KEYS[k], KEYS[k + 1]
     local ttl = tonumber(ARGV[a + i - 1])
     k = k + 2
     if fresh then
-      if rest > 0 then
-        if redis.call('INCRBY', carry_key, rest) >= 1000 then
-          redis.call('DECRBY', carry_key, 1000)
-          redis.call('INCRBY', key, 1)
-        end
+      local total = add(key, nano, ttl)
+      if rest > 0 and add(carry_key, rest, ttl) >= 1000 then
+        redis.call('DECRBY', carry_key, 1000)
+        total = redis.call('INCRBY', key, 1)
       end
-      out[#out + 1] = redis.call('INCRBY', key, nano)
-      if ttl > 0 then
-        if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ttl) end
-        if rest > 0 and redis.call('TTL', carry_key) < 0 then redis.call('EXPIRE', carry_key, ttl) end
-      end
+      out[#out + 1] = total
     else
       out[#out + 1] = 0
     end
   end
   a = a + n
   for i = 1, m do
-    local key = KEYS[k]
-    local ttl = tonumber(ARGV[a])
-    if fresh then
-      redis.call('INCRBY', key, ARGV[a + 1])
-      if ttl > 0 and redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ttl) end
-    end
+    if fresh then add(KEYS[k], ARGV[a + 1], tonumber(ARGV[a])) end
     k = k + 1
     a = a + 2
   end
@@ -124,7 +137,9 @@ return out
 
 /// Reserves an upper bound of a request's cost on every block limit that covers
 /// it, atomically, by Redis' own clock: first drops the reservations that expired
-/// (a replica that died mid-request), then refuses when any counter's spend plus
+/// (a replica that died mid-request; at most 256 per counter per call, so a mass
+/// expiry never holds Redis long: the rest stay counted, which errs on refusing,
+/// until the next calls drop them), then refuses when any counter's spend plus
 /// what is reserved plus this amount would pass its maximum, else holds the amount
 /// on each until the request's usage event settles it (or it expires).
 ///
@@ -139,13 +154,14 @@ local id, amount, hold = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local n = #KEYS / 4
 for i = 0, n - 1 do
   local key, held, amounts, sum = KEYS[4 * i + 1], KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4]
-  for _, old in ipairs(redis.call('ZRANGEBYSCORE', held, '-inf', now)) do
+  for _, old in ipairs(redis.call('ZRANGEBYSCORE', held, '-inf', now, 'LIMIT', 0, 256)) do
     local was = redis.call('HGET', amounts, old)
     if was then redis.call('DECRBY', sum, was); redis.call('HDEL', amounts, old) end
     redis.call('ZREM', held, old)
   end
-  local spent = tonumber(redis.call('GET', key) or '0')
-  local reserved = tonumber(redis.call('GET', sum) or '0')
+  local figures = redis.call('MGET', key, sum)
+  local spent = tonumber(figures[1] or '0')
+  local reserved = tonumber(figures[2] or '0')
   if spent + reserved + tonumber(amount) > tonumber(ARGV[4 + i]) then
     return {i + 1, spent, reserved}
   end
@@ -164,6 +180,8 @@ return {0}
 pub enum LedgerError {
     #[error("the ledger URL is not valid: {0}")]
     Url(#[source] redis::RedisError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("the ledger did not answer within {0:?}")]
     Timeout(Duration),
     #[error("the ledger failed: {0}")]
@@ -399,7 +417,7 @@ impl Timeouts {
 }
 
 pub struct Ledger {
-    connection: ConnectionManager,
+    connection: Connection,
     script: redis::Script,
     reserve_script: redis::Script,
     queue: Mutex<VecDeque<Charge>>,
@@ -418,20 +436,16 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    /// A ledger at `url` (`redis://[user:password@]host:port/db`); connects lazily
-    /// and reconnects by itself, so a Redis that is down at start is not an error.
+    /// A ledger at `url` (`redis://[user:password@]host:port/db`); see [`Ledger::open`].
     pub fn new(url: &str, timeouts: Timeouts, metrics: Arc<LedgerMetrics>) -> Result<Arc<Self>, LedgerError> {
-        let client = redis::Client::open(url).map_err(LedgerError::Url)?;
-        let longest = timeouts.check.max(timeouts.charge);
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeouts.check))
-            .set_response_timeout(Some(longest))
-            // One attempt per reconnection, no backoff sleep: while Redis is away each
-            // call tries anew (a refused connection fails at once), so the first call
-            // after it returns connects instead of waiting out a backoff.
-            .set_number_of_retries(0)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        Self::open(&Target::url(url), timeouts, metrics)
+    }
+
+    /// A ledger at `target` (plain, TLS or through Sentinel: `super::connect`);
+    /// connects lazily and reconnects by itself (probing while Redis is away), so
+    /// a Redis that is down at start is not an error.
+    pub fn open(target: &Target, timeouts: Timeouts, metrics: Arc<LedgerMetrics>) -> Result<Arc<Self>, LedgerError> {
+        let connection = Connection::open(target, timeouts.check.max(timeouts.charge))?;
         Ok(Arc::new(Self {
             connection,
             script: redis::Script::new(CHARGE),
@@ -464,7 +478,7 @@ impl Ledger {
     /// (fail-closed) or let through (fail-open).
     async fn check_call<T, F, Fut>(&self, call: F) -> Result<T, LedgerError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Connection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let deadline = tokio::time::Instant::now() + self.timeouts.check;
@@ -718,9 +732,65 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Applies one event now, through the same charge script and `payi:event:<id>`
+    /// key as the queue, and says whether it was new: for callers that must answer
+    /// "charged" or "already charged" (Pay-i's ingest, whose ids repeat by design
+    /// when a client re-sends a report). The id is remembered for `remember` (at
+    /// least the configured event expiry). Nothing is queued: on an error the
+    /// caller answers its client, who sends the event again.
+    pub async fn apply_once(&self, event: UsageEvent, remember: Duration) -> Result<Applied, LedgerError> {
+        let id = event.id.clone().unwrap_or_else(event_id);
+        let charge = Charge { id: id.clone(), event, queued_at: Instant::now(), permanent_failures: 0 };
+        let applied = match self.apply(std::slice::from_ref(&charge)).await {
+            Ok(mut applied) if applied.len() == 1 => applied.remove(0),
+            Ok(applied) => return Err(LedgerError::Answer { expected: 1, got: applied.len() }),
+            Err(error) => {
+                self.metrics.errors.inc();
+                return Err(error);
+            }
+        };
+        self.metrics.batches.inc();
+        match &applied {
+            Applied::Fresh(totals) => {
+                self.metrics.applied.inc();
+                for (limit, total) in charge.event.limits.iter().zip(totals) {
+                    let labels = LimitLabels { limit: limit.to_string() };
+                    self.metrics.spend.get_or_create(&labels).set(*total as f64 / NANO_PER_USD as f64);
+                }
+                let seconds = remember.as_secs();
+                if seconds > self.timeouts.event_ttl.as_secs() {
+                    let mut expire = redis::cmd("EXPIRE");
+                    expire.arg(format!("payi:event:{id}")).arg(seconds);
+                    let mut connection = self.connection.clone();
+                    let call = expire.query_async::<i64>(&mut connection);
+                    match tokio::time::timeout(self.timeouts.charge, call).await {
+                        Ok(Ok(_)) => {}
+                        // Charged once already; only a repeat after the shorter expiry could be missed.
+                        Ok(Err(error)) => {
+                            tracing::warn!(event = %id, %error, "event id kept for the default expiry only")
+                        }
+                        Err(_) => tracing::warn!(event = %id, "event id kept for the default expiry only (timeout)"),
+                    }
+                }
+            }
+            Applied::Repeat => {
+                self.metrics.duplicates.inc();
+            }
+            Applied::WrongType => self.give_up(&charge, "wrongtype"),
+        }
+        Ok(applied)
+    }
+
+    /// The ledger's connection, for stores kept beside the counters (request results).
+    pub fn connection(&self) -> Connection {
+        self.connection.clone()
+    }
+}
+
 /// What the ledger did with one event.
-#[derive(Debug)]
-enum Applied {
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
     /// Charged now; its counters' new totals in nano-USD.
     Fresh(Vec<u64>),
     /// Already applied by an earlier send; nothing charged.

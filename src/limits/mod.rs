@@ -7,7 +7,9 @@
 //! - `status`: what objects' status says about their limits, and the Events (pure).
 //! - `spend`: month-to-date usage counters of every level, limits or not (pure).
 //! - `ledger`: the Redis ledger: one read before the call, one atomic charge after.
+//! - `connect`: reaching the ledger's Redis (TLS, Sentinel) and staying connected.
 
+pub mod connect;
 pub mod ledger;
 pub mod rule;
 pub mod spend;

@@ -12,7 +12,7 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 
 use super::index::Attribution;
-use super::watch::Synced;
+use super::watch::{Readiness, Synced};
 use super::{Answer, Verifier};
 
 pub const ORGANIZATION_HEADER: &str = "x-payi-organization";
@@ -81,7 +81,8 @@ struct OpsState {
     synced: Arc<Synced>,
 }
 
-/// `/healthz`, `/readyz` (503 until the three kinds have been listed) and `/metrics`.
+/// `/healthz`, `/readyz` (503 until the three kinds have been listed, and while a
+/// watch has kept failing past its stale bound) and `/metrics`.
 pub fn ops_router(registry: Arc<Registry>, synced: Arc<Synced>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -91,10 +92,15 @@ pub fn ops_router(registry: Arc<Registry>, synced: Arc<Synced>) -> Router {
 }
 
 async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
-    if state.synced.all() {
-        (StatusCode::OK, "ready: Organizations, Groups and Applications listed")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "listing Organizations, Groups and Applications")
+    match state.synced.readiness() {
+        Readiness::Ready => (StatusCode::OK, "ready: Organizations, Groups and Applications listed".to_string()),
+        Readiness::Listing => {
+            (StatusCode::SERVICE_UNAVAILABLE, "listing Organizations, Groups and Applications".to_string())
+        }
+        Readiness::Stale(kind) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the {kind} watch keeps failing: the key index can no longer be kept current"),
+        ),
     }
 }
 

@@ -20,7 +20,7 @@ pub mod watch;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::registry::Registry;
 
@@ -47,6 +47,10 @@ pub struct Settings {
     /// upstream never sees it.
     #[arg(long, env = "PAYI_VERIFIER_STRIP_KEY_HEADER")]
     pub strip_key_header: bool,
+    /// Seconds a watch of Organizations, Groups or Applications may keep failing
+    /// before /readyz answers 503: the key index can no longer be kept current.
+    #[arg(long, env = "PAYI_VERIFIER_INDEX_STALE_SECONDS", default_value_t = watch::DEFAULT_STALE_AFTER.as_secs())]
+    pub index_stale_seconds: u64,
 }
 
 /// The shared state of both protocols: the index, the metrics, where keys come from.
@@ -202,20 +206,29 @@ pub struct KeyIndex {
 
 impl KeyIndex {
     /// Starts the watches of the three kinds; registers the key-check metrics.
-    pub fn start(client: kube::Client, registry: &mut Registry, key_header: Option<&str>, strip: bool) -> Self {
-        Self::start_with(client, registry, |index, metrics| Verifier::new(index, metrics, key_header, strip))
+    pub fn start(
+        client: kube::Client,
+        registry: &mut Registry,
+        stale_after: Duration,
+        key_header: Option<&str>,
+        strip: bool,
+    ) -> Self {
+        Self::start_with(client, registry, stale_after, |index, metrics| {
+            Verifier::new(index, metrics, key_header, strip)
+        })
     }
 
     /// Starts the watches with a verifier `make` builds over the index and metrics.
     pub fn start_with(
         client: kube::Client,
         registry: &mut Registry,
+        stale_after: Duration,
         make: impl FnOnce(Arc<RwLock<Index>>, Arc<metrics::Metrics>) -> Verifier,
     ) -> Self {
         let index = Arc::new(RwLock::new(Index::default()));
         let metrics = Arc::new(metrics::Metrics::default());
         metrics.register(registry);
-        let synced = Arc::new(watch::Synced::default());
+        let synced = Arc::new(watch::Synced::with_stale_after(stale_after));
         let verifier = Arc::new(make(index.clone(), metrics.clone()));
         let watches = tokio::spawn(watch::run(client, index, metrics, synced.clone()));
         Self { verifier, synced, watches }
@@ -242,7 +255,9 @@ pub async fn run(
     let grpc = bind(settings.grpc_addr).await?;
     let ops = bind(settings.metrics_addr).await?;
     let mut registry = Registry::default();
-    let keys = KeyIndex::start(client, &mut registry, settings.key_header.as_deref(), settings.strip_key_header);
+    let stale_after = Duration::from_secs(settings.index_stale_seconds);
+    let keys =
+        KeyIndex::start(client, &mut registry, stale_after, settings.key_header.as_deref(), settings.strip_key_header);
     tracing::info!(
         http = %settings.http_addr, grpc = %settings.grpc_addr, metrics = %settings.metrics_addr,
         key_header = ?settings.key_header, strip_key_header = settings.strip_key_header,

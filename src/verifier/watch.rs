@@ -6,7 +6,8 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -20,18 +21,85 @@ use crate::conditions;
 use crate::crd::{Application, Group, Organization};
 use crate::limits::rule;
 
-/// Whether each watch has listed its kind once; `/readyz` waits for all three.
-#[derive(Debug, Default)]
+/// How long a watch may keep failing before the index counts as stale.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// Whether each watch has listed its kind once, and since when it has been
+/// failing: `/readyz` waits for all three to be listed, and turns false again when
+/// one has failed for longer than the stale bound (its API access revoked, the API
+/// server unreachable): a revoked key would then go unnoticed, so the replica stops
+/// taking traffic rather than answer from an index it can no longer keep current.
+#[derive(Debug)]
 pub struct Synced {
     organizations: AtomicBool,
     groups: AtomicBool,
     applications: AtomicBool,
+    /// Per kind, when its watch began failing (`None`: it is not).
+    failing_since: Mutex<[Option<Instant>; 3]>,
+    stale_after: Duration,
+}
+
+impl Default for Synced {
+    fn default() -> Self {
+        Self::with_stale_after(DEFAULT_STALE_AFTER)
+    }
+}
+
+/// What `/readyz` says about the index.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    Listing,
+    /// This kind's watch has failed for longer than the stale bound.
+    Stale(&'static str),
 }
 
 impl Synced {
+    pub fn with_stale_after(stale_after: Duration) -> Self {
+        Self {
+            organizations: AtomicBool::new(false),
+            groups: AtomicBool::new(false),
+            applications: AtomicBool::new(false),
+            failing_since: Mutex::new([None; 3]),
+            stale_after,
+        }
+    }
+
+    /// All three kinds listed (they may have gone stale since: see [`Synced::readiness`]).
     pub fn all(&self) -> bool {
         [&self.organizations, &self.groups, &self.applications].iter().all(|s| s.load(Ordering::Acquire))
     }
+
+    pub fn readiness(&self) -> Readiness {
+        if !self.all() {
+            return Readiness::Listing;
+        }
+        let failing = *self.failing_since.lock().unwrap_or_else(|p| p.into_inner());
+        stale_kind(&failing, Instant::now(), self.stale_after).map_or(Readiness::Ready, Readiness::Stale)
+    }
+
+    /// A watch of `slot` failed; the first failure of a run starts its clock.
+    fn failed(&self, slot: usize) {
+        let mut failing = self.failing_since.lock().unwrap_or_else(|p| p.into_inner());
+        failing[slot].get_or_insert_with(Instant::now);
+    }
+
+    /// A watch of `slot` delivered an event: it is current again.
+    fn recovered(&self, slot: usize) {
+        self.failing_since.lock().unwrap_or_else(|p| p.into_inner())[slot] = None;
+    }
+}
+
+/// The kinds in the order of [`Synced`]'s failure slots.
+const KINDS: [&str; 3] = ["Organization", "Group", "Application"];
+
+/// The first kind whose watch has been failing for longer than `stale_after` (pure).
+fn stale_kind(failing_since: &[Option<Instant>; 3], now: Instant, stale_after: Duration) -> Option<&'static str> {
+    failing_since
+        .iter()
+        .zip(KINDS)
+        .find(|(since, _)| since.is_some_and(|since| now.saturating_duration_since(since) > stale_after))
+        .map(|(_, kind)| kind)
 }
 
 /// What the index needs from an Application: live means Ready=True for the
@@ -92,6 +160,8 @@ fn app_limits(app: &Application, id: &AppId) -> AppLimits {
 trait Watched: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static {
     type Id: Clone + Eq + std::hash::Hash + Send;
     const KIND: &'static str;
+    /// Its slot in [`Synced`]'s failure clocks (its place in [`KINDS`]).
+    const SLOT: usize;
     fn id(&self) -> Self::Id;
     /// Records the object; returns digests it made contested.
     fn apply(&self, index: &mut Index) -> Vec<super::index::Conflict>;
@@ -103,6 +173,7 @@ trait Watched: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt:
 impl Watched for Organization {
     type Id = String;
     const KIND: &'static str = "Organization";
+    const SLOT: usize = 0;
     fn id(&self) -> String {
         self.name_any()
     }
@@ -130,6 +201,7 @@ impl Watched for Organization {
 impl Watched for Group {
     type Id = String;
     const KIND: &'static str = "Group";
+    const SLOT: usize = 1;
     fn id(&self) -> String {
         self.name_any()
     }
@@ -156,6 +228,7 @@ impl Watched for Group {
 impl Watched for Application {
     type Id = AppId;
     const KIND: &'static str = "Application";
+    const SLOT: usize = 2;
     fn id(&self) -> AppId {
         AppId { namespace: self.namespace().unwrap_or_default(), name: self.name_any() }
     }
@@ -187,8 +260,12 @@ async fn follow<K: Watched>(api: Api<K>, index: &RwLock<Index>, metrics: &Metric
     let mut listing: Option<HashSet<K::Id>> = None;
     while let Some(event) = events.next().await {
         let event = match event {
-            Ok(event) => event,
+            Ok(event) => {
+                synced.recovered(K::SLOT);
+                event
+            }
             Err(error) => {
+                synced.failed(K::SLOT);
                 tracing::warn!(kind = K::KIND, %error, "watch failed; retrying with backoff");
                 continue;
             }
@@ -299,5 +376,27 @@ mod tests {
         let mut no_status = app(3, "True", 3, keys());
         no_status.status = None;
         assert!(!application_view(&no_status).live);
+    }
+
+    #[test]
+    fn a_watch_failing_past_the_bound_makes_the_index_stale() {
+        let now = Instant::now();
+        let bound = Duration::from_secs(30);
+        assert_eq!(stale_kind(&[None; 3], now, bound), None);
+        let recent = now - Duration::from_secs(10);
+        assert_eq!(stale_kind(&[None, Some(recent), None], now, bound), None, "failing, within the bound");
+        let long = now - Duration::from_secs(31);
+        assert_eq!(stale_kind(&[None, Some(recent), Some(long)], now, bound), Some("Application"));
+        let synced = Synced::with_stale_after(Duration::ZERO);
+        assert_eq!(synced.readiness(), Readiness::Listing, "nothing listed yet");
+        for flag in [&synced.organizations, &synced.groups, &synced.applications] {
+            flag.store(true, Ordering::Release);
+        }
+        assert_eq!(synced.readiness(), Readiness::Ready);
+        synced.failed(0);
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(synced.readiness(), Readiness::Stale("Organization"));
+        synced.recovered(0);
+        assert_eq!(synced.readiness(), Readiness::Ready, "one event and it is current again");
     }
 }

@@ -27,7 +27,8 @@ pub fn providers_file(dir: &std::path::Path, upstream: &str, credentials: &[(&st
     path
 }
 
-fn kubeconfig() -> PathBuf {
+/// The gateway's kubeconfig (as the chart's ServiceAccount when `PAYI_TEST_GATEWAY_AS` names it).
+pub fn kubeconfig() -> PathBuf {
     let admin = super::kubeconfig_path();
     let Some(user) = std::env::var("PAYI_TEST_GATEWAY_AS").ok().filter(|u| !u.is_empty()) else {
         return admin;
@@ -52,6 +53,18 @@ pub struct Gateway {
 impl Gateway {
     pub async fn start(name: &str, providers: &std::path::Path, extra: &[&str]) -> Self {
         let gateway = Self::spawn(name, providers, extra, &kubeconfig());
+        gateway.await_probe("/readyz").await;
+        gateway
+    }
+
+    /// A gateway that reaches the API server with `kubeconfig`.
+    pub async fn start_with_kubeconfig(
+        name: &str,
+        providers: &std::path::Path,
+        extra: &[&str],
+        kubeconfig: &std::path::Path,
+    ) -> Self {
+        let gateway = Self::spawn(name, providers, extra, kubeconfig);
         gateway.await_probe("/readyz").await;
         gateway
     }

@@ -1,7 +1,8 @@
 //! A simulator of the AI providers on loopback, for the tests (and benchmarks) of
 //! the metering gateway: OpenAI, Azure OpenAI and Anthropic, streaming and not, in
 //! their wire formats, so the official SDKs parse its answers. It records every
-//! request (all headers: it checks no credential) and plays scripted faults.
+//! request (all headers as they arrived, repeats included, and the body's bytes:
+//! it checks no credential) and what each stream sent, and plays scripted faults.
 //!
 //! Self-contained: it uses no other module of tests/common, so a benchmark can
 //! take it with `#[path = "../tests/common/provider_sim.rs"] mod provider_sim;`.
@@ -60,7 +61,9 @@
 //!   `image_generation_call` output item with its `result`; a stream sends a
 //!   `partial_image` event and the finished item (each that large) after the text,
 //!   and `response.completed` carries the image again beside the usage. The usage
-//!   is the same as without it.
+//!   is the same as without it;
+//! - `ping-`: a stream sends a `: ping` comment block (an SSE keep-alive, as
+//!   OpenAI's and Anthropic's streams do) as its own write before each event.
 //!
 //! The answer echoes the body's `model` without those prefixes (the deployment's
 //! when the body has none); usage is computed for that name. The rest of the name:
@@ -161,6 +164,8 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// `Null` when the body is not JSON (or empty).
     pub body: Value,
+    /// The body exactly as it arrived.
+    pub raw_body: Bytes,
 }
 
 impl Recorded {
@@ -222,6 +227,8 @@ impl InvoiceLine {
 struct Shared {
     requests: Mutex<Vec<Recorded>>,
     invoice: Mutex<Vec<InvoiceLine>>,
+    /// The bytes each stream handed to its connection so far, by request id.
+    sent: Mutex<std::collections::HashMap<String, Vec<u8>>>,
     open_streams: AtomicUsize,
     ids: AtomicU64,
 }
@@ -273,6 +280,13 @@ impl ProviderSim {
     /// The sum of [`InvoiceLine::total_tokens`] over the invoice.
     pub fn invoice_total_tokens(&self) -> u64 {
         self.invoice().iter().map(InvoiceLine::total_tokens).sum()
+    }
+
+    /// The bytes the stream with this request id (its `x-request-id` or
+    /// `request-id`) has handed to its connection so far; `None` for an id
+    /// that was no stream.
+    pub fn sent(&self, request_id: &str) -> Option<Vec<u8>> {
+        self.shared.sent.lock().unwrap_or_else(PoisonError::into_inner).get(request_id).cloned()
     }
 
     /// SSE bodies being sent right now: from the response until the body ends or
@@ -358,6 +372,7 @@ async fn connection(tcp: TcpStream, shared: Arc<Shared>, router: Router) {
                         .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
                         .collect(),
                     body: parsed.clone(),
+                    raw_body: bytes.clone(),
                 });
                 let mut request = Request::from_parts(parts, Body::from(bytes));
                 request.extensions_mut().insert(Ctx { shared, body: Arc::new(parsed), reset });
@@ -450,13 +465,21 @@ struct Knobs {
     /// `image-<KiB>-`: a Responses answer also carries a generated image of that many
     /// KiB of base64 (see [`image_output`]).
     image_bytes: usize,
+    /// `ping-`: a `: ping` comment block before each event of a stream.
+    ping: bool,
     model: String,
 }
 
 impl Knobs {
     fn parse(name: &str) -> Knobs {
-        let mut knobs =
-            Knobs { slow: None, drip: Duration::ZERO, gzip: false, image_bytes: 0, model: name.to_string() };
+        let mut knobs = Knobs {
+            slow: None,
+            drip: Duration::ZERO,
+            gzip: false,
+            image_bytes: 0,
+            ping: false,
+            model: name.to_string(),
+        };
         loop {
             let take = |prefix: &str| -> Option<(Duration, String)> {
                 let (ms, rest) = knobs.model.strip_prefix(prefix)?.split_once('-')?;
@@ -475,6 +498,8 @@ impl Knobs {
                 .filter(|(k, _)| k.parse::<usize>().is_ok())
             {
                 (knobs.image_bytes, knobs.model) = (kib.parse::<usize>().unwrap_or(0) * 1024, rest.to_string());
+            } else if let Some(rest) = knobs.model.strip_prefix("ping-") {
+                (knobs.ping, knobs.model) = (true, rest.to_string());
             } else {
                 return knobs;
             }
@@ -611,10 +636,19 @@ fn ok_answer(ctx: &Ctx, api: SimApi, body: &Value, model: &str, knobs: &Knobs, i
         }
         _ => None,
     };
-    let frames = events.into_iter().map(|event| (Bytes::from(event.frame), event.words)).collect();
+    let mut frames: Vec<(Bytes, u64)> = vec![];
+    for event in events {
+        if knobs.ping {
+            frames.push((Bytes::from_static(b": ping\n\n"), 0));
+        }
+        frames.push((Bytes::from(event.frame), event.words));
+    }
+    // A stop counts events: with pings, each event is the second of its pair of frames.
+    let stop = stop.map(|(at, how)| (if knobs.ping { 2 * at } else { at }, how));
     ctx.shared.open_streams.fetch_add(1, Ordering::SeqCst);
     let bill = bill.stream(usage);
-    let feed = Feed::new(frames, knobs.drip, stop, Some(bill), Some(OpenStream(ctx.shared.clone())));
+    let mut feed = Feed::new(frames, knobs.drip, stop, Some(bill), Some(OpenStream(ctx.shared.clone())));
+    feed.record = Some((ctx.shared.clone(), format!("req_sim{id}")));
     let mut response = Response::new(feed.body());
     let headers = response.headers_mut();
     headers.insert("content-type", HeaderValue::from_static("text/event-stream; charset=utf-8"));
@@ -731,6 +765,8 @@ struct Feed {
     // Dropped before `_open` (declaration order): a stream's line is recorded
     // before it stops counting as open.
     bill: Option<Bill>,
+    /// Where the frames handed over are recorded: the shared state, the request id.
+    record: Option<(Arc<Shared>, String)>,
     _open: Option<OpenStream>,
 }
 
@@ -742,7 +778,7 @@ impl Feed {
         bill: Option<Bill>,
         open: Option<OpenStream>,
     ) -> Feed {
-        Feed { frames: frames.into_iter(), sent: 0, drip, stop, done: false, bill, _open: open }
+        Feed { frames: frames.into_iter(), sent: 0, drip, stop, done: false, bill, record: None, _open: open }
     }
 
     fn body(self) -> Body {
@@ -772,6 +808,10 @@ impl Feed {
             let last = feed.frames.len() == 0;
             if let Some(bill) = &mut feed.bill {
                 bill.sent(words, last);
+            }
+            if let Some((shared, id)) = &feed.record {
+                let mut sent = shared.sent.lock().unwrap_or_else(PoisonError::into_inner);
+                sent.entry(id.clone()).or_default().extend_from_slice(&frame);
             }
             Some((Ok::<_, io::Error>(frame), feed))
         }))

@@ -121,3 +121,10 @@ helm.sh/chart: {{ include "payi-operator.chart" . }}
 {{- required "gateway.serviceAccount.name is required when gateway.serviceAccount.create is false" .Values.gateway.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{/*
+Where the ledger's CA (gateway.limits.redisCASecret) is mounted, in the gateway and the operator.
+*/}}
+{{- define "payi-operator.ledgerCAFile" -}}
+/etc/payi-ledger-ca/{{ .Values.gateway.limits.redisCASecret.key }}
+{{- end }}
