@@ -15,8 +15,8 @@
 //!   nano-USD into the counter, in the same script. A counter therefore equals
 //!   the exact sum of its events' costs, truncated to the nano-USD.
 //! - **Errors** ([`classify`]): transient ones (connection, timeout, `LOADING`,
-//!   `BUSY`, `TRYAGAIN`, …) keep the events queued and retried with backoff, up to
-//!   half the id expiry; permanent ones (`READONLY`, `NOPERM`, `OOM`, a script or
+//!   `BUSY`, `TRYAGAIN`, `READONLY` from a demoted primary, …) keep the events
+//!   queued and retried with backoff, up to half the id expiry; permanent ones (`NOPERM`, `OOM`, a script or
 //!   type error) are retried event by event a few times, then the event is dropped
 //!   with an error log naming it and `payi_limit_charges_failed_total{reason}`, so
 //!   one bad event or a misconfigured Redis never blocks the queue forever.
@@ -203,8 +203,13 @@ pub enum Failure {
 pub fn classify(code: Option<&str>) -> Failure {
     match code {
         None => Failure::Transient,
-        Some("LOADING" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "NOSCRIPT") => Failure::Transient,
-        Some("READONLY") => Failure::Permanent("readonly"),
+        // READONLY: a primary that Sentinel demoted, answering until the connection
+        // is replaced by one to the new primary (`super::connect`); NOREPLICAS: a
+        // primary waiting for its replicas. Both pass; dropping events on them would
+        // lose charges in every failover.
+        Some("LOADING" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "NOSCRIPT" | "READONLY" | "NOREPLICAS") => {
+            Failure::Transient
+        }
         Some("NOPERM") => Failure::Permanent("noperm"),
         Some("OOM") => Failure::Permanent("oom"),
         Some("WRONGTYPE") => Failure::Permanent("wrongtype"),
@@ -806,10 +811,9 @@ mod tests {
     #[test]
     fn failures_are_sorted_by_what_redis_said() {
         assert_eq!(classify(None), Failure::Transient);
-        for transient in ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN"] {
+        for transient in ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "NOREPLICAS"] {
             assert_eq!(classify(Some(transient)), Failure::Transient, "{transient}");
         }
-        assert_eq!(classify(Some("READONLY")), Failure::Permanent("readonly"));
         assert_eq!(classify(Some("NOPERM")), Failure::Permanent("noperm"));
         assert_eq!(classify(Some("OOM")), Failure::Permanent("oom"));
         assert_eq!(classify(Some("ERR")), Failure::Permanent("error"));
