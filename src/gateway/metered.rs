@@ -496,19 +496,26 @@ where
     }
 
     /// Reads a chunk's events and queues what of it goes to the client.
-    fn on_data(&mut self, data: Bytes) {
+    /// Reads a chunk's events and queues what of it goes to the client; an empty
+    /// `data` at the stream's end.
+    fn on_data(&mut self, data: Bytes, end: bool) {
         let (reader, meter) = (&mut self.reader, &mut self.meter);
         let mut marks = vec![];
-        reader.push(&data, &mut |mark| match mark {
+        let mut on_mark = |mark| match mark {
             sse::Mark::Begin(at) => marks.push((at, None)),
             sse::Mark::End(at, event) => {
+                let event: Box<sse::Event> = event;
                 let kind = match event.data {
                     Some(data) => meter.event_read(&event.name, data),
                     None => EventKind::Forward,
                 };
                 marks.push((at, Some(kind)));
             }
-        });
+        };
+        match end {
+            false => reader.push(&data, &mut on_mark),
+            true => reader.end(&mut on_mark),
+        }
         if !self.hide_usage {
             self.emit(data);
         } else {
@@ -591,11 +598,12 @@ where
             match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        this.on_data(data);
+                        this.on_data(data, false);
                     }
                 }
                 Some(Err(error)) => return this.fail(error),
                 None => {
+                    this.on_data(Bytes::new(), true);
                     // An event the stream did not end with a blank line is passed on as it came.
                     let rest = Bytes::from(std::mem::take(&mut this.held));
                     this.emit(rest);

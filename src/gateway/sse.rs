@@ -62,11 +62,13 @@ pub struct Reader {
     bom: usize,
     event: Option<Event>,
     data_lines: u64,
+    /// An event whose blank line ended in a CR: it ends after the LF that may follow.
+    ending: Option<Box<Event>>,
 }
 
 impl Default for Reader {
     fn default() -> Self {
-        Self { line: Line::Start, after_cr: false, bom: 0, event: None, data_lines: 0 }
+        Self { line: Line::Start, after_cr: false, bom: 0, event: None, data_lines: 0, ending: None }
     }
 }
 
@@ -88,6 +90,11 @@ impl Reader {
         }
         while i < chunk.len() {
             let b = chunk[i];
+            if let Some(event) = self.ending.take() {
+                // A CRLF blank line is the event's, LF included.
+                let at = if b == b'\n' { i + 1 } else { i };
+                mark(Mark::End(at, event));
+            }
             if std::mem::take(&mut self.after_cr) && b == b'\n' {
                 i += 1;
                 continue;
@@ -99,6 +106,13 @@ impl Reader {
                 continue;
             }
             i += self.line_bytes(&chunk[i..], i, mark);
+        }
+    }
+
+    /// The stream ended: an event still waiting for the LF after its CR ends here.
+    pub fn end(&mut self, mark: &mut impl FnMut(Mark)) {
+        if let Some(event) = self.ending.take() {
+            mark(Mark::End(0, event));
         }
     }
 
@@ -177,7 +191,10 @@ impl Reader {
         match std::mem::replace(&mut self.line, Line::Start) {
             Line::Start => {
                 if let Some(event) = self.event.take() {
-                    mark(Mark::End(at, Box::new(event)));
+                    match self.after_cr {
+                        true => self.ending = Some(Box::new(event)),
+                        false => mark(Mark::End(at, Box::new(event))),
+                    }
                 }
             }
             // A field without a colon has an empty value.
@@ -238,7 +255,10 @@ mod tests {
                 events.iter().map(|(b, e, name, _)| (name.as_str(), &stream[*b..*e])).collect();
             assert_eq!(spans.len(), 3, "{size}: {spans:?}");
             assert_eq!(spans[0].0, "response.created");
-            assert!(spans[0].1.starts_with("event: response.created") && spans[0].1.ends_with("}}\r\n\r"), "{spans:?}");
+            assert!(
+                spans[0].1.starts_with("event: response.created") && spans[0].1.ends_with("}}\r\n\r\n"),
+                "{spans:?}"
+            );
             assert_eq!(spans[1], ("", "id: 7\rretry: 10\rdata\r\r"));
             assert!(spans[2].1.starts_with("data: {") && spans[2].1.ends_with("}}}\n\n"));
             assert_eq!(meter.model(), Some("gpt-4o"), "data lines are joined: {size}");
