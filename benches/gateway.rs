@@ -258,6 +258,7 @@ fn gateway_child() {
                 upstream_timeout: Duration::from_secs(600),
                 upstream_idle: Duration::from_secs(120),
             },
+            budget: payi_operator::gateway::budget::Budget::new(64 * 1024 * 1024),
             ledger,
             ledger_policy: LedgerPolicy::default(),
         });

@@ -776,6 +776,7 @@ fn the_gateway_renders_only_when_enabled_with_read_only_rbac_and_its_files() {
     assert_eq!(args[0], "gateway");
     for arg in [
         "--providers-file=/etc/payi-gateway/config/providers.yaml",
+        "--max-bytes-in-flight=67108864",
         "--prices-file=/etc/payi-gateway/config/prices.yaml",
         "--drain-seconds=25",
         "--settle-seconds=5",

@@ -15,6 +15,7 @@ fn registered() -> BTreeSet<String> {
     payi_operator::verifier::metrics::Metrics::default().register(&mut registry);
     payi_operator::gateway::metrics::Metrics::default().register(&mut registry);
     payi_operator::gateway::metrics::ConnectionMetrics::default().register(&mut registry);
+    payi_operator::gateway::metrics::register_budget(&mut registry, &payi_operator::gateway::budget::Budget::new(1));
     payi_operator::limits::ledger::LedgerMetrics::default().register(&mut registry);
     let text = format!("{registry:?}");
     let mut names = BTreeSet::new();

@@ -21,7 +21,6 @@ use std::fmt;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::Value;
 
 use super::usage::Api;
 
@@ -104,8 +103,8 @@ pub const IMAGE_MODELS_PREFIX: &str = "gpt-image-";
 pub fn prepare(api: Api, body: Bytes) -> Result<Prepared, BodyError> {
     let fields = Fields::read(&body)?;
     let model = match fields.model {
-        None | Some(Value::Null) => None,
-        Some(Value::String(m)) => Some(m),
+        None | Some(Field::Null) => None,
+        Some(Field::String(m)) => Some(m),
         Some(_) => return Err(BodyError::BadModel),
     };
     let stream = flag(fields.stream.as_ref(), BodyError::BadStream)?;
@@ -137,12 +136,92 @@ pub fn prepare(api: Api, body: Bytes) -> Result<Prepared, BodyError> {
 /// duplicated keys, as a JSON parser keeps); everything else is skipped.
 #[derive(Debug, Default)]
 struct Fields {
-    model: Option<Value>,
-    stream: Option<Value>,
-    stream_options: Option<Value>,
-    background: Option<Value>,
+    model: Option<Field>,
+    stream: Option<Field>,
+    stream_options: Option<Field>,
+    background: Option<Field>,
     /// In the order of [`MAX_OUTPUT_FIELDS`].
-    max_output: [Option<Value>; 3],
+    max_output: [Option<Field>; 3],
+}
+
+/// A top-level field's value as far as the gateway reads it: scalars are kept;
+/// arrays and objects are skipped without being built, so a hostile
+/// `{"model": [0,0,…]}` of 8 MiB costs no memory before it is refused.
+#[derive(Clone, Debug, PartialEq)]
+enum Field {
+    Null,
+    Bool(bool),
+    /// A whole number, 0 or more.
+    Unsigned(u64),
+    String(String),
+    /// An object: only its `include_usage` (for `stream_options`), when a boolean.
+    Object {
+        include_usage: Option<bool>,
+    },
+    /// Another number, or an array.
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Field, D::Error> {
+        deserializer.deserialize_any(FieldVisitor)
+    }
+}
+
+struct FieldVisitor;
+
+impl<'de> Visitor<'de> for FieldVisitor {
+    type Value = Field;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Field, E> {
+        Ok(Field::Null)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Field, E> {
+        Ok(Field::Bool(b))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Field, E> {
+        Ok(Field::Unsigned(n))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Field, E> {
+        Ok(u64::try_from(n).map_or(Field::Other, Field::Unsigned))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Field, E> {
+        Ok(Field::Other)
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Field, E> {
+        Ok(Field::String(s.to_string()))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Field, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Field::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field, A::Error> {
+        let mut include_usage = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "include_usage" => include_usage = Some(map.next_value::<Field>()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let include_usage = match include_usage {
+            Some(Field::Bool(b)) => Some(b),
+            _ => None,
+        };
+        Ok(Field::Object { include_usage })
+    }
 }
 
 impl Fields {
@@ -192,31 +271,29 @@ impl<'de> Visitor<'de> for FieldsVisitor {
 }
 
 /// A boolean field: absent or null is false.
-fn flag(value: Option<&Value>, bad: BodyError) -> Result<bool, BodyError> {
+fn flag(value: Option<&Field>, bad: BodyError) -> Result<bool, BodyError> {
     match value {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
+        None | Some(Field::Null) => Ok(false),
+        Some(Field::Bool(b)) => Ok(*b),
         Some(_) => Err(bad),
     }
 }
 
 /// The first present cap on output tokens; every present one must be a whole number.
-fn max_output_tokens(values: &[Option<Value>; 3]) -> Result<Option<u64>, BodyError> {
+fn max_output_tokens(values: &[Option<Field>; 3]) -> Result<Option<u64>, BodyError> {
     let mut first = None;
     for (name, value) in MAX_OUTPUT_FIELDS.iter().zip(values) {
         match value {
-            None | Some(Value::Null) => {}
-            Some(value) => {
-                let tokens = value.as_u64().ok_or(BodyError::BadMaxTokens(name))?;
-                first = first.or(Some(tokens));
-            }
+            None | Some(Field::Null) => {}
+            Some(Field::Unsigned(tokens)) => first = first.or(Some(*tokens)),
+            Some(_) => return Err(BodyError::BadMaxTokens(name)),
         }
     }
     Ok(first)
 }
 
-fn client_asked_for_usage(options: Option<&Value>) -> bool {
-    options.and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true)
+fn client_asked_for_usage(options: Option<&Field>) -> bool {
+    matches!(options, Some(Field::Object { include_usage: Some(true) }))
 }
 
 /// The body with `stream_options.include_usage: true` and nothing else changed (see
@@ -381,6 +458,7 @@ mod json_text {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn image_generation_is_metered_only_for_models_that_report_usage() {
@@ -568,6 +646,22 @@ mod tests {
         assert_eq!(prepared(Api::Embeddings, r#"{"input":"x"}"#).model, None);
         // A key written with escapes is the same key.
         assert_eq!(bad(r#"{"\u006dodel":5}"#), "\"model\" must be a string");
+    }
+
+    #[test]
+    fn arrays_and_objects_where_a_scalar_belongs_are_refused_or_ignored_unbuilt() {
+        let bad = |b: String| prepare(Api::ChatCompletions, Bytes::from(b)).unwrap_err().to_string();
+        // A million values where the model's name belongs: skipped, then refused.
+        let zeros = format!(r#"{{"model":[{}0]}}"#, "0,".repeat(1 << 20));
+        assert_eq!(bad(zeros), "\"model\" must be a string");
+        assert_eq!(bad(r#"{"max_tokens":[1]}"#.into()), "\"max_tokens\" must be a whole number of tokens, 0 or more");
+        assert_eq!(bad(r#"{"stream":{"a":[true]}}"#.into()), "\"stream\" must be true or false");
+        // stream_options: only its include_usage is read, the last of duplicates, and only a boolean.
+        let asked = |b: &str| prepared(Api::ChatCompletions, b).asked_usage_ourselves;
+        assert!(!asked(r#"{"stream":true,"stream_options":{"x":[[1]],"include_usage":true}}"#));
+        assert!(asked(r#"{"stream":true,"stream_options":{"include_usage":true,"include_usage":false}}"#));
+        assert!(asked(r#"{"stream":true,"stream_options":{"include_usage":[true]}}"#));
+        assert!(asked(r#"{"stream":true,"stream_options":[{"include_usage":true}]}"#));
     }
 
     #[test]

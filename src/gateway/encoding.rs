@@ -1,10 +1,10 @@
 //! Provider answers compressed although the gateway asked for `accept-encoding:
 //! identity` (a proxy in between, a provider that ignores it): the bytes pass to
-//! the client as they came, and the copy the usage is read from is decoded here,
-//! within the same bound as the copy itself, so a small compressed body cannot
-//! unfold into gigabytes. Pure.
+//! the client as they came, and are decoded here as they pass into the usage scan,
+//! within a bound on the decoded size, so a small compressed body cannot make the
+//! gateway unfold gigabytes. Pure.
 
-use std::io::Read;
+use std::io::Write;
 
 /// A `content-encoding` the gateway can decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub enum DecodeError {
     #[error("the {0:?} answer does not decode: {1}")]
     Corrupt(Encoding, #[source] std::io::Error),
     #[error("the {0:?} answer decodes to more than {1} bytes")]
-    TooLarge(Encoding, usize),
+    TooLarge(Encoding, u64),
 }
 
 impl Encoding {
@@ -35,21 +35,102 @@ impl Encoding {
             Some(other) => Err(DecodeError::Unknown(other.to_string())),
         }
     }
+}
 
-    /// `bytes` decoded, at most `limit` bytes of output.
-    pub fn decode(self, bytes: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
-        let reader: Box<dyn Read + '_> = match self {
-            Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(bytes)),
-            // HTTP's "deflate" is zlib-wrapped (RFC 9110 section 8.4.1.2).
-            Encoding::Deflate => Box::new(flate2::read::ZlibDecoder::new(bytes)),
-            Encoding::Brotli => Box::new(brotli::Decompressor::new(bytes, 4096)),
-        };
-        let mut out = Vec::new();
-        reader.take(limit as u64 + 1).read_to_end(&mut out).map_err(|e| DecodeError::Corrupt(self, e))?;
-        if out.len() > limit {
-            return Err(DecodeError::TooLarge(self, limit));
+/// Decodes an answer as its compressed bytes are written to it, writing the plain
+/// bytes into `W` (the usage scan), at most `limit` of them.
+pub struct Decoder<W: Write> {
+    encoding: Encoding,
+    inner: Inner<W>,
+}
+
+enum Inner<W: Write> {
+    Gzip(flate2::write::MultiGzDecoder<Capped<W>>),
+    // HTTP's "deflate" is zlib-wrapped (RFC 9110 section 8.4.1.2).
+    Deflate(flate2::write::ZlibDecoder<Capped<W>>),
+    Brotli(Box<brotli::DecompressorWriter<Capped<W>>>),
+}
+
+/// A writer that refuses more than `left` bytes.
+struct Capped<W> {
+    out: W,
+    left: u64,
+    limit: u64,
+    /// It refused bytes past the limit.
+    over: bool,
+}
+
+impl<W: Write> Write for Capped<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if bytes.len() as u64 > self.left {
+            self.over = true;
+            return Err(std::io::Error::other(format!("decodes to more than {} bytes", self.limit)));
         }
-        Ok(out)
+        self.left -= bytes.len() as u64;
+        self.out.write_all(bytes)?;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl<W: Write> Decoder<W> {
+    pub fn new(encoding: Encoding, out: W, limit: u64) -> Self {
+        let capped = Capped { out, left: limit, limit, over: false };
+        let inner = match encoding {
+            Encoding::Gzip => Inner::Gzip(flate2::write::MultiGzDecoder::new(capped)),
+            Encoding::Deflate => Inner::Deflate(flate2::write::ZlibDecoder::new(capped)),
+            Encoding::Brotli => Inner::Brotli(Box::new(brotli::DecompressorWriter::new(capped, 4096))),
+        };
+        Self { encoding, inner }
+    }
+
+    /// Decodes the next compressed bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
+        let written = match &mut self.inner {
+            Inner::Gzip(d) => d.write_all(bytes),
+            Inner::Deflate(d) => d.write_all(bytes),
+            Inner::Brotli(d) => d.write_all(bytes),
+        };
+        written.map_err(|e| self.error(e))
+    }
+
+    /// Where the plain bytes go.
+    pub fn get_ref(&self) -> &W {
+        &self.capped().out
+    }
+
+    /// Decodes what is left and returns where the plain bytes went.
+    pub fn finish(self) -> Result<W, DecodeError> {
+        let encoding = self.encoding;
+        let error = |e: std::io::Error| DecodeError::Corrupt(encoding, e);
+        let capped = match self.inner {
+            Inner::Gzip(d) => d.finish().map_err(error)?,
+            Inner::Deflate(d) => d.finish().map_err(error)?,
+            Inner::Brotli(mut d) => {
+                d.close().map_err(error)?;
+                (*d).into_inner().map_err(|_| error(std::io::Error::other("the brotli stream does not end")))?
+            }
+        };
+        Ok(capped.out)
+    }
+
+    fn error(&self, e: std::io::Error) -> DecodeError {
+        let capped = self.capped();
+        match capped.over {
+            true => DecodeError::TooLarge(self.encoding, capped.limit),
+            false => DecodeError::Corrupt(self.encoding, e),
+        }
+    }
+
+    fn capped(&self) -> &Capped<W> {
+        match &self.inner {
+            Inner::Gzip(d) => d.get_ref(),
+            Inner::Deflate(d) => d.get_ref(),
+            Inner::Brotli(d) => d.get_ref(),
+        }
     }
 }
 
@@ -60,17 +141,26 @@ mod tests {
 
     const JSON: &[u8] = br#"{"model":"gpt-4o-mini","usage":{"prompt_tokens":9,"completion_tokens":7}}"#;
 
+    /// `bytes` decoded in chunks of 5 bytes, at most `limit` of output.
+    fn decode(encoding: Encoding, bytes: &[u8], limit: u64) -> Result<Vec<u8>, DecodeError> {
+        let mut decoder = Decoder::new(encoding, Vec::new(), limit);
+        for chunk in bytes.chunks(5) {
+            decoder.write(chunk)?;
+        }
+        decoder.finish()
+    }
+
     #[test]
-    fn gzip_deflate_and_brotli_answers_decode() {
+    fn gzip_deflate_and_brotli_answers_decode_as_they_pass() {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(JSON).unwrap();
-        assert_eq!(Encoding::Gzip.decode(&gz.finish().unwrap(), 1024).unwrap(), JSON);
+        assert_eq!(decode(Encoding::Gzip, &gz.finish().unwrap(), 1024).unwrap(), JSON);
         let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         zlib.write_all(JSON).unwrap();
-        assert_eq!(Encoding::Deflate.decode(&zlib.finish().unwrap(), 1024).unwrap(), JSON);
+        assert_eq!(decode(Encoding::Deflate, &zlib.finish().unwrap(), 1024).unwrap(), JSON);
         let mut br = Vec::new();
         brotli::CompressorWriter::new(&mut br, 4096, 5, 22).write_all(JSON).unwrap();
-        assert_eq!(Encoding::Brotli.decode(&br, 1024).unwrap(), JSON);
+        assert_eq!(decode(Encoding::Brotli, &br, 1024).unwrap(), JSON);
     }
 
     #[test]
@@ -85,7 +175,7 @@ mod tests {
         gz.write_all(&vec![0u8; 1 << 20]).unwrap();
         let bomb = gz.finish().unwrap();
         assert!(bomb.len() < 4096);
-        assert!(matches!(Encoding::Gzip.decode(&bomb, 64 * 1024), Err(DecodeError::TooLarge(..))));
-        assert!(matches!(Encoding::Gzip.decode(b"not gzip at all", 1024), Err(DecodeError::Corrupt(..))));
+        assert!(matches!(decode(Encoding::Gzip, &bomb, 64 * 1024), Err(DecodeError::TooLarge(..))));
+        assert!(matches!(decode(Encoding::Gzip, b"not gzip at all", 1024), Err(DecodeError::Corrupt(..))));
     }
 }

@@ -1,35 +1,35 @@
 //! Response bodies that pass the provider's bytes on as they arrive and read the
-//! usage out of them on the way, so nothing is buffered for the client: a JSON
-//! body is copied aside (up to a bound) and parsed at its end; an SSE stream is
-//! parsed event by event with `eventsource-stream`.
+//! usage out of them on the way, so nothing is buffered for the client and nothing
+//! of an answer is kept but its model and usage: a JSON body is scanned as it passes
+//! ([`BodyMeter`]), an SSE stream is read event by event ([`super::sse`]), however
+//! large the answer or any one event.
 //!
 //! Whatever happens, each request is counted exactly once ([`Metering`]): at the
 //! end of the body, or, when the provider cuts the body or a stream's client goes
 //! away, when the body is dropped, with the usage reported so far and the outcome
 //! `incomplete`. A client that leaves a non-streamed answer does not make it free:
 //! the provider bills the whole answer, so the gateway reads it to its end in the
-//! background (bounded by [`JSON_COPY_LIMIT`] and [`ABANDONED_READ`]) and counts it
-//! as `abandoned` with its reported usage.
+//! background (bounded by [`ABANDONED_READ`]) and counts it as `abandoned` with its
+//! reported usage.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use eventsource_stream::{Event, EventStream};
-use futures::Stream;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
-use super::encoding::Encoding;
+use super::budget::Lease;
+use super::encoding::{Decoder, Encoding};
 use super::estimate;
 use super::metrics::{FLAT_PRICED_MODEL, Metrics, OTHER_MODEL, Outcome, UsageLabels};
 use super::pricing::{Prices, Unpriced, cost};
-use super::sse_blocks::{Blocks, LeadingBom, PARSER_PRIMER};
-use super::usage::{self, Api, EventKind, StreamMeter, Usage};
+use super::sse;
+use super::usage::{Api, BodyMeter, EventKind, Reported, StreamMeter, Usage};
 use crate::money::PicoUsd;
 use crate::verifier::metrics::Name;
 
@@ -39,12 +39,14 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// unpriced model) and its tokens.
 pub type Recorder = Box<dyn FnOnce(Option<PicoUsd>, u64) + Send>;
 
-/// The most of a JSON body kept to read its usage; a larger body is passed on
-/// whole but its usage is not read.
-pub const JSON_COPY_LIMIT: usize = 16 * 1024 * 1024;
-/// The most an SSE stream may send without completing an event before the
-/// gateway stops reading it (and passes the rest on unread).
-pub const SSE_EVENT_LIMIT: usize = 1024 * 1024;
+/// The most a compressed answer may decode to for its usage to be read: the scan
+/// keeps nothing of it, so this bounds only the time a small compressed body could
+/// make the gateway spend unfolding it (about a second).
+pub const DECODED_LIMIT: u64 = 256 * 1024 * 1024;
+/// The most of one event held back while the gateway hides its own usage chunk:
+/// that chunk is a few hundred bytes, so a longer event is not it and passes on as it
+/// comes.
+pub const HIDE_HOLD_LIMIT: usize = 16 * 1024;
 /// How long the gateway keeps reading a non-streamed answer its client left.
 pub const ABANDONED_READ: Duration = Duration::from_secs(120);
 
@@ -66,6 +68,10 @@ pub struct Metering {
     /// A stream's request body, to estimate its prompt if the stream is cut before
     /// its usage arrives (a reference to the bytes sent, not a copy).
     pub prompt: Option<Bytes>,
+    /// The request body's bytes in the budget, while the body is held (`prompt`).
+    pub body_lease: Option<Lease>,
+    /// What reading the answer holds, in the budget.
+    pub answer_lease: Option<Lease>,
     done: bool,
 }
 
@@ -94,7 +100,16 @@ impl Metering {
             charge: None,
             flat_price: None,
             prompt: None,
+            body_lease: None,
+            answer_lease: None,
             done: false,
+        }
+    }
+
+    /// Reading the answer holds `bytes` now (counted in the budget, never refused).
+    fn holds(&mut self, bytes: usize) {
+        if let Some(lease) = &mut self.answer_lease {
+            lease.set(bytes);
         }
     }
 
@@ -233,17 +248,63 @@ where
 
 type Inner = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
-/// The provider's body passed on; for a metered API its JSON is copied aside and
-/// its usage read at the end.
+/// How a JSON answer's usage is read as it passes: the answer itself, or what it
+/// decodes to when the provider compressed it anyway.
+enum AnswerReader {
+    Plain(BodyMeter),
+    Decoded(Box<Decoder<BodyMeter>>),
+    /// It did not decode (corrupt, or past [`DECODED_LIMIT`]): its usage is unreadable.
+    Failed,
+}
+
+impl AnswerReader {
+    fn push(&mut self, data: &[u8]) {
+        match self {
+            AnswerReader::Plain(meter) => meter.push(data),
+            AnswerReader::Decoded(decoder) => {
+                if let Err(error) = decoder.write(data) {
+                    tracing::warn!(%error, "compressed answer not decoded; its usage is not read");
+                    *self = AnswerReader::Failed;
+                }
+            }
+            AnswerReader::Failed => {}
+        }
+    }
+
+    /// Bytes held to read the usage (beyond the answer's own, which pass on).
+    fn held(&self) -> usize {
+        match self {
+            AnswerReader::Plain(meter) => meter.held(),
+            AnswerReader::Decoded(decoder) => decoder.get_ref().held(),
+            AnswerReader::Failed => 0,
+        }
+    }
+
+    /// The answer's model and usage; `None` when it cannot be read.
+    fn finish(self) -> Option<Reported> {
+        let meter = match self {
+            AnswerReader::Plain(meter) => meter,
+            AnswerReader::Decoded(decoder) => match decoder.finish() {
+                Ok(meter) => meter,
+                Err(error) => {
+                    tracing::warn!(%error, "compressed answer not decoded; its usage is not read");
+                    return None;
+                }
+            },
+            AnswerReader::Failed => return None,
+        };
+        meter.finish().ok()
+    }
+}
+
+/// The provider's body passed on; for a metered API its usage is read on the way
+/// ([`BodyMeter`]), nothing of it kept but the model and the usage.
 pub struct JsonBody {
     inner: Inner,
-    /// The answer's `content-encoding`, when the provider compressed it anyway.
-    encoding: Option<Encoding>,
     api: Option<Api>,
     /// The outcome when no usage is read (`api` is `None`).
     unmetered: Outcome,
-    copy: Vec<u8>,
-    too_long: bool,
+    reader: Option<AnswerReader>,
     metering: Metering,
 }
 
@@ -253,8 +314,8 @@ impl JsonBody {
         B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
     {
         let inner = Inner::new(inner);
-        let unmetered = Outcome::Unmetered;
-        Self { inner, encoding: None, api, unmetered, copy: Vec::new(), too_long: false, metering }
+        let reader = api.map(|api| AnswerReader::Plain(BodyMeter::new(api)));
+        Self { inner, api, unmetered: Outcome::Unmetered, reader, metering }
     }
 
     /// Passed on unread, counted with `outcome` (a provider's error answer).
@@ -263,31 +324,31 @@ impl JsonBody {
         B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
     {
         let inner = Inner::new(inner);
-        Self { inner, encoding: None, api: None, unmetered: outcome, copy: Vec::new(), too_long: false, metering }
+        Self { inner, api: None, unmetered: outcome, reader: None, metering }
     }
 
     /// The answer is compressed this way (its bytes still pass unchanged).
     pub fn encoded(mut self, encoding: Option<Encoding>) -> Self {
-        self.encoding = encoding;
+        if let (Some(api), Some(encoding)) = (self.api, encoding) {
+            let decoder = Decoder::new(encoding, BodyMeter::new(api), DECODED_LIMIT);
+            self.reader = Some(AnswerReader::Decoded(Box::new(decoder)));
+        }
         self
     }
 
-    /// Adds a chunk to the copy the usage is read from, within its bound.
+    /// Reads a chunk for its usage.
     fn keep(&mut self, data: &[u8]) {
-        if self.api.is_none() || self.too_long {
-            return;
-        }
-        if self.copy.len() + data.len() > JSON_COPY_LIMIT {
-            (self.too_long, self.copy) = (true, Vec::new());
-        } else {
-            self.copy.extend_from_slice(data);
+        if let Some(reader) = &mut self.reader {
+            reader.push(data);
+            let held = reader.held();
+            self.metering.holds(held);
         }
     }
 
     /// The client left before the end of a metered answer: the provider bills it
     /// all, so the rest is read in the background and its usage counted.
     fn read_abandoned(&mut self) -> bool {
-        if self.api.is_none() || self.too_long || self.inner.is_end_stream() {
+        if self.reader.is_none() || self.inner.is_end_stream() {
             return false;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return false };
@@ -295,11 +356,9 @@ impl JsonBody {
         let detached = self.metering.detached();
         let rest = JsonBody {
             inner: std::mem::replace(&mut self.inner, placeholder),
-            encoding: self.encoding,
             api: self.api,
             unmetered: self.unmetered,
-            copy: std::mem::take(&mut self.copy),
-            too_long: false,
+            reader: self.reader.take(),
             metering: std::mem::replace(&mut self.metering, detached),
         };
         runtime.spawn(rest.read_to_end());
@@ -333,22 +392,10 @@ impl JsonBody {
 
     /// Counts the answer read whole: with its usage as `read`, else unreadable.
     fn finish_as(&mut self, read: Outcome) {
-        let Some(api) = self.api else {
+        let Some(reader) = self.reader.take() else {
             return self.metering.finish(None, None, self.unmetered);
         };
-        let decoded = match (self.too_long, self.encoding) {
-            (true, _) => None,
-            (false, None) => Some(std::mem::take(&mut self.copy)),
-            (false, Some(encoding)) => match encoding.decode(&self.copy, JSON_COPY_LIMIT) {
-                Ok(plain) => Some(plain),
-                Err(error) => {
-                    tracing::warn!(%error, "compressed answer not decoded; its usage is not read");
-                    None
-                }
-            },
-        };
-        let reported = decoded.and_then(|body| usage::from_body(api, &body).ok());
-        match reported {
+        match reader.finish() {
             Some(r) if r.usage.is_some() => self.metering.finish(r.model.as_deref(), r.usage, read),
             Some(r) => self.metering.finish(r.model.as_deref(), None, Outcome::UsageUnreadable),
             None => self.metering.finish(None, None, Outcome::UsageUnreadable),
@@ -404,87 +451,23 @@ impl Drop for JsonBody {
     }
 }
 
-/// What the SSE parser and the body share: the provider's body, and the chunks
-/// the parser pulled from it that wait to be passed on.
-struct Pulled<B> {
-    inner: B,
-    /// Keep pulled chunks for the client as they are (raw mode); when the usage chunk
-    /// is hidden they are cut into blocks instead, passed on block by block.
-    keep: bool,
-    chunks: VecDeque<Bytes>,
-    blocks: Blocks,
-    /// The parser has been given its primer.
-    primed: bool,
-    bom: LeadingBom,
-    since_event: usize,
-    /// The stream cannot be parsed (too long without an event, or not SSE).
-    broken: bool,
-}
-
-type Shared<B> = Arc<Mutex<Pulled<B>>>;
-
-fn lock<B>(shared: &Shared<B>) -> std::sync::MutexGuard<'_, Pulled<B>> {
-    shared.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The provider's body as a stream of chunks for the SSE parser (after its primer,
-/// without a leading byte-order mark: see [`LeadingBom`]), keeping each chunk as
-/// sent for the client: whole in raw mode, cut into blocks when the usage is hidden.
-struct Tee<B> {
-    shared: Shared<B>,
-}
-
-impl<B> Stream for Tee<B>
-where
-    B: Body<Data = Bytes, Error = BoxError> + Unpin,
-{
-    type Item = Result<Bytes, BoxError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut pulled = lock(&self.shared);
-        loop {
-            if pulled.broken {
-                return Poll::Ready(None);
-            }
-            if !std::mem::replace(&mut pulled.primed, true) {
-                return Poll::Ready(Some(Ok(Bytes::from_static(PARSER_PRIMER))));
-            }
-            let frame = match ready!(Pin::new(&mut pulled.inner).poll_frame(cx)) {
-                None => return Poll::Ready(None),
-                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
-                Some(Ok(frame)) => frame,
-            };
-            let Ok(data) = frame.into_data() else { continue };
-            if pulled.keep {
-                pulled.chunks.push_back(data.clone());
-            } else {
-                pulled.blocks.push(&data);
-            }
-            pulled.since_event += data.len();
-            if pulled.since_event > SSE_EVENT_LIMIT {
-                pulled.broken = true;
-                return Poll::Ready(None);
-            }
-            let data = pulled.bom.strip(data);
-            if !data.is_empty() {
-                return Poll::Ready(Some(Ok(data)));
-            }
-        }
-    }
-}
-
-/// An SSE stream passed on as it comes, with its usage read event by event.
-/// When the gateway asked for OpenAI's usage chunk itself, the stream passes block
-/// by block ([`Blocks`]) so that chunk's block can be left out, every other byte
-/// (comments and keep-alives included) as the provider sent it; otherwise the
-/// provider's chunks pass unchanged.
+/// An SSE stream passed on as it comes, byte for byte, with its usage read event by
+/// event ([`sse::Reader`]). When the gateway asked for OpenAI's usage chunk itself,
+/// each event is held until its end ([`HIDE_HOLD_LIMIT`] at most) so that chunk can
+/// be left out; comments and blank lines between events pass at once.
 pub struct SseBody<B> {
-    events: Pin<Box<EventStream<Tee<B>>>>,
-    shared: Shared<B>,
+    inner: B,
+    reader: sse::Reader,
     meter: StreamMeter,
     api: Api,
-    /// Pass the stream block by block and hide the usage-only chunk.
+    /// Leave out the usage-only chunk.
     hide_usage: bool,
+    /// Hiding: the bytes of the event being read, until it is known not to be that chunk.
+    held: Vec<u8>,
+    /// Hiding: an event is being read (begun, not ended).
+    in_event: bool,
+    /// Hiding: the event being read is too long to be the usage chunk, and passes as it comes.
+    passing: bool,
     out: VecDeque<Bytes>,
     sent_any: bool,
     ended: bool,
@@ -496,23 +479,15 @@ where
     B: Body<Data = Bytes, Error = BoxError> + Unpin,
 {
     pub fn new(inner: B, api: Api, hide_usage: bool, metering: Metering) -> Self {
-        let pulled = Pulled {
-            inner,
-            keep: !hide_usage,
-            chunks: VecDeque::new(),
-            blocks: Blocks::default(),
-            primed: false,
-            bom: LeadingBom::default(),
-            since_event: 0,
-            broken: false,
-        };
-        let shared = Arc::new(Mutex::new(pulled));
         Self {
-            events: Box::pin(EventStream::new(Tee { shared: shared.clone() })),
-            shared,
+            inner,
+            reader: sse::Reader::default(),
             meter: StreamMeter::new(api),
             api,
             hide_usage,
+            held: Vec::new(),
+            in_event: false,
+            passing: false,
             out: VecDeque::new(),
             sent_any: false,
             ended: false,
@@ -520,28 +495,72 @@ where
         }
     }
 
-    /// The next chunk to send, if one is waiting.
-    fn next_out(&mut self) -> Option<Bytes> {
-        match self.hide_usage {
-            // A comment or keep-alive that arrived whole goes on at once.
-            true => self.out.pop_front().or_else(|| lock(&self.shared).blocks.next_quiet()),
-            false => lock(&self.shared).chunks.pop_front(),
+    /// Reads a chunk's events and queues what of it goes to the client.
+    /// Reads a chunk's events and queues what of it goes to the client; an empty
+    /// `data` at the stream's end.
+    fn on_data(&mut self, data: Bytes, end: bool) {
+        let (reader, meter) = (&mut self.reader, &mut self.meter);
+        let mut marks = vec![];
+        let mut on_mark = |mark| match mark {
+            sse::Mark::Begin(at) => marks.push((at, None)),
+            sse::Mark::End(at, event) => {
+                let event: Box<sse::Event> = event;
+                let kind = match event.data {
+                    Some(data) => meter.event_read(&event.name, data),
+                    None => EventKind::Forward,
+                };
+                marks.push((at, Some(kind)));
+            }
+        };
+        match end {
+            false => reader.push(&data, &mut on_mark),
+            true => reader.end(&mut on_mark),
         }
+        if !self.hide_usage {
+            self.emit(data);
+        } else {
+            let mut from = 0;
+            for (at, end) in marks {
+                let piece = data.slice(from..at);
+                from = at;
+                match end {
+                    // Before an event: a comment or a blank line, passed at once.
+                    None => {
+                        self.emit(piece);
+                        self.in_event = true;
+                    }
+                    Some(_) if self.passing => self.emit(piece),
+                    Some(kind) => {
+                        self.held.extend_from_slice(&piece);
+                        let event = Bytes::from(std::mem::take(&mut self.held));
+                        if kind != EventKind::UsageOnly {
+                            self.emit(event);
+                        }
+                    }
+                }
+                if end.is_some() {
+                    (self.in_event, self.passing) = (false, false);
+                }
+            }
+            let rest = data.slice(from..);
+            if !self.in_event || self.passing {
+                self.emit(rest);
+            } else {
+                self.held.extend_from_slice(&rest);
+                if self.held.len() > HIDE_HOLD_LIMIT {
+                    let event = Bytes::from(std::mem::take(&mut self.held));
+                    self.emit(event);
+                    self.passing = true;
+                }
+            }
+        }
+        let held = self.reader.held() + self.held.capacity();
+        self.metering.holds(held);
     }
 
-    fn on_event(&mut self, event: Event) {
-        let mut pulled = lock(&self.shared);
-        pulled.since_event = 0;
-        let kind = self.meter.event(&event.event, &event.data);
-        if self.hide_usage {
-            while let Some(quiet) = pulled.blocks.next_quiet() {
-                self.out.push_back(quiet);
-            }
-            // The block this event was parsed from: passed on as sent, or hidden.
-            let block = pulled.blocks.next_event();
-            if let Some(block) = block.filter(|_| kind == EventKind::Forward) {
-                self.out.push_back(block);
-            }
+    fn emit(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.out.push_back(chunk);
         }
     }
 
@@ -558,27 +577,6 @@ where
         self.ended = true;
         Poll::Ready(Some(Err(error)))
     }
-
-    /// A stream the parser gave up on: the rest passes on unread (raw mode), or,
-    /// when events were being re-encoded, the response ends with an error.
-    fn poll_unread(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.hide_usage {
-            return self.fail("the provider's event stream could not be read".into());
-        }
-        let polled = Pin::new(&mut lock(&self.shared).inner).poll_frame(cx);
-        match ready!(polled) {
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => self.send(data),
-                Err(_) => Poll::Ready(Some(Ok(Frame::data(Bytes::new())))),
-            },
-            Some(Err(error)) => self.fail(error),
-            None => {
-                self.finish();
-                self.ended = true;
-                Poll::Ready(None)
-            }
-        }
-    }
 }
 
 impl<B> Body for SseBody<B>
@@ -591,39 +589,26 @@ where
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
-            if let Some(chunk) = this.next_out() {
+            if let Some(chunk) = this.out.pop_front() {
                 return this.send(chunk);
             }
             if this.ended {
                 return Poll::Ready(None);
             }
-            if lock(&this.shared).broken {
-                return this.poll_unread(cx);
-            }
-            match this.events.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(event))) => this.on_event(event),
-                Poll::Ready(Some(Err(eventsource_stream::EventStreamError::Transport(error)))) => {
-                    return this.fail(error);
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.on_data(data, false);
+                    }
                 }
-                Poll::Ready(Some(Err(parse))) => {
-                    // Not valid SSE (or not UTF-8): count what was read, pass the rest on unread.
-                    tracing::debug!(error = %parse, "provider stream is not valid SSE");
-                    lock(&this.shared).broken = true;
-                }
-                // Either the end, or the Tee stopped feeding a broken stream (the next turn sees it).
-                Poll::Ready(None) if lock(&this.shared).broken => {}
-                Poll::Ready(None) => {
+                Some(Err(error)) => return this.fail(error),
+                None => {
+                    this.on_data(Bytes::new(), true);
+                    // An event the stream did not end with a blank line is passed on as it came.
+                    let rest = Bytes::from(std::mem::take(&mut this.held));
+                    this.emit(rest);
                     this.finish();
                     this.ended = true;
-                    // What followed the last event (an unfinished block) is the provider's too.
-                    let rest = lock(&this.shared).blocks.rest();
-                    this.out.extend(rest);
-                }
-                Poll::Pending => {
-                    return match this.next_out() {
-                        Some(chunk) => this.send(chunk),
-                        None => Poll::Pending,
-                    };
                 }
             }
         }
@@ -792,6 +777,21 @@ mod tests {
                 assert_eq!((tokens(&metrics, "input"), count(&metrics, "metered")), (7, 1), "hide {hide}, cut {cut}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn hiding_the_usage_chunk_passes_every_other_byte_and_long_events_as_they_come() {
+        let metrics = Arc::new(Metrics::default());
+        let text = "z".repeat(100_000);
+        let long = format!(
+            "data: {{\"model\":\"gpt-4o-mini\",\"choices\":[{{\"delta\":{{\"content\":\"{text}\"}}}}]}}\r\n\r\n"
+        );
+        let wire = format!(": ping\n\n{FIRST}{long}: keep-alive\n\n{USAGE}{DONE}");
+        let chunks: Vec<&str> = wire.as_bytes().chunks(7000).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        let stream = SseBody::new(body(&chunks, false), Api::ChatCompletions, true, metering(&metrics));
+        let out = collect(stream).await.unwrap();
+        assert!(out == format!(": ping\n\n{FIRST}{long}: keep-alive\n\n{DONE}"), "only the usage chunk is left out");
+        assert_eq!((tokens(&metrics, "input"), count(&metrics, "metered")), (7, 1));
     }
 
     #[tokio::test]

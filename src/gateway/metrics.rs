@@ -404,3 +404,22 @@ impl ConnectionMetrics {
         self.closed.get_or_create(&ConnectionReasonLabels { reason: reason.as_str() }).inc();
     }
 }
+
+/// The budget of bytes in flight ([`super::budget`]): what it holds, its size, and
+/// the requests it refused.
+pub fn register_budget(registry: &mut Registry, budget: &super::budget::Budget) {
+    let r = registry.sub_registry_with_prefix("payi_gateway");
+    r.register(
+        "bytes_in_flight",
+        "Bytes of request bodies held in flight, and what reading answers holds (--max-bytes-in-flight bounds it)",
+        budget.gauges.held.clone(),
+    );
+    let limit = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+    limit.set(i64::try_from(budget.capacity()).unwrap_or(i64::MAX));
+    r.register("bytes_in_flight_limit", "The --max-bytes-in-flight bound of bytes_in_flight", limit);
+    r.register(
+        "busy_refusals",
+        "Requests refused with 503 gateway_busy: their body did not fit in the bytes in flight left",
+        budget.gauges.refused.clone(),
+    );
+}

@@ -7,6 +7,9 @@
 //! - `providers`: which providers, and how a path picks one (pure).
 //! - `body`: the request body: model, streaming, and asking for streamed usage (pure).
 //! - `usage`: the usage a provider reports, from a JSON body or an SSE stream (pure).
+//! - `json_scan`: the few values the meter needs, read out of JSON as it passes (pure).
+//! - `sse`: an event stream's events as they pass, in any chunking (pure).
+//! - `budget`: the request bytes held in flight, bounded as a whole.
 //! - `estimate`: the prompt of a stream cut before its usage, by tokenizer (pure).
 //! - `encoding`: compressed answers decoded for metering, within a bound (pure).
 //! - `headers`: the one deny filter over the headers that leave for a provider (pure).
@@ -14,16 +17,17 @@
 //! - `payi_api`: Pay-i's own API beside the proxy: ingest and request results.
 //! - `proxy`: one request, from the key check to the metered response.
 //! - `metered`: response bodies that count usage as they pass.
-//! - `sse_blocks`: an event stream cut into its raw blocks, to hide one event byte-faithfully (pure).
 //! - `metrics`: tokens, cost, outcomes and latencies.
 //! - `connections`: client connections' time bounds and caps (pure decisions, and the hooks that feed them).
 //! - `server`: the HTTP/1.1 and HTTP/2 listener with a bounded drain.
 
 pub mod body;
+pub mod budget;
 pub mod connections;
 pub mod encoding;
 pub mod estimate;
 pub mod headers;
+pub mod json_scan;
 pub mod metered;
 pub mod metrics;
 pub mod payi_api;
@@ -31,7 +35,7 @@ pub mod pricing;
 pub mod providers;
 pub mod proxy;
 pub mod server;
-pub mod sse_blocks;
+pub mod sse;
 pub mod usage;
 
 use std::future::Future;
@@ -102,6 +106,12 @@ pub struct Settings {
     /// Request bodies larger than this many bytes get 413 before any upstream call.
     #[arg(long, env = "PAYI_GATEWAY_MAX_REQUEST_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_request_bytes: usize,
+    /// The most bytes of request bodies (and of what reading answers holds) the gateway
+    /// holds at once; a request that would pass it gets 503 `gateway_busy`. Keep it
+    /// well under the memory limit (docs/ai-gateway.md, "Memory bounds"); at least 8/7
+    /// of --max-request-bytes.
+    #[arg(long, env = "PAYI_GATEWAY_MAX_BYTES_IN_FLIGHT", default_value_t = 64 * 1024 * 1024)]
+    pub max_bytes_in_flight: usize,
     /// Seconds a client may take to send its request body.
     #[arg(long, env = "PAYI_GATEWAY_REQUEST_BODY_SECONDS", default_value_t = 30)]
     pub request_body_seconds: u64,
@@ -186,6 +196,11 @@ pub enum Error {
     UnpricedReservation(crate::money::MoneyError),
     #[error("TLS setup for the providers: {0}")]
     Tls(rustls::Error),
+    #[error(
+        "--max-bytes-in-flight {budget} leaves {large} bytes for large bodies, less than --max-request-bytes {max}: \
+         a body of the largest size allowed could never be taken"
+    )]
+    BudgetTooSmall { budget: usize, large: usize, max: usize },
 }
 
 /// Runs the gateway until `shutdown` resolves, then drains.
@@ -209,6 +224,8 @@ pub async fn run(
     });
     let metrics = Arc::new(metrics::Metrics::default());
     metrics.register(&mut registry);
+    let budget = budget_of(&settings)?;
+    metrics::register_budget(&mut registry, &budget);
     let connection_metrics = Arc::new(metrics::ConnectionMetrics::default());
     connection_metrics.register(&mut registry);
     let credentials = Credentials::default();
@@ -243,6 +260,7 @@ pub async fn run(
             upstream_timeout: Duration::from_secs(settings.upstream_timeout_seconds),
             upstream_idle: Duration::from_secs(settings.upstream_idle_seconds),
         },
+        budget,
         ledger: ledger.clone(),
         ledger_policy: LedgerPolicy {
             hold: Duration::from_secs(settings.limits_reservation_hold_seconds.max(1)),
@@ -310,6 +328,16 @@ pub async fn run(
     let _ = ops.await;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// The budget of bytes in flight; it must take a body of the largest size allowed.
+fn budget_of(settings: &Settings) -> Result<Arc<budget::Budget>, Error> {
+    let capacity = settings.max_bytes_in_flight;
+    let large = capacity - capacity / budget::SMALL_SHARE;
+    if large < settings.max_request_bytes {
+        return Err(Error::BudgetTooSmall { budget: capacity, large, max: settings.max_request_bytes });
+    }
+    Ok(budget::Budget::new(capacity))
 }
 
 /// The client connections' bounds from the flags.

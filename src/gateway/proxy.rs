@@ -17,9 +17,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -27,6 +27,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::body::{self, Prepared};
+use super::budget::{Budget, Lease};
 use super::encoding::Encoding;
 use super::headers::{Outgoing, remove_hop_by_hop, upstream_headers};
 use super::metered::{BoxError, Idle, JsonBody, Metering, Recorder, SseBody};
@@ -97,6 +98,8 @@ pub struct Gateway {
     pub prices: Arc<Prices>,
     pub unpriced: Arc<Unpriced>,
     pub limits: Limits,
+    /// The bytes of request bodies (and of reading answers) held at once.
+    pub budget: Arc<Budget>,
     /// The limits ledger; `None`: limits are not enforced.
     pub ledger: Option<Arc<Ledger>>,
     pub ledger_policy: LedgerPolicy,
@@ -167,8 +170,8 @@ impl Gateway {
             None => None,
         };
         let (parts, body) = request.into_parts();
-        let bytes = match self.read_body(&parts.headers, body).await {
-            Ok(bytes) => bytes,
+        let (bytes, body_lease) = match self.read_body(&parts.headers, body).await {
+            Ok(read) => read,
             Err(refusal) => return refusal,
         };
         let prepared = match (route.api, parts.method == hyper::Method::POST) {
@@ -195,6 +198,10 @@ impl Gateway {
             },
         };
         let mut metering = self.metering(&answer, &route, &prepared, started);
+        // The body's bytes stay in the budget while it is held: until it is sent, or,
+        // for a stream, until the stream ends (kept to estimate a cut stream's prompt).
+        metering.body_lease = Some(body_lease);
+        metering.answer_lease = Some(self.budget.lease());
         if let PathClass::FlatPriced { price_pico, .. } = &route.class {
             metering.flat_price = Some(*price_pico);
         }
@@ -332,20 +339,41 @@ impl Gateway {
         price.upper_bound(prepared.input_bytes as u64, output)
     }
 
-    /// The request body, within the size and time bounds.
-    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, Response<ResponseBody>> {
+    /// The request body, within the size and time bounds and the budget of bytes in
+    /// flight, with its bytes' lease on the budget.
+    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<(Bytes, Lease), Response<ResponseBody>> {
         let max = self.limits.max_request_bytes;
         let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > max as u64) {
             return Err(self.too_large());
         }
-        let collect = Limited::new(body, max).collect();
+        // A body of declared length is taken whole from the budget before any of it
+        // is read, or refused then (a client that sent `Expect: 100-continue` has not
+        // sent it yet); a chunked one is taken as it arrives.
+        let declared = declared.map_or(0, |n| n as usize);
+        let mut lease = self.budget.lease();
+        if !lease.try_grow(declared) {
+            return Err(self.busy());
+        }
+        let collect = read_within(body, max, declared, &mut lease);
         match tokio::time::timeout(self.limits.request_body_timeout, collect).await {
             Err(_) => Err(error(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body took too long")),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(self.too_large()),
-            Ok(Err(_)) => Err(error(StatusCode::BAD_REQUEST, "request_body", "the request body could not be read")),
+            Ok(Ok(bytes)) => Ok((bytes, lease)),
+            Ok(Err(BodyRead::TooLarge)) => Err(self.too_large()),
+            Ok(Err(BodyRead::Busy)) => Err(self.busy()),
+            Ok(Err(BodyRead::Failed)) => {
+                Err(error(StatusCode::BAD_REQUEST, "request_body", "the request body could not be read"))
+            }
         }
+    }
+
+    /// 503 `gateway_busy`: the budget of bytes in flight cannot take this body now.
+    fn busy(&self) -> Response<ResponseBody> {
+        self.budget.refused();
+        let message = "the gateway holds as many request bytes as it may right now; retry shortly";
+        let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "gateway_busy", message);
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(BUSY_RETRY_AFTER_SECONDS));
+        response
     }
 
     fn too_large(&self) -> Response<ResponseBody> {
@@ -409,6 +437,10 @@ impl Gateway {
             }
         };
         Metrics::observe(&self.metrics.upstream_duration, &metering.labels.provider, sent.elapsed());
+        if metering.prompt.is_none() {
+            // The body was sent and is no longer held.
+            metering.body_lease = None;
+        }
         let (mut parts, incoming) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
         let body = Idle::new(incoming, self.limits.upstream_idle);
@@ -447,6 +479,37 @@ impl Gateway {
         };
         Response::from_parts(parts, body)
     }
+}
+
+/// Seconds a client refused for a busy gateway is told to wait (bodies in flight
+/// are sent on within a provider's round trip, so room comes back quickly).
+const BUSY_RETRY_AFTER_SECONDS: &str = "1";
+
+/// Why a request body was not read whole.
+enum BodyRead {
+    TooLarge,
+    /// The budget of bytes in flight cannot take more of it.
+    Busy,
+    Failed,
+}
+
+/// Reads a body of at most `max` bytes (`declared` by its content-length, 0 when not,
+/// and already in `lease`); what passes the lease is taken from the budget before
+/// it is kept.
+async fn read_within(mut body: Incoming, max: usize, declared: usize, lease: &mut Lease) -> Result<Bytes, BodyRead> {
+    let mut kept = BytesMut::with_capacity(declared.min(max));
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| BodyRead::Failed)?.into_data() else { continue };
+        let size = kept.len() + data.len();
+        if size > max {
+            return Err(BodyRead::TooLarge);
+        }
+        if size > lease.bytes() && !lease.try_grow(size - lease.bytes()) {
+            return Err(BodyRead::Busy);
+        }
+        kept.extend_from_slice(&data);
+    }
+    Ok(kept.freeze())
 }
 
 /// The month-to-date usage counters of the levels one request belongs to.

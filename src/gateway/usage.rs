@@ -27,12 +27,18 @@
 //!
 //! A stream reports the same fields: Anthropic in `message_start` and each
 //! `message_delta` (cumulative), OpenAI in the usage chunk or `response.completed`.
+//!
+//! Answers and events are read as they pass ([`super::json_scan`]): only the model, the
+//! usage and the few fields that say what an event is are kept, so an answer or
+//! event of any size (a 20 MiB embeddings batch, a Responses event carrying a
+//! base64 image) costs a few hundred bytes to meter.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use serde_json::Value;
+
+use super::json_scan::{Captured, Paths, ScanError, Scanned, Scanner};
 
 /// The provider APIs the gateway meters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,7 +118,7 @@ pub struct Reported {
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
     #[error("the provider's answer is not JSON: {0}")]
-    NotJson(#[from] serde_json::Error),
+    NotJson(#[from] ScanError),
 }
 
 /// OpenAI's usage object, in all its shapes (chat and completions use
@@ -227,33 +233,91 @@ impl AnthropicUsage {
     }
 }
 
-fn model_of(value: &Value) -> Option<String> {
-    model_name(value.get("model").and_then(Value::as_str))
-}
-
 /// A reported model name; an empty one is none.
 fn model_name(model: Option<&str>) -> Option<String> {
     model.filter(|m| !m.is_empty()).map(str::to_string)
 }
 
-/// Reads a usage object of `api`'s kind; `None` when it is absent or null.
-fn usage_of(api: Api, value: Option<&Value>) -> Option<Usage> {
-    let value = value.filter(|v| v.is_object())?;
+/// A captured string (or null): `Err` when it is another type.
+fn string_of(captured: &Captured) -> Result<Option<String>, ()> {
+    match captured {
+        Captured::Absent => Ok(None),
+        Captured::Value(raw) => serde_json::from_slice::<Option<String>>(raw).map_err(|_| ()),
+        Captured::TooLarge => Err(()),
+    }
+}
+
+/// Reads a usage object of `api`'s kind from its raw JSON; `None` when it is absent,
+/// null, not an object, or of the wrong shape.
+fn usage_of(api: Api, captured: &Captured) -> Option<Usage> {
+    let raw = captured.value().filter(|raw| raw.first() == Some(&b'{'))?;
     match api {
         Api::Messages => {
-            let reported = AnthropicUsage::deserialize(value).ok()?;
+            let reported = serde_json::from_slice::<AnthropicUsage>(raw).ok()?;
             let mut usage = Usage::default();
             reported.apply(&mut usage);
             Some(usage)
         }
-        _ => OpenaiUsage::deserialize(value).ok().map(|u| u.usage()),
+        _ => serde_json::from_slice::<OpenaiUsage>(raw).ok().map(|u| u.usage()),
+    }
+}
+
+/// What a whole (non-streaming) answer's scan keeps.
+const BODY_PATHS: Paths = &[&["model"], &["usage"]];
+const BODY_MODEL: usize = 0;
+const BODY_USAGE: usize = 1;
+
+/// Reads a whole (non-streaming) JSON answer as it passes, keeping only its model and
+/// usage ([`super::json_scan`]): however large the answer, it holds at most those two values.
+#[derive(Debug)]
+pub struct BodyMeter {
+    api: Api,
+    scanner: Scanner,
+}
+
+impl BodyMeter {
+    pub fn new(api: Api) -> Self {
+        Self { api, scanner: Scanner::new(BODY_PATHS) }
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.scanner.push(bytes);
+    }
+
+    /// Bytes read so far.
+    pub fn read(&self) -> u64 {
+        self.scanner.read()
+    }
+
+    /// Bytes held beyond the answer's own (the values kept so far).
+    pub fn held(&self) -> usize {
+        self.scanner.held()
+    }
+
+    /// The answer's model and usage, once it is read whole.
+    pub fn finish(self) -> Result<Reported, UsageError> {
+        let scanned = self.scanner.finish()?;
+        let model = string_of(scanned.get(BODY_MODEL)).ok().flatten();
+        Ok(Reported { model: model_name(model.as_deref()), usage: usage_of(self.api, scanned.get(BODY_USAGE)) })
+    }
+}
+
+impl std::io::Write for BodyMeter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.push(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
 /// The model and usage of a whole (non-streaming) JSON answer.
 pub fn from_body(api: Api, body: &[u8]) -> Result<Reported, UsageError> {
-    let value: Value = serde_json::from_slice(body)?;
-    Ok(Reported { model: model_of(&value), usage: usage_of(api, value.get("usage")) })
+    let mut meter = BodyMeter::new(api);
+    meter.push(body);
+    meter.finish()
 }
 
 /// What the gateway does with one stream event.
@@ -267,26 +331,63 @@ pub enum EventKind {
 }
 
 /// The fields of a stream event the meter reads. Everything else, above all the
-/// generated text in `choices` and `delta`, is skipped by the parser without
-/// being built: a stream's events are parsed at the rate the tokens arrive.
-#[derive(Deserialize)]
-struct EventFields<'a> {
-    #[serde(default, borrow, rename = "type")]
-    kind: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    model: Option<Cow<'a, str>>,
-    #[serde(default)]
-    usage: Option<Value>,
-    /// Chat completions: whether it is empty (the usage-only last chunk), and
-    /// whether a choice carries generated text (borrowed, not copied).
-    #[serde(default, borrow)]
-    choices: Option<Vec<Choice<'a>>>,
-    /// Responses: the response with its model and usage.
-    #[serde(default)]
-    response: Option<Value>,
-    /// Anthropic `message_start`: the message with its model and input usage.
-    #[serde(default)]
-    message: Option<Value>,
+/// generated text and images, is skipped by the scan without being kept.
+const EVENT_PATHS: Paths = &[
+    &["type"],
+    &["model"],
+    &["usage"],
+    // Chat completions: whether it is empty (the usage-only last chunk), and whether
+    // a choice carries generated text.
+    &["choices"],
+    // Responses: the response with its model and usage.
+    &["response", "model"],
+    &["response", "usage"],
+    // Anthropic `message_start`: the message with its model and input usage.
+    &["message", "model"],
+    &["message", "usage"],
+];
+const TYPE: usize = 0;
+const MODEL: usize = 1;
+const USAGE: usize = 2;
+const CHOICES: usize = 3;
+const RESPONSE_MODEL: usize = 4;
+const RESPONSE_USAGE: usize = 5;
+const MESSAGE_MODEL: usize = 6;
+const MESSAGE_USAGE: usize = 7;
+
+/// The data of one stream event, read as it arrives (an event can be megabytes: a
+/// Responses image generation sends its base64 images in events).
+#[derive(Debug)]
+pub struct EventData {
+    scanner: Scanner,
+    /// The first bytes, to recognise `[DONE]`.
+    head: Vec<u8>,
+}
+
+/// Long enough for `[DONE]` with some whitespace around it.
+const HEAD: usize = 16;
+
+impl Default for EventData {
+    fn default() -> Self {
+        Self { scanner: Scanner::new(EVENT_PATHS), head: Vec::new() }
+    }
+}
+
+impl EventData {
+    pub fn push(&mut self, bytes: &[u8]) {
+        let room = HEAD.saturating_sub(self.head.len()).min(bytes.len());
+        self.head.extend_from_slice(&bytes[..room]);
+        self.scanner.push(bytes);
+    }
+
+    /// Bytes held beyond the event's own (the values kept so far).
+    pub fn held(&self) -> usize {
+        self.scanner.held() + self.head.capacity()
+    }
+
+    fn is_done_marker(&self) -> bool {
+        self.scanner.read() <= HEAD as u64 && self.head.trim_ascii() == b"[DONE]"
+    }
 }
 
 /// One choice of a chat or completions chunk: only whether it carries text.
@@ -314,6 +415,59 @@ impl Choice<'_> {
         let some = |t: &Option<Cow<str>>| t.as_ref().is_some_and(|t| !t.is_empty());
         some(&self.text)
             || self.delta.as_ref().is_some_and(|d| some(&d.content) || some(&d.refusal) || d.tool_calls.is_some())
+    }
+}
+
+/// The `choices` of a chunk, as the meter needs them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Choices {
+    Absent,
+    Empty,
+    /// Present, not empty, and whether a choice carries generated content.
+    Some {
+        generated: bool,
+    },
+}
+
+impl Choices {
+    /// `Err` when `choices` is not a list of choices.
+    fn of(captured: &Captured) -> Result<Choices, ()> {
+        match captured {
+            Captured::Absent => Ok(Choices::Absent),
+            // Past the bound a chunk's choices carry generated content, surely.
+            Captured::TooLarge => Ok(Choices::Some { generated: true }),
+            Captured::Value(raw) => match serde_json::from_slice::<Option<Vec<Choice>>>(raw).map_err(|_| ())? {
+                None => Ok(Choices::Absent),
+                Some(list) if list.is_empty() => Ok(Choices::Empty),
+                Some(list) => Ok(Choices::Some { generated: list.iter().any(Choice::generated) }),
+            },
+        }
+    }
+}
+
+/// The fields of one event, each checked for its type: an event with one of the
+/// wrong type changes nothing.
+struct EventFields {
+    kind: Option<String>,
+    model: Option<String>,
+    choices: Choices,
+    response_model: Option<String>,
+    message_model: Option<String>,
+}
+
+impl EventFields {
+    fn of(scanned: &Scanned) -> Result<EventFields, ()> {
+        if !scanned.object {
+            return Err(());
+        }
+        Ok(EventFields {
+            kind: string_of(scanned.get(TYPE))?,
+            model: string_of(scanned.get(MODEL))?,
+            choices: Choices::of(scanned.get(CHOICES))?,
+            // A response or message of another shape has no model.
+            response_model: string_of(scanned.get(RESPONSE_MODEL)).ok().flatten(),
+            message_model: string_of(scanned.get(MESSAGE_MODEL)).ok().flatten(),
+        })
     }
 }
 
@@ -358,49 +512,53 @@ impl StreamMeter {
     /// Reads one event (its `event:` name, empty when none, and its data).
     /// Data that is not JSON is passed on and changes nothing.
     pub fn event(&mut self, event: &str, data: &str) -> EventKind {
-        if data.trim() == "[DONE]" {
+        let mut read = EventData::default();
+        read.push(data.as_bytes());
+        self.event_read(event, read)
+    }
+
+    /// Reads one event whose data was read as it arrived.
+    pub fn event_read(&mut self, event: &str, data: EventData) -> EventKind {
+        if data.is_done_marker() {
             self.complete = true;
             return EventKind::Forward;
         }
-        let Ok(fields) = serde_json::from_str::<EventFields>(data) else {
-            return EventKind::Forward;
-        };
+        let Ok(scanned) = data.scanner.finish() else { return EventKind::Forward };
+        let Ok(fields) = EventFields::of(&scanned) else { return EventKind::Forward };
         match self.api {
-            Api::Messages => self.anthropic(&fields),
-            Api::Responses => self.responses(event, &fields),
-            _ => return self.openai_chunk(&fields),
+            Api::Messages => self.anthropic(&fields, &scanned),
+            Api::Responses => self.responses(event, &fields, &scanned),
+            _ => return self.openai_chunk(&fields, &scanned),
         }
         EventKind::Forward
     }
 
     /// Chat completions and completions chunks: the usage comes in a last chunk
     /// (`stream_options.include_usage`), whose `choices` is empty.
-    fn openai_chunk(&mut self, fields: &EventFields) -> EventKind {
+    fn openai_chunk(&mut self, fields: &EventFields, scanned: &Scanned) -> EventKind {
         if self.model.is_none() {
             self.model = model_name(fields.model.as_deref());
         }
-        if fields.choices.as_ref().is_some_and(|c| c.iter().any(Choice::generated)) {
+        if matches!(fields.choices, Choices::Some { generated: true }) {
             self.content_events += 1;
         }
-        let Some(usage) = usage_of(self.api, fields.usage.as_ref()) else {
+        let Some(usage) = usage_of(self.api, scanned.get(USAGE)) else {
             return EventKind::Forward;
         };
         self.usage = usage;
         self.reported = true;
-        let no_choices = fields.choices.as_ref().is_some_and(Vec::is_empty);
-        if no_choices { EventKind::UsageOnly } else { EventKind::Forward }
+        if fields.choices == Choices::Empty { EventKind::UsageOnly } else { EventKind::Forward }
     }
 
     /// The Responses API: `response.completed` (or `.incomplete`/`.failed`)
     /// carries the response with its usage.
-    fn responses(&mut self, event: &str, fields: &EventFields) {
+    fn responses(&mut self, event: &str, fields: &EventFields, scanned: &Scanned) {
         let kind = fields.kind.as_deref().unwrap_or(event);
         if kind.ends_with(".delta") {
             self.content_events += 1;
         }
-        let Some(response) = &fields.response else { return };
-        self.take_model(response);
-        if let Some(usage) = usage_of(self.api, response.get("usage")) {
+        self.take_model(fields.response_model.as_deref());
+        if let Some(usage) = usage_of(self.api, scanned.get(RESPONSE_USAGE)) {
             self.usage = usage;
             self.reported = true;
         }
@@ -411,30 +569,29 @@ impl StreamMeter {
 
     /// Anthropic: `message_start` has the input (and one output token so far),
     /// each `message_delta` the cumulative output; `message_stop` ends it.
-    fn anthropic(&mut self, fields: &EventFields) {
+    fn anthropic(&mut self, fields: &EventFields, scanned: &Scanned) {
         match fields.kind.as_deref() {
             Some("message_start") => {
-                if let Some(message) = &fields.message {
-                    self.take_model(message);
-                    self.apply_anthropic(message.get("usage"));
-                }
+                self.take_model(fields.message_model.as_deref());
+                self.apply_anthropic(scanned.get(MESSAGE_USAGE));
             }
-            Some("message_delta") => self.apply_anthropic(fields.usage.as_ref()),
+            Some("message_delta") => self.apply_anthropic(scanned.get(USAGE)),
             Some("content_block_delta") => self.content_events += 1,
             Some("message_stop") => self.complete = true,
             _ => {}
         }
     }
 
-    fn apply_anthropic(&mut self, usage: Option<&Value>) {
-        let Some(reported) = usage.and_then(|u| AnthropicUsage::deserialize(u).ok()) else { return };
+    fn apply_anthropic(&mut self, usage: &Captured) {
+        let Some(raw) = usage.value().filter(|raw| raw.first() == Some(&b'{')) else { return };
+        let Ok(reported) = serde_json::from_slice::<AnthropicUsage>(raw) else { return };
         reported.apply(&mut self.usage);
         self.reported = true;
     }
 
-    fn take_model(&mut self, value: &Value) {
+    fn take_model(&mut self, model: Option<&str>) {
         if self.model.is_none() {
-            self.model = model_of(value);
+            self.model = model_name(model);
         }
     }
 

@@ -207,9 +207,9 @@ pub fn classify(code: Option<&str>) -> Failure {
         // is replaced by one to the new primary (`super::connect`); NOREPLICAS: a
         // primary waiting for its replicas. Both pass; dropping events on them would
         // lose charges in every failover.
-        Some("LOADING" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "NOSCRIPT" | "READONLY" | "NOREPLICAS") => {
-            Failure::Transient
-        }
+        Some(
+            "LOADING" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "NOSCRIPT" | "READONLY" | "NOREPLICAS",
+        ) => Failure::Transient,
         Some("NOPERM") => Failure::Permanent("noperm"),
         Some("OOM") => Failure::Permanent("oom"),
         Some("WRONGTYPE") => Failure::Permanent("wrongtype"),

@@ -56,6 +56,12 @@
 //! - `gzip-`: a whole JSON answer is sent gzip-compressed with `content-encoding:
 //!   gzip`, ignoring the request's `accept-encoding` (as a misbehaving proxy would);
 //! - `drip-<ms>-`: waits that long between the events of a stream (else none);
+//! - `image-<KiB>-` (Responses API): the answer also carries a generated image of
+//!   that many KiB of base64, as the `image_generation` tool returns it: an
+//!   `image_generation_call` output item with its `result`; a stream sends a
+//!   `partial_image` event and the finished item (each that large) after the text,
+//!   and `response.completed` carries the image again beside the usage. The usage
+//!   is the same as without it;
 //! - `ping-`: a stream sends a `: ping` comment block (an SSE keep-alive, as
 //!   OpenAI's and Anthropic's streams do) as its own write before each event.
 //!
@@ -456,6 +462,9 @@ struct Knobs {
     /// `gzip-`: a JSON answer is sent gzip-compressed (`content-encoding: gzip`),
     /// whatever the request's `accept-encoding` said.
     gzip: bool,
+    /// `image-<KiB>-`: a Responses answer also carries a generated image of that many
+    /// KiB of base64 (see [`image_output`]).
+    image_bytes: usize,
     /// `ping-`: a `: ping` comment block before each event of a stream.
     ping: bool,
     model: String,
@@ -463,7 +472,14 @@ struct Knobs {
 
 impl Knobs {
     fn parse(name: &str) -> Knobs {
-        let mut knobs = Knobs { slow: None, drip: Duration::ZERO, gzip: false, ping: false, model: name.to_string() };
+        let mut knobs = Knobs {
+            slow: None,
+            drip: Duration::ZERO,
+            gzip: false,
+            image_bytes: 0,
+            ping: false,
+            model: name.to_string(),
+        };
         loop {
             let take = |prefix: &str| -> Option<(Duration, String)> {
                 let (ms, rest) = knobs.model.strip_prefix(prefix)?.split_once('-')?;
@@ -475,6 +491,13 @@ impl Knobs {
                 (knobs.drip, knobs.model) = (delay, rest);
             } else if let Some(rest) = knobs.model.strip_prefix("gzip-") {
                 (knobs.gzip, knobs.model) = (true, rest.to_string());
+            } else if let Some((kib, rest)) = knobs
+                .model
+                .strip_prefix("image-")
+                .and_then(|r| r.split_once('-'))
+                .filter(|(k, _)| k.parse::<usize>().is_ok())
+            {
+                (knobs.image_bytes, knobs.model) = (kib.parse::<usize>().unwrap_or(0) * 1024, rest.to_string());
             } else if let Some(rest) = knobs.model.strip_prefix("ping-") {
                 (knobs.ping, knobs.model) = (true, rest.to_string());
             } else {
@@ -560,6 +583,13 @@ fn ok_answer(ctx: &Ctx, api: SimApi, body: &Value, model: &str, knobs: &Knobs, i
         let whole = match api {
             SimApi::Embeddings => embeddings(body, model, usage),
             SimApi::Images => image(usage),
+            SimApi::Responses if knobs.image_bytes > 0 => {
+                let mut answer = whole(api, body, model, &text, usage, id);
+                if let Some(output) = answer["output"].as_array_mut() {
+                    output.push(image_output(id, knobs.image_bytes));
+                }
+                answer
+            }
             _ => whole(api, body, model, &text, usage, id),
         }
         .to_string();
@@ -590,6 +620,9 @@ fn ok_answer(ctx: &Ctx, api: SimApi, body: &Value, model: &str, knobs: &Knobs, i
     }
     let include_usage = body["stream_options"]["include_usage"].as_bool() == Some(true);
     let (mut events, first_delta) = stream_events(api, body, model, &text, usage, include_usage, id);
+    if api == SimApi::Responses && knobs.image_bytes > 0 {
+        with_image(&mut events, body, model, usage, id, knobs.image_bytes);
+    }
     let stop = match fault {
         "fault-truncated" => Some((first_delta + 1, Stop::Fail)),
         "fault-cut-stream" => Some((first_delta + 1, Stop::Stall)),
@@ -978,6 +1011,53 @@ fn embeddings(body: &Value, model: &str, u: SimUsage) -> Value {
         .collect();
     json!({"object": "list", "data": data, "model": model,
         "usage": {"prompt_tokens": u.input, "total_tokens": u.input}})
+}
+
+/// An image generation call's output item, its `result` `bytes` of base64 (what the
+/// Responses API's `image_generation` tool returns: gpt-image-1's images are
+/// megabytes of base64 PNG).
+fn image_output(id: u64, bytes: usize) -> Value {
+    json!({"type": "image_generation_call", "id": format!("ig_sim{id}"), "status": "completed",
+        "background": "opaque", "output_format": "png", "quality": "low", "size": "1024x1024",
+        "revised_prompt": "a lighthouse at dusk", "result": base64_text(bytes)})
+}
+
+/// `bytes` characters of base64 (not an image, but the same alphabet and weight).
+fn base64_text(bytes: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    (0..bytes).map(|i| ALPHABET[(i * 7 + i / 64) % 64] as char).collect()
+}
+
+/// A Responses stream with an image generated after its text, as the
+/// `image_generation` tool streams it: a partial image and the finished item, each an
+/// event of `bytes` of base64, before `response.completed`, whose `output` carries
+/// the image again (so that event is as large) with the same usage.
+fn with_image(events: &mut Vec<Event>, body: &Value, model: &str, u: SimUsage, id: u64, bytes: usize) {
+    let Some(completed) = events.pop() else { return };
+    let mut sequence = events.len();
+    let mut event = |name: &'static str, mut data: Value| {
+        data["type"] = json!(name);
+        data["sequence_number"] = json!(sequence);
+        sequence += 1;
+        named_event(name, &data)
+    };
+    let item_id = format!("ig_sim{id}");
+    let image = image_output(id, bytes);
+    let added = json!({"type": "image_generation_call", "id": item_id, "status": "in_progress"});
+    events.push(event("response.output_item.added", json!({"output_index": 1, "item": added})));
+    events.push(event("response.image_generation_call.generating", json!({"output_index": 1, "item_id": item_id})));
+    events.push(event(
+        "response.image_generation_call.partial_image",
+        json!({"output_index": 1, "item_id": item_id, "partial_image_index": 0, "partial_image_b64": base64_text(bytes)}),
+    ));
+    events.push(event("response.image_generation_call.completed", json!({"output_index": 1, "item_id": item_id})));
+    events.push(event("response.output_item.done", json!({"output_index": 1, "item": image})));
+    let text = reply_text(body, model);
+    let message = output_message(id, "completed", json!([output_text(&text)]));
+    let output = json!([message, image_output(id, bytes)]);
+    let done = response_object(body, model, id, output, Some(responses_usage(u)));
+    events.push(event("response.completed", json!({"response": done})));
+    drop(completed);
 }
 
 /// An SSE event as sent: its `event:` name if any, the whole text, and the output

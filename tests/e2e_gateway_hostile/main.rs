@@ -7,5 +7,7 @@ mod common;
 mod bytes;
 mod connections;
 mod headers;
+mod large_answers;
 mod ledger_ha;
+mod memory;
 mod readiness;
