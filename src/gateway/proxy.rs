@@ -40,6 +40,7 @@ use crate::limits::ledger::{Bound, Ledger, LedgerKey, LimitLabels, Reservation, 
 use crate::limits::rule::{LimitRule, application_level, group_level, organization_level, use_case_level};
 use crate::limits::spend::{self, UsageKeys};
 use crate::money::{NANO_PER_USD, PicoUsd};
+use crate::verifier::index::Attribution;
 use crate::verifier::metrics::Name;
 use crate::verifier::{Answer, Verifier};
 
@@ -307,14 +308,7 @@ impl Gateway {
             ledger.metrics.max.get_or_create(&labels).set(max);
             ledger.metrics.threshold.get_or_create(&labels).set(max * f64::from(rule.threshold_permille) / 1000.0);
         }
-        let mut levels = vec![
-            organization_level(&attribution.organization),
-            group_level(&attribution.group),
-            application_level(&attribution.namespace, &attribution.application),
-        ];
-        if let Some(use_case) = use_case {
-            levels.push(use_case_level(&attribution.namespace, &attribution.application, use_case));
-        }
+        let levels = levels(attribution, use_case);
         let usage = level_usage(&levels, now);
         let limits = covering.rules.iter().map(|r| r.id.clone()).collect();
         let ledger = ledger.clone();
@@ -516,6 +510,21 @@ async fn read_within(mut body: Incoming, max: usize, declared: usize, lease: &mu
 pub(super) struct LevelUsage {
     keys: Vec<UsageKeys>,
     ttl: u64,
+}
+
+/// The levels a request is charged to, broadest first: its Organization, Group,
+/// Application and, when it names one, use case. One list for every source of
+/// usage (proxied or reported).
+pub(super) fn levels(attribution: &Attribution, use_case: Option<&str>) -> Vec<String> {
+    let mut levels = vec![
+        organization_level(&attribution.organization),
+        group_level(&attribution.group),
+        application_level(&attribution.namespace, &attribution.application),
+    ];
+    if let Some(use_case) = use_case {
+        levels.push(use_case_level(&attribution.namespace, &attribution.application, use_case));
+    }
+    levels
 }
 
 pub(super) fn level_usage(levels: &[String], now: chrono::DateTime<chrono::Utc>) -> LevelUsage {

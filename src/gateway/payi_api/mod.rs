@@ -33,9 +33,8 @@ use serde_json::{Value, json};
 
 use super::metrics::{CategoryLabels, IngestLabels, OTHER_MODEL, Outcome as MetricOutcome, Source, UsageLabels};
 use super::pricing::cost;
-use super::proxy::{Gateway, ResponseBody, level_usage};
+use super::proxy::{Gateway, ResponseBody, level_usage, levels};
 use crate::limits::ledger::{Applied, LedgerKey};
-use crate::limits::rule::{application_level, group_level, organization_level, use_case_level};
 use crate::limits::spend::{self, UsageKeys};
 use crate::verifier::Answer;
 use crate::verifier::index::Decision;
@@ -364,14 +363,7 @@ async fn ingest_one(
     let covering = attribution.limits.covering(use_case);
     let keys: Vec<LedgerKey> =
         covering.rules.iter().map(|r| r.key(windows)).map(|(key, ttl)| LedgerKey { key, ttl }).collect();
-    let mut levels = vec![
-        organization_level(&attribution.organization),
-        group_level(&attribution.group),
-        application_level(&attribution.namespace, &attribution.application),
-    ];
-    if let Some(use_case) = use_case {
-        levels.push(use_case_level(&attribution.namespace, &attribution.application, use_case));
-    }
+    let levels = levels(attribution, use_case);
     let limit_ids = covering.rules.iter().map(|r| r.id.clone()).collect();
     let mut event = level_usage(&levels, windows).event(keys, limit_ids, total, ingest.usage.total());
     if total.is_some() && !ingest.unknown.is_empty() {
