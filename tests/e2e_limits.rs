@@ -16,11 +16,11 @@ use common::gateway::{Gateway, post, providers_file, sum};
 use common::provider_sim::{ProviderSim, SimApi, expected_usage};
 use common::redis::{Redis, command, shared_url};
 use common::sdk::drive;
-use common::{Operator, TestEnv, app_with_reason, eventually, key_of, unique};
+use common::{Operator, TestEnv, eventually, unique};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
-use payi_operator::crd::{Application, Group, Organization};
+use kube::api::{Patch, PatchParams};
+use payi_operator::crd::{Group, Organization};
 use serde_json::{Value, json};
 
 /// Who sends a request: a key and the use case it names.
@@ -71,18 +71,6 @@ impl Setup {
         common::delete(&self.env.orgs(), &self.org).await;
         common::delete(&Api::<Namespace>::all(self.env.client.clone()), &self.env.namespace).await;
     }
-}
-
-async fn app(env: &TestEnv, name: &str, group: &str, spec: Value) -> String {
-    let mut body = json!({"groupRef": {"name": group}});
-    body.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
-    let app: Application = serde_json::from_value(json!({
-        "apiVersion": "payi.io/v1alpha1", "kind": "Application", "metadata": {"name": name}, "spec": body
-    }))
-    .unwrap();
-    env.apps().create(&PostParams::default(), &app).await.unwrap();
-    app_with_reason(env, name, "KeyIssued").await;
-    key_of(&env.secrets().get(&format!("{name}-payi-key")).await.unwrap())
 }
 
 async fn gateway(name: &str, sim: &ProviderSim, redis_url: &str, extra: &[&str]) -> Gateway {
@@ -171,9 +159,9 @@ async fn a_block_limit_at_each_level_stops_exactly_the_requests_it_covers_and_na
         env.create_org(&org, None).await;
         env.create_group(&g1, &org).await;
         env.create_group(&g2, &org).await;
-        let a = app(&env, "a", &g1, json!({"useCases": [{"name": "uc"}]})).await;
-        let b = app(&env, "b", &g1, json!({})).await;
-        let other = app(&env, "c", &g2, json!({})).await;
+        let a = env.create_app_with_key("a", &g1, json!({"useCases": [{"name": "uc"}]})).await;
+        let b = env.create_app_with_key("b", &g1, json!({})).await;
+        let other = env.create_app_with_key("c", &g2, json!({})).await;
         // Room for three requests: two spent and the third's reservation.
         let budget = json!([limit("budget", 2 * c + bound_nano(), "block")]);
         let ns = env.namespace.clone();
@@ -258,7 +246,7 @@ async fn an_allow_limit_records_the_overrun_and_never_refuses() {
     let env = TestEnv::new("lim-allow").await;
     let (org, group) = env.org_and_group().await;
     let c = cost_nano();
-    let key = app(&env, "spender", &group, json!({"limits": [limit("soft", c * 3 / 2, "allow")]})).await;
+    let key = env.create_app_with_key("spender", &group, json!({"limits": [limit("soft", c * 3 / 2, "allow")]})).await;
     let id = format!("application/{}/spender/soft", env.namespace);
     enforced(&gw, &key, None, &id).await;
     for _ in 0..3 {
@@ -285,7 +273,7 @@ async fn fifty_concurrent_requests_at_the_maximum_never_pass_it() {
     let (c, bound) = (cost_nano(), bound_nano());
     // After 9 requests, room for 5 more reservations.
     let max = 9 * c + 5 * bound;
-    let key = app(&env, "bursty", &group, json!({"limits": [limit("cap", max, "block")]})).await;
+    let key = env.create_app_with_key("bursty", &group, json!({"limits": [limit("cap", max, "block")]})).await;
     let id = format!("application/{}/bursty/cap", env.namespace);
     enforced(&gw, &key, None, &id).await;
     for _ in 0..8 {
@@ -318,7 +306,7 @@ async fn windows_roll_over_and_a_gitops_reset_starts_a_new_count_once() {
     let env = TestEnv::new("lim-window").await;
     let (org, group) = env.org_and_group().await;
     // One request's reservation fits; after it, its cost plus the next reservation does not.
-    let key = app(&env, "monthly", &group, json!({"limits": [limit("m", bound_nano(), "block")]})).await;
+    let key = env.create_app_with_key("monthly", &group, json!({"limits": [limit("m", bound_nano(), "block")]})).await;
     let id = format!("application/{}/monthly/m", env.namespace);
     enforced(&gw, &key, None, &id).await;
     assert_eq!(call(&gw, &key, None).await.status, 400, "one request spends it");
@@ -371,7 +359,7 @@ async fn a_redis_restart_mid_run_loses_no_charge_and_fail_closed_refuses_meanwhi
     let env = TestEnv::new("lim-redis").await;
     let (org, group) = env.org_and_group().await;
     let c = cost_nano();
-    let key = app(&env, "steady", &group, json!({"limits": [limit("big", c * 1000, "block")]})).await;
+    let key = env.create_app_with_key("steady", &group, json!({"limits": [limit("big", c * 1000, "block")]})).await;
     let id = format!("application/{}/steady/big", env.namespace);
     enforced(&gw, &key, None, &id).await;
     for _ in 0..4 {
@@ -434,7 +422,7 @@ async fn the_operator_publishes_spend_and_state_on_the_object_with_one_event_per
     // weigh each request's reservation; tests above cover that).
     let budget = json!([{"name": "monthly", "max": usd(c * 4), "period": "month", "type": "allow", "threshold": 0.5}]);
     patch_limits(&groups, &group, budget).await;
-    let key = app(&env, "watched", &group, json!({})).await;
+    let key = env.create_app_with_key("watched", &group, json!({})).await;
     let id = format!("group/{group}/monthly");
     let state = |g: Group| g.status.and_then(|s| s.limits).map(|l| (l.state, l.summary, l.items));
     // Published before any spend: ok, 0 of the maximum.
@@ -526,7 +514,7 @@ async fn a_client_that_leaves_before_the_answer_is_still_charged_what_the_provid
     let env = TestEnv::new("lim-abandon").await;
     let (org, group) = env.org_and_group().await;
     let c = cost_nano();
-    let key = app(&env, "leaver", &group, json!({"limits": [limit("monthly", c * 1000, "block")]})).await;
+    let key = env.create_app_with_key("leaver", &group, json!({"limits": [limit("monthly", c * 1000, "block")]})).await;
     let id = format!("application/{}/leaver/monthly", env.namespace);
     enforced(&gw, &key, None, &id).await;
     let before = spent(redis, &id).await;
@@ -572,7 +560,7 @@ async fn two_hundred_concurrent_requests_through_two_replicas_never_pass_a_block
     let c = cost_nano();
     // Sized for about 50 requests by their real cost.
     let max = 50 * c;
-    let key = app(&env, "crowd", &group, json!({"limits": [limit("cap", max, "block")]})).await;
+    let key = env.create_app_with_key("crowd", &group, json!({"limits": [limit("cap", max, "block")]})).await;
     let id = format!("application/{}/crowd/cap", env.namespace);
     enforced(&one, &key, None, &id).await;
     enforced(&two, &key, None, &id).await;

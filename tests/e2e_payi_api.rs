@@ -12,11 +12,9 @@ use chrono::Utc;
 use common::gateway::{Gateway, post, providers_file, sum};
 use common::provider_sim::{ProviderSim, SimUsage};
 use common::redis::{command, shared_url};
-use common::{Operator, TestEnv, app_with_reason, eventually, key_of, unique};
+use common::{Operator, TestEnv, eventually, unique};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
-use kube::api::PostParams;
-use payi_operator::crd::Application;
 use serde_json::{Value, json};
 
 /// USD per million tokens: one input token costs 10^6 nano-USD, so every cost
@@ -64,18 +62,6 @@ fn sdk(gateway: &Gateway, key: &str, scenario: &str, env: &[(&str, &str)]) -> Va
 fn call(gateway: &Gateway, key: &str, method: &str, args: Value, kwargs: Value) -> Value {
     let spec = json!({"method": method, "args": args, "kwargs": kwargs}).to_string();
     sdk(gateway, key, "call", &[("CALL", &spec)])
-}
-
-async fn app(env: &TestEnv, name: &str, group: &str, spec: Value) -> String {
-    let mut body = json!({"groupRef": {"name": group}});
-    body.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
-    let app: Application = serde_json::from_value(json!({
-        "apiVersion": "payi.io/v1alpha1", "kind": "Application", "metadata": {"name": name}, "spec": body
-    }))
-    .unwrap();
-    env.apps().create(&PostParams::default(), &app).await.unwrap();
-    app_with_reason(env, name, "KeyIssued").await;
-    key_of(&env.secrets().get(&format!("{name}-payi-key")).await.unwrap())
 }
 
 async fn gateway(name: &str, sim: &ProviderSim, extra: &[&str]) -> Gateway {
@@ -131,8 +117,8 @@ async fn instrumented_usage_is_ingested_priced_and_charged_once_and_its_result_i
     let group = unique("eng");
     env.create_org(&org, None).await;
     env.create_group(&group, &org).await;
-    let support = app(&env, "support", &group, json!({"useCases": [{"name": "summarize"}]})).await;
-    let other = app(&env, "other", &group, json!({})).await;
+    let support = env.create_app_with_key("support", &group, json!({"useCases": [{"name": "summarize"}]})).await;
+    let other = env.create_app_with_key("other", &group, json!({})).await;
     let sim = ProviderSim::start().await;
     let gw = gateway("payi-ingest", &sim, &["--limits-redis-url", redis, "--max-request-bytes", "65536"]).await;
     known(&gw, &support).await;
@@ -327,13 +313,13 @@ async fn an_ingested_call_past_a_block_limit_is_charged_and_the_next_proxied_req
     env.create_org(&org, None).await;
     env.create_group(&group, &org).await;
     // Room for 100 input tokens.
-    let key = app(
-        &env,
-        "a",
-        &group,
-        json!({"limits": [{"name": "budget", "max": "0.1", "period": "month", "type": "block"}]}),
-    )
-    .await;
+    let key = env
+        .create_app_with_key(
+            "a",
+            &group,
+            json!({"limits": [{"name": "budget", "max": "0.1", "period": "month", "type": "block"}]}),
+        )
+        .await;
     let sim = ProviderSim::start().await;
     let gw = gateway("payi-ingest-limit", &sim, &["--limits-redis-url", redis]).await;
     known(&gw, &key).await;
@@ -415,7 +401,7 @@ async fn an_ingested_call_past_a_block_limit_is_charged_and_the_next_proxied_req
     // Another Group's Application does not see this one's limit.
     let outsider_group = unique("other");
     env.create_group(&outsider_group, &org).await;
-    let outsider = app(&env, "outsider", &outsider_group, json!({})).await;
+    let outsider = env.create_app_with_key("outsider", &outsider_group, json!({})).await;
     known(&gw, &outsider).await;
     let foreign = call(&gw, &outsider, "limits.retrieve", json!([limit]), json!({}));
     assert_eq!(foreign["error"]["status"], 404, "{foreign}");
@@ -434,7 +420,7 @@ async fn without_a_ledger_ingest_still_meters_and_results_answer_503() {
     let group = unique("eng");
     env.create_org(&org, None).await;
     env.create_group(&group, &org).await;
-    let key = app(&env, "a", &group, json!({})).await;
+    let key = env.create_app_with_key("a", &group, json!({})).await;
     let sim = ProviderSim::start().await;
     let gw = gateway("payi-noledger", &sim, &[]).await;
     known(&gw, &key).await;
@@ -473,7 +459,7 @@ async fn a_bulk_ingest_charges_each_event_once_and_reports_the_refused_ones_by_i
     let group = unique("eng");
     env.create_org(&org, None).await;
     env.create_group(&group, &org).await;
-    let key = app(&env, "a", &group, json!({"useCases": [{"name": "summarize"}]})).await;
+    let key = env.create_app_with_key("a", &group, json!({"useCases": [{"name": "summarize"}]})).await;
     let sim = ProviderSim::start().await;
     let gw = gateway("payi-bulk", &sim, &["--limits-redis-url", redis]).await;
     known(&gw, &key).await;
@@ -537,7 +523,7 @@ async fn an_instrumented_anthropic_call_is_charged_what_the_provider_billed() {
     let group = unique("eng");
     env.create_org(&org, None).await;
     env.create_group(&group, &org).await;
-    let key = app(&env, "a", &group, json!({"useCases": [{"name": "draft"}]})).await;
+    let key = env.create_app_with_key("a", &group, json!({"useCases": [{"name": "draft"}]})).await;
     let sim = ProviderSim::start().await;
     let gw = gateway("payi-ingest-anthropic", &sim, &["--limits-redis-url", redis]).await;
     known(&gw, &key).await;

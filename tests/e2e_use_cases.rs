@@ -12,27 +12,14 @@ use std::time::{Duration, Instant};
 use common::ext_authz as grpc;
 use common::nginx::{Nginx, Upstream};
 use common::verifier::{Reply, Verifier, request};
-use common::{Operator, TestEnv, app_with_reason, eventually, key_of};
+use common::{Operator, TestEnv, eventually};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
-use payi_operator::crd::Application;
+use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 /// The longest a renamed or removed use case may keep being attributed.
 const STOP_LIMIT: Duration = Duration::from_secs(2);
-
-async fn create_app(env: &TestEnv, name: &str, group: &str, spec: Value) -> String {
-    let mut body = json!({"groupRef": {"name": group}});
-    body.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
-    let app: Application = serde_json::from_value(json!({
-        "apiVersion": "payi.io/v1alpha1", "kind": "Application", "metadata": {"name": name}, "spec": body
-    }))
-    .unwrap();
-    env.apps().create(&PostParams::default(), &app).await.unwrap();
-    app_with_reason(env, name, "KeyIssued").await;
-    key_of(&env.secrets().get(&format!("{name}-payi-key")).await.unwrap())
-}
 
 async fn set_use_cases(env: &TestEnv, name: &str, use_cases: Value) {
     let patch = json!({"spec": {"useCases": use_cases}});
@@ -70,7 +57,7 @@ async fn status_publishes_declared_use_cases_with_versions_defaulted() {
     let env = TestEnv::new("usecase-status").await;
     let (org, group) = env.org_and_group().await;
     let use_cases = json!([{"name": "summarize", "description": "tickets"}, {"name": "draft", "version": 4}]);
-    create_app(&env, "support", &group, json!({"useCases": use_cases})).await;
+    env.create_app_with_key("support", &group, json!({"useCases": use_cases})).await;
     let status = env.apps().get("support").await.unwrap().status.unwrap().use_cases.unwrap();
     assert_eq!((status.declared, status.live), (2, 2));
     let items: Vec<(String, i64)> = status.items.iter().map(|i| (i.name.clone(), i.version)).collect();
@@ -88,7 +75,7 @@ async fn nginx_passes_pay_i_use_case_headers_on_and_refuses_undeclared_ones_by_n
     let env = TestEnv::new("usecase-nginx").await;
     let (org, group) = env.org_and_group().await;
     let use_cases = json!([{"name": "summarize_ticket", "version": 2}, {"name": "draft_reply"}]);
-    let key = create_app(&env, "support", &group, json!({"useCases": use_cases})).await;
+    let key = env.create_app_with_key("support", &group, json!({"useCases": use_cases})).await;
 
     let verifier = Verifier::start("usecase-nginx", &[]).await;
     let upstream = Upstream::start().await;
@@ -198,8 +185,9 @@ async fn envoy_ext_authz_attributes_use_cases_and_bounds_the_open_policy() {
     Operator::shared();
     let env = TestEnv::new("usecase-grpc").await;
     let (org, group) = env.org_and_group().await;
-    let declared = create_app(&env, "agent", &group, json!({"useCases": [{"name": "plan"}]})).await;
-    let open = create_app(&env, "lab", &group, json!({"useCasePolicy": "Open", "useCases": [{"name": "eval"}]})).await;
+    let declared = env.create_app_with_key("agent", &group, json!({"useCases": [{"name": "plan"}]})).await;
+    let open =
+        env.create_app_with_key("lab", &group, json!({"useCasePolicy": "Open", "useCases": [{"name": "eval"}]})).await;
     let verifier = Verifier::start("usecase-grpc", &["--strip-key-header"]).await;
 
     let check = |key: String, use_case: Option<&'static str>| {

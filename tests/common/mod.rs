@@ -175,6 +175,20 @@ impl TestEnv {
     }
 
     /// A Group admitting this test's namespace by name.
+    /// Creates an Application in `group` with `spec`'s fields added to its spec,
+    /// waits for its key, and returns the key.
+    pub async fn create_app_with_key(&self, name: &str, group: &str, spec: serde_json::Value) -> String {
+        let mut body = json!({"groupRef": {"name": group}});
+        body.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
+        let app: Application = serde_json::from_value(json!({
+            "apiVersion": "payi.io/v1alpha1", "kind": "Application", "metadata": {"name": name}, "spec": body
+        }))
+        .unwrap();
+        self.apps().create(&PostParams::default(), &app).await.unwrap();
+        app_with_reason(self, name, "KeyIssued").await;
+        key_of(&self.secrets().get(&format!("{name}-payi-key")).await.unwrap())
+    }
+
     pub async fn create_group(&self, name: &str, org: &str) -> Group {
         let group: Group = serde_json::from_value(json!({
             "apiVersion": "payi.io/v1alpha1", "kind": "Group",
